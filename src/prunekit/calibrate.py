@@ -1,0 +1,140 @@
+"""Sequential layer-wise calibration: the one place that hooks, runs and walks the model.
+
+The inputs of the first block are captured with every positional and keyword argument the
+architecture passes (attention mask, position ids, rotary embeddings, ...); then each block is run on
+them with hooks that feed the statistics, and run again after pruning so the next block sees the
+outputs of the pruned one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .stats import InputStats
+from .targets import weight_view
+
+
+class _Captured(Exception):
+    pass
+
+
+@dataclass
+class BlockInputs:
+    """Calibration activations entering one block, one entry per batch."""
+
+    hidden: list[torch.Tensor]  # each (B, seqlen, hidden)
+    args: list[tuple]
+    kwargs: list[dict]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, tuple, dict]]:
+        return iter(zip(self.hidden, self.args, self.kwargs, strict=True))
+
+    @property
+    def tokens(self) -> int:
+        return sum(h.shape[0] * h.shape[1] for h in self.hidden)
+
+
+def _to(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple):
+        return tuple(_to(o, device) for o in obj)
+    if isinstance(obj, list):
+        return [_to(o, device) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj
+
+
+@torch.no_grad()
+def capture_inputs(
+    model: nn.Module, first_block: nn.Module, calibration: torch.Tensor, batch_size: int, store: str = "cpu"
+) -> BlockInputs:
+    """Run the model up to ``first_block`` on ``calibration`` (nsamples, seqlen) and record its inputs."""
+    device = next(model.parameters()).device
+    out = BlockInputs([], [], [])
+
+    def grab(_module, args, kwargs):
+        out.hidden.append(args[0].detach().to(store))
+        out.args.append(_to(args[1:], store))
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "past_key_value", "layer_past")}
+        out.kwargs.append(_to(kwargs, store))
+        raise _Captured
+
+    handle = first_block.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        for start in range(0, calibration.shape[0], batch_size):
+            batch = calibration[start : start + batch_size].to(device)
+            try:
+                model(input_ids=batch, use_cache=False)
+            except _Captured:
+                pass
+    finally:
+        handle.remove()
+    return out
+
+
+def _hidden(output) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+@torch.no_grad()
+def run_block(block: nn.Module, inputs: BlockInputs) -> BlockInputs:
+    """Run one block over every batch; the outputs become the next block's inputs."""
+    device = next(block.parameters()).device
+    hidden = []
+    for h, args, kwargs in inputs:
+        y = _hidden(block(h.to(device), *_to(args, device), **_to(kwargs, device)))
+        hidden.append(y.to(h.device))
+    return BlockInputs(hidden, inputs.args, inputs.kwargs)
+
+
+@torch.no_grad()
+def collect_stats(
+    block: nn.Module,
+    targets: dict[str, nn.Module],
+    inputs: BlockInputs,
+    hessian: bool,
+    sample_tokens: int = 0,
+) -> tuple[dict[str, InputStats], dict[str, torch.Tensor], BlockInputs]:
+    """Run ``block`` with hooks on ``targets``; return their input statistics, the first
+    ``sample_tokens`` input rows of each (for reconstruction error), and the block outputs.
+
+    Layers fed the same tensor (q/k/v) share one XᵀX computation. Mixture-of-experts layers see
+    only the tokens routed to them, because the hooks sit on the expert layers themselves.
+    """
+    stats = {name: InputStats(weight_view(m).shape[1], hessian, weight_view(m).device) for name, m in targets.items()}
+    samples: dict[str, list[torch.Tensor]] = {name: [] for name in targets}
+    seen: dict[str, int] = dict.fromkeys(targets, 0)
+    last: list = [None, None]  # (input tensor, its XᵀX) shared by layers fed the same tensor
+
+    def make_hook(name: str):
+        def hook(_module, args):
+            x = args[0]
+            flat = x.reshape(-1, x.shape[-1]).float()  # (tokens, cols)
+            xtx = None
+            if hessian:
+                if last[0] is not x:
+                    last[0], last[1] = x, flat.T @ flat
+                xtx = last[1]
+            stats[name].add(flat, xtx)
+            if seen[name] < sample_tokens:
+                take = flat[: sample_tokens - seen[name]]
+                samples[name].append(take.to("cpu", copy=True))
+                seen[name] += take.shape[0]
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(make_hook(n)) for n, m in targets.items()]
+    try:
+        outputs = run_block(block, inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        last.clear()
+    sample = {n: torch.cat(s) for n, s in samples.items() if s}
+    return stats, sample, outputs

@@ -1,0 +1,183 @@
+"""Command line: ``prunekit prune | eval | info``. Calls only the public API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .config import ALLOCATIONS, METHODS, CalibConfig, PruneConfig
+from .data import load_text, sample_calibration
+from .errors import PrunekitError
+from .fsutil import check_output_dir
+from .info import format_table, layer_table
+from .manifest import build_manifest, write_json
+from .models import load_model
+from .perplexity import perplexity
+from .pruner import prune
+from .save import save_pruned
+
+log = logging.getLogger("prunekit")
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="HF name or folder, a .gguf file, or 'default' (SmolLM2-135M)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--device", default="cpu")
+
+
+def _add_eval_args(p: argparse.ArgumentParser, data_flag: str) -> None:
+    p.add_argument(data_flag, default=None if data_flag == "--eval" else "wikitext2",
+                   help="evaluation text: wikitext2, c4, a .txt or .jsonl file")
+    p.add_argument("--eval-seqlen" if data_flag == "--eval" else "--seqlen", dest="eval_seqlen", type=int,
+                   default=2048)
+    p.add_argument("--max-windows", type=int, default=None, help="evaluate only the first N windows")
+    p.add_argument("--eval-batch-size", type=int, default=1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prunekit", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prune", help="prune a model and save it")
+    _add_model_args(p)
+    p.add_argument("--method", default="magnitude", help=f"one of {', '.join(METHODS)}")
+    p.add_argument("--sparsity", type=float, default=0.5)
+    p.add_argument("--pattern", default="unstructured", help="unstructured or N:M (2:4, 4:8, ...)")
+    p.add_argument("--scope", default=None, help="global, layer or row (default: the method's own)")
+    p.add_argument("--allocation", default="uniform", help=f"one of {', '.join(ALLOCATIONS)}")
+    p.add_argument("--include", action="append", default=[], help="regex on layer names to prune (repeatable)")
+    p.add_argument("--exclude", action="append", default=[], help="regex on layer names to skip (repeatable)")
+    p.add_argument("--min-layer-sparsity", type=float, default=0.0)
+    p.add_argument("--max-layer-sparsity", type=float, default=0.999)
+    p.add_argument("--strict", action="store_true", help="error instead of skipping layers N:M cannot tile")
+    p.add_argument("--calib", default="c4", help="calibration text: c4, wikitext2, a .txt or .jsonl file")
+    p.add_argument("--nsamples", type=int, default=128)
+    p.add_argument("--seqlen", type=int, default=2048, help="calibration window length")
+    p.add_argument("--calib-sampling", default="auto", choices=["auto", "documents", "stream"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8, help="calibration windows per forward pass")
+    p.add_argument("--percdamp", type=float, default=0.01)
+    p.add_argument("--blocksize", type=int, default=128)
+    p.add_argument("--owl-m", type=float, default=5.0)
+    p.add_argument("--owl-lambda", type=float, default=0.08)
+    _add_eval_args(p, "--eval")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+
+    e = sub.add_parser("eval", help="perplexity of a model")
+    _add_model_args(e)
+    _add_eval_args(e, "--data")
+    e.add_argument("--out", default=None, help="JSON file to write (default: runs/eval-*.json)")
+
+    i = sub.add_parser("info", help="per-layer sparsity of a pruned folder")
+    i.add_argument("folder")
+    i.add_argument("--json", action="store_true")
+    return parser
+
+
+def _eval(model, tok, args) -> dict:
+    source = load_text(args.eval if hasattr(args, "eval") else args.data)
+    return perplexity(model, tok, source, args.eval_seqlen, args.max_windows, args.eval_batch_size)
+
+
+def cmd_prune(args) -> dict:
+    config = PruneConfig(
+        method=args.method, sparsity=args.sparsity, pattern=args.pattern, scope=args.scope,
+        allocation=args.allocation, include=tuple(args.include), exclude=tuple(args.exclude),
+        min_layer_sparsity=args.min_layer_sparsity, max_layer_sparsity=args.max_layer_sparsity,
+        strict=args.strict, percdamp=args.percdamp, blocksize=args.blocksize, owl_m=args.owl_m,
+        owl_lambda=args.owl_lambda, batch_size=args.batch_size,
+    )
+    check_output_dir(args.out, args.overwrite)
+    calib_cfg = calib_source = None
+    if config.needs_calibration:
+        calib_cfg = CalibConfig(args.calib, args.nsamples, args.seqlen, args.seed, args.calib_sampling)
+        calib_source = load_text(args.calib)
+    if args.eval:
+        load_text(args.eval)  # fail on bad eval data before any long work
+    torch.manual_seed(args.seed)
+    model, tok, path = load_model(args.model, DTYPES[args.dtype], args.device)
+    calibration = None
+    if calib_cfg is not None:
+        calibration = sample_calibration(
+            calib_source, tok, calib_cfg.nsamples, calib_cfg.seqlen, calib_cfg.seed, calib_cfg.sampling
+        )
+    evaluation = {}
+    if args.eval:
+        evaluation["dense"] = _eval(model, tok, args)
+    result = prune(model, config, calibration)
+    if args.eval:
+        evaluation["pruned"] = _eval(model, tok, args)
+    summary = {
+        "model": args.model, "out": args.out, "method": config.method, "pattern": config.pattern,
+        "sparsity": round(result.sparsity, 6), "prune_seconds": round(result.seconds, 2),
+        "peak_rss_mb": round(result.peak_rss_mb, 1),
+    }
+    for key, ev in evaluation.items():
+        summary[f"ppl_{key}"] = round(ev["perplexity"], 4)
+    save_pruned(
+        model, args.out, result.masks, tok, args.overwrite,
+        manifest={
+            "command": sys.argv, "model": {"spec": args.model, "path": path, "dtype": args.dtype},
+            "config": config.to_dict(), "seed": args.seed,
+            "calibration": None if calib_cfg is None else {**vars(calib_cfg), "source": calib_source.describe()},
+            "result": result.to_dict(), "evaluation": evaluation, "summary": summary,
+        },
+    )
+    return summary
+
+
+def cmd_eval(args) -> dict:
+    source = load_text(args.data)
+    model, tok, path = load_model(args.model, DTYPES[args.dtype], args.device)
+    t0 = time.perf_counter()
+    res = perplexity(model, tok, source, args.eval_seqlen, args.max_windows, args.eval_batch_size)
+    out = Path(args.out or f"runs/eval-{Path(args.model).name}-{source.name}-{args.eval_seqlen}.json")
+    report = build_manifest(command=sys.argv, model={"spec": args.model, "path": path, "dtype": args.dtype},
+                            evaluation=res, wall_seconds=round(time.perf_counter() - t0, 2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(report, out)
+    return {"model": args.model, "data": source.name, "seqlen": res["seqlen"], "windows": res["windows"],
+            "perplexity": round(res["perplexity"], 4), "seconds": res["seconds"], "out": str(out)}
+
+
+def cmd_info(args) -> dict | None:
+    rows, manifest = layer_table(args.folder)
+    if args.json:
+        return {"layers": rows, "summary": manifest.get("summary")}
+    print(format_table(rows))
+    if manifest.get("summary"):
+        print(json.dumps(manifest["summary"], indent=2))
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars; prunekit's own bars stay
+    try:
+        out = {"prune": cmd_prune, "eval": cmd_eval, "info": cmd_info}[args.command](args)
+    except PrunekitError as e:
+        print(f"prunekit: error: {e}", file=sys.stderr)
+        return 2
+    if out is not None:
+        print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

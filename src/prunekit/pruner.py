@@ -1,0 +1,207 @@
+"""``prune(model, config, calibration)``: the public one-shot pruning entry point."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .allocation import clamp, global_allocation, outlier_ratio, owl_sparsities
+from .calibrate import BlockInputs, capture_inputs, collect_stats, run_block
+from .config import PruneConfig
+from .errors import PrunekitError
+from .models import check_finite
+from .scores import magnitude_scores, select_mask, wanda_scores
+from .sparsegpt import sparsegpt_prune
+from .targets import block_targets, find_blocks, find_targets, weight_view
+
+log = logging.getLogger(__name__)
+
+RECON_TOKENS = 4096  # calibration tokens per layer on which reconstruction error is measured
+
+
+@dataclass
+class LayerReport:
+    name: str
+    shape: tuple[int, int]
+    target_sparsity: float
+    sparsity: float
+    recon_error: float | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class PruneResult:
+    """Masks (True = kept) and what the run did, for the manifest."""
+
+    masks: dict[str, torch.Tensor]
+    layers: list[LayerReport]
+    seconds: float
+    peak_rss_mb: float
+    damping_escalations: int = 0
+    block_sparsity: list[float] | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def sparsity(self) -> float:
+        total = sum(m.numel() for m in self.masks.values())
+        kept = sum(int(m.sum()) for m in self.masks.values())
+        return 1 - kept / total if total else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "sparsity": self.sparsity,
+            "seconds": round(self.seconds, 2),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "damping_escalations": self.damping_escalations,
+            "block_sparsity": self.block_sparsity,
+            "layers": [vars(r) | {"shape": list(r.shape)} for r in self.layers],
+            **self.info,
+        }
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _usable_targets(model: nn.Module, config: PruneConfig) -> tuple[dict[str, nn.Module], list[LayerReport]]:
+    """Targets minus layers the N:M pattern cannot tile (warned about, or an error when strict)."""
+    targets = find_targets(model, config.include, config.exclude)
+    if not targets:
+        raise PrunekitError("no prunable layers matched (check --include/--exclude)")
+    check_finite(model, targets)
+    skipped = []
+    if config.nm is not None:
+        m = config.nm[1]
+        for name in list(targets):
+            shape = tuple(weight_view(targets[name]).shape)
+            if shape[1] % m:
+                msg = f"{name}: input width {shape[1]} is not divisible by M={m}"
+                if config.strict:
+                    raise PrunekitError(msg)
+                log.warning("%s; layer skipped", msg)
+                skipped.append(LayerReport(name, shape, 0.0, 0.0, skipped=msg))
+                del targets[name]
+    return targets, skipped
+
+
+def _recon_error(old: torch.Tensor, new: torch.Tensor, x: torch.Tensor | None) -> float | None:
+    """‖WX − ŴX‖² / ‖WX‖² on the sampled calibration inputs x (tokens, cols)."""
+    if x is None or x.numel() == 0:
+        return None
+    x = x.to(old.device)
+    ref = x @ old.float().T
+    denom = float((ref * ref).sum())
+    diff = x @ (old.float() - new.float()).T
+    return float((diff * diff).sum()) / denom if denom > 0 else 0.0
+
+
+def _apply(module: nn.Module, new_weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    w = weight_view(module)
+    w.copy_(torch.where(keep, new_weight.to(w.dtype), torch.zeros((), dtype=w.dtype, device=w.device)))
+    return keep.cpu()
+
+
+def _layer_sparsities(
+    config: PruneConfig, targets: dict[str, nn.Module], inputs: BlockInputs | None, blocks
+) -> tuple[dict[str, float], list[float] | None]:
+    """Per-layer target sparsity: uniform, global threshold, or OWL (dense pre-pass over the blocks)."""
+    if config.allocation == "uniform":
+        return dict.fromkeys(targets, config.sparsity), None
+    if config.allocation == "global" and not config.needs_calibration:
+        scores = {n: magnitude_scores(weight_view(m)) for n, m in targets.items()}
+        return clamp(global_allocation(scores, config.sparsity), config.min_layer_sparsity,
+                     config.max_layer_sparsity), None
+    # Calibrated score |W|·‖X‖ on the dense model, block by block.
+    assert inputs is not None and blocks is not None
+    block_name, block_list = blocks
+    per_block: list[dict[str, torch.Tensor]] = []
+    for i, block in enumerate(tqdm(block_list, desc="allocation pre-pass", unit="block")):
+        local = block_targets(block, f"{block_name}.{i}", targets)
+        stats, _, inputs = collect_stats(block, local, inputs, hessian=False)
+        per_block.append({n: wanda_scores(weight_view(m), stats[n].norms_sq) for n, m in local.items()})
+    if config.allocation == "global":
+        scores = {n: s for b in per_block for n, s in b.items()}
+        return clamp(global_allocation(scores, config.sparsity), config.min_layer_sparsity,
+                     config.max_layer_sparsity), None
+    used = [b for b in per_block if b]
+    ratios = [outlier_ratio(list(b.values()), config.owl_m) for b in used]
+    params = [sum(s.numel() for s in b.values()) for b in used]
+    block_s = owl_sparsities(ratios, params, config.sparsity, config.owl_lambda)
+    layer_s = {n: s for b, s in zip(used, block_s, strict=True) for n in b}
+    log.info("OWL block sparsities: %s", ", ".join(f"{s:.3f}" for s in block_s))
+    return clamp(layer_s, config.min_layer_sparsity, config.max_layer_sparsity), block_s
+
+
+def _prune_layer(
+    config: PruneConfig, name: str, module: nn.Module, sparsity: float, stats=None, sample=None
+) -> tuple[torch.Tensor, LayerReport, int]:
+    w = weight_view(module)
+    old = w.detach().clone()
+    escalations = 0
+    if config.method == "sparsegpt":
+        new, keep, escalations = sparsegpt_prune(
+            w, stats.hessian, sparsity, config.scope, config.nm, config.blocksize, config.percdamp, name
+        )
+    else:
+        scores = magnitude_scores(w) if config.method == "magnitude" else wanda_scores(w, stats.norms_sq)
+        keep = select_mask(scores, sparsity, config.scope, config.nm)
+        new = old
+    mask = _apply(module, new, keep)
+    report = LayerReport(
+        name, tuple(w.shape), sparsity, 1 - float(mask.float().mean()), _recon_error(old, w, sample)
+    )
+    return mask, report, escalations
+
+
+@torch.no_grad()
+def prune(
+    model: nn.Module, config: PruneConfig, calibration: torch.Tensor | None = None, progress: bool = True
+) -> PruneResult:
+    """Prune ``model`` in place. ``calibration``: token ids (nsamples, seqlen), needed by
+    wanda, sparsegpt and OWL; with it, blocks are pruned sequentially on pruned-model activations."""
+    t0 = time.perf_counter()
+    targets, reports = _usable_targets(model, config)
+    masks: dict[str, torch.Tensor] = {}
+    escalations = 0
+    if config.needs_calibration and (calibration is None or calibration.numel() == 0):
+        raise PrunekitError(f"method {config.method!r} with allocation {config.allocation!r} needs calibration data")
+
+    if not config.needs_calibration:
+        sparsities, block_s = _layer_sparsities(config, targets, None, None)
+        for name, module in tqdm(targets.items(), desc="magnitude", unit="layer", disable=not progress):
+            masks[name], report, _ = _prune_layer(config, name, module, sparsities[name])
+            reports.append(report)
+        return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), 0, block_s)
+
+    blocks = find_blocks(model)
+    if blocks is None:
+        raise PrunekitError("calibrated pruning needs a model with repeated blocks (an nn.ModuleList)")
+    block_name, block_list = blocks
+    inputs = capture_inputs(model, block_list[0], calibration, config.batch_size)
+    sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks)
+    hessian = config.method == "sparsegpt"
+    for i, block in enumerate(tqdm(block_list, desc=config.method, unit="block", disable=not progress)):
+        local = block_targets(block, f"{block_name}.{i}", targets)
+        if not local:
+            inputs = run_block(block, inputs)
+            continue
+        stats, sample, _ = collect_stats(block, local, inputs, hessian, RECON_TOKENS)
+        for name, module in local.items():
+            masks[name], report, esc = _prune_layer(
+                config, name, module, sparsities[name], stats[name], sample.get(name)
+            )
+            escalations += esc
+            reports.append(report)
+        del stats, sample
+        if i + 1 < len(block_list):
+            inputs = run_block(block, inputs)
+    order = {n: k for k, n in enumerate(targets)}
+    reports.sort(key=lambda r: order.get(r.name, -1))
+    info = {"calibration_tokens": int(calibration.numel())}
+    return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations, block_s, info)

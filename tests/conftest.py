@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny random models built from configs, a byte-level tokenizer, small text files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+
+def byte_tokenizer():
+    """A real fast tokenizer with 256 byte tokens: saves and loads like any Hugging Face tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {c: i for i, c in enumerate(sorted(alphabet))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def tiny_llama(seed: int = 0, layers: int = 2):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path):
+    path = tmp_path / "tiny"
+    tiny_llama().save_pretrained(path)
+    byte_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def text_files(tmp_path):
+    words = "the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing".split()
+    gen = torch.Generator().manual_seed(0)
+    docs = [" ".join(words[i] for i in torch.randint(len(words), (n,), generator=gen).tolist())
+            for n in (400, 30, 600, 50, 900)]
+    txt = tmp_path / "eval.txt"
+    txt.write_text("\n\n".join(docs))
+    jsonl = tmp_path / "calib.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": d}) for d in docs) + "\n")
+    return {"txt": txt, "jsonl": jsonl}

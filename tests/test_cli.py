@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from prunekit.cli import main
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_prune_info_eval(tiny_model_dir, text_files, tmp_path, capsys):
+    out = tmp_path / "pruned"
+    code, stdout, _ = _run(capsys, "prune", "--model", str(tiny_model_dir), "--method", "wanda", "--sparsity", "0.5",
+                           "--pattern", "2:4", "--calib", str(text_files["jsonl"]), "--nsamples", "4",
+                           "--seqlen", "64", "--eval", str(text_files["txt"]), "--eval-seqlen", "64",
+                           "--max-windows", "3", "--out", str(out))
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["sparsity"] == 0.5 and summary["ppl_pruned"] > 0 and summary["ppl_dense"] > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["calibration"]["source"]["sha256"] and manifest["calibration"]["nsamples"] == 4
+    assert manifest["evaluation"]["pruned"]["windows"] == 3 and manifest["config"]["method"] == "wanda"
+    assert len(manifest["result"]["layers"]) == 14
+    code, stdout, _ = _run(capsys, "info", str(out))
+    assert code == 0 and "model.layers.1.mlp.down_proj" in stdout and "yes" in stdout
+    code, stdout, _ = _run(capsys, "eval", "--model", str(out), "--data", str(text_files["txt"]), "--seqlen", "64",
+                           "--max-windows", "3", "--out", str(tmp_path / "e.json"))
+    assert code == 0
+    assert json.loads(stdout)["perplexity"] == pytest.approx(summary["ppl_pruned"], rel=1e-4)
+    assert json.loads((tmp_path / "e.json").read_text())["evaluation"]["windows"] == 3
+
+
+BAD = [
+    (["--model", "/nonexistent/model"], "model path not found"),
+    (["--sparsity", "1.0"], "sparsity must be in [0, 1)"),
+    (["--sparsity", "-0.1"], "sparsity must be in [0, 1)"),
+    (["--pattern", "4:4"], "0 < N < M"),
+    (["--pattern", "2:3", "--strict"], "not divisible"),
+    (["--method", "obs"], "unknown method"),
+    (["--method", "wanda", "--calib", "EMPTY"], "is empty"),
+    (["--method", "wanda", "--calib", "NOTEXT"], "no 'text' field"),
+    (["--method", "wanda", "--nsamples", "0"], "nsamples must be >= 1"),
+    (["--out", "EXISTING"], "exists"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD)
+def test_bad_input(extra, message, tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "notext.jsonl").write_text('{"body": "x"}\n')
+    (tmp_path / "existing").mkdir()
+    subs = {"EMPTY": str(tmp_path / "empty.jsonl"), "NOTEXT": str(tmp_path / "notext.jsonl"),
+            "EXISTING": str(tmp_path / "existing")}
+    extra = [subs.get(a, a) for a in extra]
+    args = {"--model": str(tiny_model_dir), "--out": str(tmp_path / "out"), "--seqlen": "32", "--nsamples": "2"}
+    for flag, value in zip(extra[::2], extra[1::2], strict=False):
+        args[flag] = value
+    argv = ["prune"] + [x for kv in args.items() for x in kv] + [a for a in extra if a == "--strict"]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert errors == [errors[-1]] and errors[0].startswith("prunekit: error: ") and message in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_nan_weights_cli(tiny_model_dir, tmp_path, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    f = tiny_model_dir / "model.safetensors"
+    state = load_file(str(f))
+    state["model.layers.0.mlp.up_proj.weight"][0, 0] = float("inf")
+    save_file(state, str(f), metadata={"format": "pt"})
+    code, _, err = _run(capsys, "prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "o"))
+    assert code == 2 and "NaN or Inf" in err and not (tmp_path / "o").exists()
+    assert torch.isinf(load_file(str(f))["model.layers.0.mlp.up_proj.weight"][0, 0])

@@ -1,0 +1,130 @@
+import pytest
+import torch
+
+from conftest import tiny_llama
+from prunekit import PruneConfig, PrunekitError, is_valid_nm, prune
+from prunekit.selection import count_to_prune
+from prunekit.targets import find_targets, weight_view
+
+
+def _calib(n=4, seqlen=32, seed=0):
+    return torch.randint(0, 256, (n, seqlen), generator=torch.Generator().manual_seed(seed))
+
+
+def _sparsity(module):
+    return float((weight_view(module) == 0).float().mean())
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4", "4:8"])
+def test_methods_by_pattern(method, pattern):
+    model = tiny_llama()
+    config = PruneConfig(method=method, sparsity=0.5, pattern=pattern, batch_size=3, blocksize=32)
+    result = prune(model, config, _calib(), progress=False)
+    targets = find_targets(model)
+    assert set(result.masks) == set(targets) and len(targets) == 14
+    for name, module in targets.items():
+        w = weight_view(module)
+        keep = result.masks[name]
+        assert torch.equal(w == 0, ~keep)  # pruned exactly where the mask says
+        assert int((~keep).sum()) == count_to_prune(w.numel(), 0.5)
+        if pattern != "unstructured":
+            n, m = map(int, pattern.split(":"))
+            assert is_valid_nm(w, n, m)
+    assert model.model.embed_tokens.weight.ne(0).all() and model.lm_head.weight.ne(0).all()
+    logits = model(_calib(1)).logits
+    assert torch.isfinite(logits).all()
+    if method != "magnitude":
+        assert all(r.recon_error is not None and r.recon_error >= 0 for r in result.layers)
+
+
+def test_scopes_differ_as_defined():
+    # Scale block 1 up: one global threshold must prune it less than block 0; layer scope must not.
+    base = tiny_llama()
+    with torch.no_grad():
+        for p in base.model.layers[1].parameters():
+            p.mul_(4)
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    out = {}
+    for scope in ("global", "layer", "row"):
+        base.load_state_dict(state)
+        result = prune(base, PruneConfig(sparsity=0.5, scope=scope), progress=False)
+        out[scope] = {n: _sparsity(m) for n, m in find_targets(base).items()}
+        assert result.sparsity == pytest.approx(0.5, abs=1e-6)
+    g = out["global"]
+    assert g["model.layers.0.mlp.up_proj"] > 0.7 and g["model.layers.1.mlp.up_proj"] < 0.3
+    assert all(s == pytest.approx(0.5, abs=1e-3) for s in out["layer"].values())
+    base.load_state_dict(state)
+    prune(base, PruneConfig(sparsity=0.5, scope="row"), progress=False)
+    w = weight_view(base.model.layers[0].mlp.down_proj)
+    assert ((w == 0).sum(1) == w.shape[1] // 2).all()
+
+
+def test_layer_clamps_apply_to_global():
+    model = tiny_llama()
+    with torch.no_grad():
+        for p in model.model.layers[1].parameters():
+            p.mul_(4)
+    prune(model, PruneConfig(sparsity=0.5, scope="global", min_layer_sparsity=0.2, max_layer_sparsity=0.7),
+          progress=False)
+    sp = [_sparsity(m) for m in find_targets(model).values()]
+    assert min(sp) >= 0.2 - 1e-3 and max(sp) <= 0.7 + 1e-3
+
+
+def test_sparsity_zero_changes_nothing():
+    model = tiny_llama()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prune(model, PruneConfig(method="wanda", sparsity=0.0), _calib(), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_include_exclude():
+    model = tiny_llama()
+    result = prune(model, PruneConfig(sparsity=0.5, include=(r"mlp",), exclude=(r"down_proj",)), progress=False)
+    assert sorted({n.split(".")[-1] for n in result.masks}) == ["gate_proj", "up_proj"]
+    assert _sparsity(model.model.layers[0].self_attn.q_proj) == 0
+
+
+def test_nm_indivisible_width_skips_or_errors():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=42, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2)
+    model = LlamaForCausalLM(cfg)
+    result = prune(model, PruneConfig(pattern="2:4"), progress=False)
+    assert "model.layers.0.mlp.down_proj" not in result.masks
+    assert any(r.skipped and "down_proj" in r.name for r in result.layers)
+    with pytest.raises(PrunekitError, match="not divisible"):
+        prune(LlamaForCausalLM(cfg), PruneConfig(pattern="2:4", strict=True), progress=False)
+
+
+def test_nan_weights_rejected():
+    model = tiny_llama()
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight[0, 0] = float("nan")
+    with pytest.raises(PrunekitError, match="NaN or Inf"):
+        prune(model, PruneConfig(), progress=False)
+
+
+def test_calibrated_methods_need_data():
+    for calib in (None, torch.zeros(0, 32, dtype=torch.long)):
+        with pytest.raises(PrunekitError, match="needs calibration"):
+            prune(tiny_llama(), PruneConfig(method="wanda"), calib, progress=False)
+
+
+def test_plain_module():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    result = prune(net, PruneConfig(sparsity=0.75, scope="row"), progress=False)
+    assert set(result.masks) == {"0", "2"}
+    assert ((net[0].weight == 0).sum(1) == 6).all()
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_calibration_batching_does_not_change_masks(batch_size):
+    ref = tiny_llama()
+    prune(ref, PruneConfig(method="wanda", batch_size=2), _calib(), progress=False)
+    other = tiny_llama()
+    prune(other, PruneConfig(method="wanda", batch_size=batch_size), _calib(), progress=False)
+    for (n, a), b in zip(find_targets(ref).items(), find_targets(other).values(), strict=True):
+        assert torch.equal(weight_view(a) == 0, weight_view(b) == 0), n
