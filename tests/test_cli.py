@@ -16,7 +16,7 @@ def test_prune_info_eval(tiny_model_dir, text_files, tmp_path, capsys):
     code, stdout, _ = _run(capsys, "prune", "--model", str(tiny_model_dir), "--method", "wanda", "--sparsity", "0.5",
                            "--pattern", "2:4", "--calib", str(text_files["jsonl"]), "--nsamples", "4",
                            "--seqlen", "64", "--eval", str(text_files["txt"]), "--eval-seqlen", "64",
-                           "--max-windows", "3", "--out", str(out))
+                           "--max-windows", "3", "--eval-dense", "--out", str(out))
     assert code == 0
     summary = json.loads(stdout)
     assert summary["sparsity"] == 0.5 and summary["ppl_pruned"] > 0 and summary["ppl_dense"] > 0

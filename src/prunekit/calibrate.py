@@ -22,6 +22,10 @@ class _Captured(Exception):
     pass
 
 
+class StopBlock(Exception):
+    """Raised by a statistics hook once every target of the block has seen this batch."""
+
+
 @dataclass
 class BlockInputs:
     """Calibration activations entering one block, one entry per batch."""
@@ -83,14 +87,24 @@ def _hidden(output) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_block(block: nn.Module, inputs: BlockInputs) -> BlockInputs:
-    """Run one block over every batch; the outputs become the next block's inputs."""
+def run_block(block: nn.Module, inputs: BlockInputs, outputs: bool = True) -> BlockInputs | None:
+    """Run one block over every batch; the outputs become the next block's inputs.
+
+    With ``outputs=False`` a hook may raise ``StopBlock`` once it has what it needs, skipping the
+    rest of the block (the statistics pass does not need the block's output).
+    """
     device = next(block.parameters()).device
     hidden = []
     for h, args, kwargs in inputs:
-        y = _hidden(block(h.to(device), *_to(args, device), **_to(kwargs, device)))
-        hidden.append(y.to(h.device))
-    return BlockInputs(hidden, inputs.args, inputs.kwargs)
+        try:
+            y = _hidden(block(h.to(device), *_to(args, device), **_to(kwargs, device)))
+        except StopBlock:
+            if outputs:
+                raise
+            continue
+        if outputs:
+            hidden.append(y.to(h.device))
+    return BlockInputs(hidden, inputs.args, inputs.kwargs) if outputs else None
 
 
 @torch.no_grad()
@@ -100,9 +114,11 @@ def collect_stats(
     inputs: BlockInputs,
     hessian: bool,
     sample_tokens: int = 0,
-) -> tuple[dict[str, InputStats], dict[str, torch.Tensor], BlockInputs]:
+    outputs: bool = True,
+) -> tuple[dict[str, InputStats], dict[str, torch.Tensor], BlockInputs | None]:
     """Run ``block`` with hooks on ``targets``; return their input statistics, the first
-    ``sample_tokens`` input rows of each (for reconstruction error), and the block outputs.
+    ``sample_tokens`` input rows of each (for reconstruction error), and the block outputs
+    (``outputs=False`` skips what follows the last target, e.g. the final down projection).
 
     Layers fed the same tensor (q/k/v) share one XᵀX computation. Mixture-of-experts layers see
     only the tokens routed to them, because the hooks sit on the expert layers themselves.
@@ -111,6 +127,7 @@ def collect_stats(
     samples: dict[str, list[torch.Tensor]] = {name: [] for name in targets}
     seen: dict[str, int] = dict.fromkeys(targets, 0)
     last: list = [None, None]  # (input tensor, its XᵀX) shared by layers fed the same tensor
+    fired: set[str] = set()  # targets that have seen the current batch
 
     def make_hook(name: str):
         def hook(_module, args):
@@ -126,15 +143,19 @@ def collect_stats(
                 take = flat[: sample_tokens - seen[name]]
                 samples[name].append(take.to("cpu", copy=True))
                 seen[name] += take.shape[0]
+            fired.add(name)
+            if not outputs and len(fired) == len(targets):
+                raise StopBlock
 
         return hook
 
     handles = [m.register_forward_pre_hook(make_hook(n)) for n, m in targets.items()]
+    handles.append(block.register_forward_pre_hook(lambda *_: fired.clear()))
     try:
-        outputs = run_block(block, inputs)
+        result = run_block(block, inputs, outputs)
     finally:
         for h in handles:
             h.remove()
         last.clear()
     sample = {n: torch.cat(s) for n, s in samples.items() if s}
-    return stats, sample, outputs
+    return stats, sample, result

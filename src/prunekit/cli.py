@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--owl-m", type=float, default=5.0)
     p.add_argument("--owl-lambda", type=float, default=0.08)
     _add_eval_args(p, "--eval")
+    p.add_argument("--eval-dense", action="store_true", help="also evaluate the model before pruning")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
 
@@ -112,7 +113,7 @@ def cmd_prune(args) -> dict:
             calib_source, tok, calib_cfg.nsamples, calib_cfg.seqlen, calib_cfg.seed, calib_cfg.sampling
         )
     evaluation = {}
-    if args.eval:
+    if args.eval and args.eval_dense:
         evaluation["dense"] = _eval(model, tok, args)
     result = prune(model, config, calibration)
     if args.eval:

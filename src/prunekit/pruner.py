@@ -191,7 +191,7 @@ def prune(
         if not local:
             inputs = run_block(block, inputs)
             continue
-        stats, sample, _ = collect_stats(block, local, inputs, hessian, RECON_TOKENS)
+        stats, sample, _ = collect_stats(block, local, inputs, hessian, RECON_TOKENS, outputs=False)
         for name, module in local.items():
             masks[name], report, esc = _prune_layer(
                 config, name, module, sparsities[name], stats[name], sample.get(name)
