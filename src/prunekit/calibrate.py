@@ -8,14 +8,18 @@ outputs of the pruned one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .stats import InputStats
-from .targets import weight_view
+from .targets import ExpertSlice, Target, is_fused_experts, weight_view
 
 
 class _Captured(Exception):
@@ -107,10 +111,41 @@ def run_block(block: nn.Module, inputs: BlockInputs, outputs: bool = True) -> Bl
     return BlockInputs(hidden, inputs.args, inputs.kwargs) if outputs else None
 
 
+class _ExpertSpy(TorchFunctionMode):
+    """Sees every F.linear call; forwards the input of calls on watched expert slices."""
+
+    def __init__(self, watched: dict[tuple[int, int], Callable[[torch.Tensor], None]]) -> None:
+        super().__init__()
+        self.watched = watched
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear:
+            w = args[1] if len(args) > 1 else kwargs["weight"]
+            observe = self.watched.get((w.untyped_storage().data_ptr(), w.storage_offset()))
+            if observe is not None:
+                observe(args[0])
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _eager_experts(block: nn.Module) -> Iterator[None]:
+    """Run fused MoE experts through their plain per-expert F.linear loop while calibrating."""
+    configs = [m.config for m in block.modules() if is_fused_experts(m) and hasattr(m, "config")]
+    saved = [getattr(c, "_experts_implementation", None) for c in configs]
+    for c in configs:
+        c._experts_implementation = "eager"
+    try:
+        yield
+    finally:
+        for c, v in zip(configs, saved, strict=True):
+            c._experts_implementation = v
+
+
 @torch.no_grad()
 def collect_stats(
     block: nn.Module,
-    targets: dict[str, nn.Module],
+    targets: dict[str, Target],
     inputs: BlockInputs,
     hessian: bool,
     sample_tokens: int = 0,
@@ -121,38 +156,38 @@ def collect_stats(
     (``outputs=False`` skips what follows the last target, e.g. the final down projection).
 
     Layers fed the same tensor (q/k/v) share one XᵀX computation. Mixture-of-experts layers see
-    only the tokens routed to them, because the hooks sit on the expert layers themselves.
+    only the tokens routed to them, because the statistics are taken at each expert's own matmul.
     """
-    stats = {name: InputStats(weight_view(m).shape[1], hessian, weight_view(m).device) for name, m in targets.items()}
+    stats = {name: InputStats(weight_view(t).shape[1], hessian, weight_view(t).device) for name, t in targets.items()}
     samples: dict[str, list[torch.Tensor]] = {name: [] for name in targets}
     seen: dict[str, int] = dict.fromkeys(targets, 0)
     last: list = [None, None]  # (input tensor, its XᵀX) shared by layers fed the same tensor
     fired: set[str] = set()  # targets that have seen the current batch
 
-    def make_hook(name: str):
-        def hook(_module, args):
-            x = args[0]
-            flat = x.reshape(-1, x.shape[-1]).float()  # (tokens, cols)
-            xtx = None
-            if hessian:
-                if last[0] is not x:
-                    last[0], last[1] = x, flat.T @ flat
-                xtx = last[1]
-            stats[name].add(flat, xtx)
-            if seen[name] < sample_tokens:
-                take = flat[: sample_tokens - seen[name]]
-                samples[name].append(take.to("cpu", copy=True))
-                seen[name] += take.shape[0]
-            fired.add(name)
-            if not outputs and len(fired) == len(targets):
-                raise StopBlock
+    def observe(name: str, x: torch.Tensor) -> None:
+        flat = x.reshape(-1, x.shape[-1]).float()  # (tokens, cols)
+        xtx = None
+        if hessian:
+            if last[0] is not x:
+                last[0], last[1] = x, flat.T @ flat
+            xtx = last[1]
+        stats[name].add(flat, xtx)
+        if seen[name] < sample_tokens:
+            take = flat[: sample_tokens - seen[name]]
+            samples[name].append(take.to("cpu", copy=True))
+            seen[name] += take.shape[0]
+        fired.add(name)
+        if not outputs and len(fired) == len(targets):
+            raise StopBlock
 
-        return hook
-
-    handles = [m.register_forward_pre_hook(make_hook(n)) for n, m in targets.items()]
+    modules = {n: t for n, t in targets.items() if isinstance(t, nn.Module)}
+    experts = {t.key(): functools.partial(observe, n) for n, t in targets.items() if isinstance(t, ExpertSlice)}
+    handles = [m.register_forward_pre_hook(lambda _m, args, n=n: observe(n, args[0])) for n, m in modules.items()]
     handles.append(block.register_forward_pre_hook(lambda *_: fired.clear()))
+    spy = _ExpertSpy(experts) if experts else contextlib.nullcontext()
     try:
-        result = run_block(block, inputs, outputs)
+        with _eager_experts(block), spy:
+            result = run_block(block, inputs, outputs)
     finally:
         for h in handles:
             h.remove()

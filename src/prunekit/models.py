@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from .errors import PrunekitError
 from .fsutil import atomic_dir
 
@@ -105,10 +103,10 @@ def load_model(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu
     return model, tok, path
 
 
-def check_finite(model: nn.Module, names: dict[str, nn.Module] | None = None) -> None:
-    """Raise when any (targeted) weight holds NaN or Inf: pruning scores would be meaningless."""
-    items = names.items() if names is not None else model.named_modules()
-    for name, module in items:
-        w = getattr(module, "weight", None)
-        if isinstance(w, torch.Tensor) and not torch.isfinite(w).all():
+def check_finite(targets: dict) -> None:
+    """Raise when any targeted weight holds NaN or Inf: pruning scores would be meaningless."""
+    from .targets import weight_view
+
+    for name, target in targets.items():
+        if not torch.isfinite(weight_view(target)).all():
             raise PrunekitError(f"weights of {name} contain NaN or Inf")

@@ -74,7 +74,7 @@ def _usable_targets(model: nn.Module, config: PruneConfig) -> tuple[dict[str, nn
     targets = find_targets(model, config.include, config.exclude)
     if not targets:
         raise PrunekitError("no prunable layers matched (check --include/--exclude)")
-    check_finite(model, targets)
+    check_finite(targets)
     skipped = []
     if config.nm is not None:
         m = config.nm[1]
