@@ -17,9 +17,11 @@ def _sparsity(module):
 
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
 @pytest.mark.parametrize("pattern", ["unstructured", "2:4", "4:8"])
-def test_methods_by_pattern(method, pattern):
+@pytest.mark.parametrize("sequential", ["block", "sublayer"])
+def test_methods_by_pattern(method, pattern, sequential):
     model = tiny_llama()
-    config = PruneConfig(method=method, sparsity=0.5, pattern=pattern, batch_size=3, blocksize=32)
+    config = PruneConfig(method=method, sparsity=0.5, pattern=pattern, batch_size=3, blocksize=32,
+                         sequential=sequential)
     result = prune(model, config, _calib(), progress=False)
     targets = find_targets(model)
     assert set(result.masks) == set(targets) and len(targets) == 14
@@ -128,3 +130,29 @@ def test_calibration_batching_does_not_change_masks(batch_size):
     prune(other, PruneConfig(method="wanda", batch_size=batch_size), _calib(), progress=False)
     for (n, a), b in zip(find_targets(ref).items(), find_targets(other).values(), strict=True):
         assert torch.equal(weight_view(a) == 0, weight_view(b) == 0), n
+
+
+def test_sublayer_sees_pruned_upstream_layers():
+    """In sublayer mode o_proj's statistics come from the pruned q/k/v; in block mode from dense ones."""
+    from prunekit.calibrate import capture_inputs, collect_stats
+    from prunekit.targets import block_targets
+
+    calib = _calib()
+    results = {}
+    for sequential in ("block", "sublayer"):
+        model = tiny_llama()
+        prune(model, PruneConfig(method="wanda", sequential=sequential), calib, progress=False)
+        results[sequential] = weight_view(model.model.layers[0].self_attn.o_proj) == 0
+    # Recompute what sublayer mode must have used: o_proj input after pruning only q/k/v.
+    model = tiny_llama()
+    prune(model, PruneConfig(method="wanda", include=(r"layers\.0\.self_attn\.[qkv]_proj",)), calib, progress=False)
+    block = model.model.layers[0]
+    inputs = capture_inputs(model, block, calib, batch_size=4)
+    targets = block_targets(block, "model.layers.0", find_targets(model))
+    stats, _, _ = collect_stats(block, {"o": targets["model.layers.0.self_attn.o_proj"]}, inputs, False)
+    from prunekit.scores import select_mask, wanda_scores
+
+    w = weight_view(block.self_attn.o_proj)
+    expected = ~select_mask(wanda_scores(w, stats["o"].norms_sq), 0.5, "row")
+    assert torch.equal(results["sublayer"], expected)
+    assert not torch.equal(results["block"], expected)

@@ -150,6 +150,7 @@ def collect_stats(
     hessian: bool,
     sample_tokens: int = 0,
     outputs: bool = True,
+    on_complete: Callable[[str, InputStats, torch.Tensor | None], None] | None = None,
 ) -> tuple[dict[str, InputStats], dict[str, torch.Tensor], BlockInputs | None]:
     """Run ``block`` with hooks on ``targets``; return their input statistics, the first
     ``sample_tokens`` input rows of each (for reconstruction error), and the block outputs
@@ -157,7 +158,13 @@ def collect_stats(
 
     Layers fed the same tensor (q/k/v) share one XᵀX computation. Mixture-of-experts layers see
     only the tokens routed to them, because the statistics are taken at each expert's own matmul.
+
+    ``on_complete(name, stats, sample)`` is called right before a target's own matmul once its
+    statistics are final, which needs all calibration data in one batch: it may prune the target in
+    place, so every later layer of the block sees the pruned ones (sequential sublayer pruning).
     """
+    if on_complete is not None and len(inputs.hidden) != 1:
+        raise ValueError("on_complete needs the calibration data as a single batch")
     stats = {name: InputStats(weight_view(t).shape[1], hessian, weight_view(t).device) for name, t in targets.items()}
     samples: dict[str, list[torch.Tensor]] = {name: [] for name in targets}
     seen: dict[str, int] = dict.fromkeys(targets, 0)
@@ -176,6 +183,8 @@ def collect_stats(
             take = flat[: sample_tokens - seen[name]]
             samples[name].append(take.to("cpu", copy=True))
             seen[name] += take.shape[0]
+        if on_complete is not None:
+            on_complete(name, stats[name], torch.cat(samples[name]) if samples[name] else None)
         fired.add(name)
         if not outputs and len(fired) == len(targets):
             raise StopBlock

@@ -26,6 +26,10 @@ class PruneConfig:
     ``global`` (one threshold over all targets) or ``owl``. ``scope`` is the comparison group
     within a layer (``row`` or ``layer``; ``global`` is accepted as allocation=global + scope=layer).
     ``pattern`` is ``unstructured`` or ``N:M`` (keep N of every M consecutive inputs).
+    ``sequential``: ``block`` prunes all layers of a block from the block's dense statistics (as the
+    original Wanda/SparseGPT code), then reruns it; ``sublayer`` runs each block once on all
+    calibration data in one batch and prunes each layer just before its own matmul, so later layers
+    see pruned earlier ones (one forward pass per block instead of two; more activation memory).
     """
 
     method: str = "magnitude"
@@ -43,6 +47,7 @@ class PruneConfig:
     owl_m: float = 5.0
     owl_lambda: float = 0.08
     batch_size: int = 8
+    sequential: str = "block"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,6 +78,8 @@ class PruneConfig:
             raise PrunekitError("need 0 <= min_layer_sparsity <= max_layer_sparsity < 1")
         if self.percdamp <= 0 or self.blocksize < 1 or self.batch_size < 1:
             raise PrunekitError("percdamp must be > 0, blocksize and batch_size >= 1")
+        if self.sequential not in ("block", "sublayer"):
+            raise PrunekitError(f"sequential must be 'block' or 'sublayer', got {self.sequential!r}")
         if self.owl_m <= 0 or not 0 <= self.owl_lambda < 1:
             raise PrunekitError("owl_m must be > 0 and owl_lambda in [0, 1)")
         set_(self, "scope", scope)

@@ -168,7 +168,6 @@ def prune(
     t0 = time.perf_counter()
     targets, reports = _usable_targets(model, config)
     masks: dict[str, torch.Tensor] = {}
-    escalations = 0
     if config.needs_calibration and (calibration is None or calibration.numel() == 0):
         raise PrunekitError(f"method {config.method!r} with allocation {config.allocation!r} needs calibration data")
 
@@ -183,25 +182,34 @@ def prune(
     if blocks is None:
         raise PrunekitError("calibrated pruning needs a model with repeated blocks (an nn.ModuleList)")
     block_name, block_list = blocks
-    inputs = capture_inputs(model, block_list[0], calibration, config.batch_size)
+    sublayer = config.sequential == "sublayer"
+    batch = calibration.shape[0] if sublayer else config.batch_size
+    inputs = capture_inputs(model, block_list[0], calibration, batch)
     sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks)
     hessian = config.method == "sparsegpt"
+    escalations = [0]
+
+    def prune_one(name: str, stats, sample) -> None:
+        masks[name], report, esc = _prune_layer(config, name, targets[name], sparsities[name], stats, sample)
+        escalations[0] += esc
+        reports.append(report)
+
     for i, block in enumerate(tqdm(block_list, desc=config.method, unit="block", disable=not progress)):
         local = block_targets(block, f"{block_name}.{i}", targets)
+        last = i + 1 == len(block_list)
         if not local:
-            inputs = run_block(block, inputs)
+            inputs = inputs if last else run_block(block, inputs)
+            continue
+        if sublayer:  # one pass: each layer is pruned inside its own pre-hook
+            _, _, inputs = collect_stats(block, local, inputs, hessian, RECON_TOKENS, not last, prune_one)
             continue
         stats, sample, _ = collect_stats(block, local, inputs, hessian, RECON_TOKENS, outputs=False)
-        for name, module in local.items():
-            masks[name], report, esc = _prune_layer(
-                config, name, module, sparsities[name], stats[name], sample.get(name)
-            )
-            escalations += esc
-            reports.append(report)
+        for name in local:
+            prune_one(name, stats[name], sample.get(name))
         del stats, sample
-        if i + 1 < len(block_list):
+        if not last:
             inputs = run_block(block, inputs)
     order = {n: k for k, n in enumerate(targets)}
     reports.sort(key=lambda r: order.get(r.name, -1))
     info = {"calibration_tokens": int(calibration.numel())}
-    return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations, block_s, info)
+    return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations[0], block_s, info)
