@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .stats import InputStats
+from .stats import BatchSums, InputStats
 from .targets import ExpertSlice, Target, is_fused_experts, weight_view
 
 
@@ -168,19 +168,15 @@ def collect_stats(
     stats = {name: InputStats(weight_view(t).shape[1], hessian, weight_view(t).device) for name, t in targets.items()}
     samples: dict[str, list[torch.Tensor]] = {name: [] for name in targets}
     seen: dict[str, int] = dict.fromkeys(targets, 0)
-    last: list = [None, None]  # (input tensor, its XᵀX) shared by layers fed the same tensor
+    last: list = [None, None]  # (input tensor, its BatchSums) shared by layers fed the same tensor
     fired: set[str] = set()  # targets that have seen the current batch
 
     def observe(name: str, x: torch.Tensor) -> None:
-        flat = x.reshape(-1, x.shape[-1]).float()  # (tokens, cols)
-        xtx = None
-        if hessian:
-            if last[0] is not x:
-                last[0], last[1] = x, flat.T @ flat
-            xtx = last[1]
-        stats[name].add(flat, xtx)
+        if last[0] is not x:
+            last[0], last[1] = x, BatchSums.of(x, hessian)
+        stats[name].add(x, last[1])
         if seen[name] < sample_tokens:
-            take = flat[: sample_tokens - seen[name]]
+            take = x.reshape(-1, x.shape[-1])[: sample_tokens - seen[name]].float()
             samples[name].append(take.to("cpu", copy=True))
             seen[name] += take.shape[0]
         if on_complete is not None:

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass(frozen=True)
+class BatchSums:
+    """Sums over one batch of inputs, computed once and shared by layers fed the same tensor."""
+
+    count: int
+    sq_sum: torch.Tensor  # (cols,)
+    xtx: torch.Tensor | None  # (cols, cols)
+
+    @classmethod
+    def of(cls, x: torch.Tensor, hessian: bool) -> BatchSums:
+        flat = x.reshape(-1, x.shape[-1]).float()  # (tokens, cols)
+        sq = torch.linalg.vector_norm(flat, dim=0).square()  # no (tokens, cols) temporary
+        return cls(flat.shape[0], sq, flat.T @ flat if hessian else None)
 
 
 class InputStats:
@@ -18,13 +35,13 @@ class InputStats:
         self.sq_sum = torch.zeros(cols, dtype=torch.float32, device=device)  # (cols,)
         self.xtx = torch.zeros(cols, cols, dtype=torch.float32, device=device) if hessian else None
 
-    def add(self, x: torch.Tensor, xtx: torch.Tensor | None = None) -> None:
-        """Add a batch of inputs ``x`` (..., cols); ``xtx`` may pass a precomputed XᵀX for this x."""
-        x = x.reshape(-1, self.cols).float()  # (tokens, cols)
-        self.count += x.shape[0]
-        self.sq_sum += (x * x).sum(dim=0)
+    def add(self, x: torch.Tensor, sums: BatchSums | None = None) -> None:
+        """Add a batch of inputs ``x`` (..., cols); ``sums`` may pass precomputed sums for this x."""
+        sums = sums or BatchSums.of(x, self.xtx is not None)
+        self.count += sums.count
+        self.sq_sum += sums.sq_sum
         if self.xtx is not None:
-            self.xtx += xtx if xtx is not None else x.T @ x
+            self.xtx += sums.xtx
 
     @property
     def norms_sq(self) -> torch.Tensor:
