@@ -22,6 +22,11 @@ def test_hand_computed_row():
     assert keep.tolist() == [[False, True, True, False]]
 
 
+def test_row_counts_per_row():
+    keep = row_smallest_mask(torch.tensor([[3.0, 1.0, 2.0], [1.0, 2.0, 3.0]]), [2, 1])
+    assert keep.tolist() == [[True, False, False], [False, True, True]]
+
+
 def test_hand_computed_layer_vs_row():
     scores = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     assert smallest_mask(scores, 2).tolist() == [[False, False], [True, True]]

@@ -39,13 +39,17 @@ def smallest_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return keep.view(scores.shape)
 
 
-def row_smallest_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep-mask pruning exactly the ``k`` smallest scores of every row of a 2-D tensor."""
+def row_smallest_mask(scores: torch.Tensor, k: int | list[int]) -> torch.Tensor:
+    """Keep-mask pruning exactly the ``k`` smallest scores of every row of a 2-D tensor
+    (``k`` may be a list with one count per row)."""
     rows, cols = scores.shape
     keep = torch.ones(rows, cols, dtype=torch.bool, device=scores.device)
-    if k > 0:
-        idx = torch.topk(scores.float(), k, dim=1, largest=False, sorted=False).indices
-        keep.scatter_(1, idx, False)
+    counts = torch.as_tensor(k, device=scores.device).expand(rows)  # (rows,)
+    kmax = int(counts.max()) if rows else 0
+    if kmax > 0:
+        idx = torch.topk(scores.float(), kmax, dim=1, largest=False, sorted=True).indices  # (rows, kmax)
+        pruned = torch.arange(kmax, device=scores.device)[None, :] < counts[:, None]
+        keep.scatter_(1, idx, ~pruned)
     return keep
 
 
