@@ -33,6 +33,7 @@ class LayerReport:
     sparsity: float
     recon_error: float | None = None
     skipped: str | None = None
+    solve_seconds: float = 0.0  # scoring, selection and weight update, nothing else
 
 
 @dataclass
@@ -144,6 +145,7 @@ def _prune_layer(
     w = weight_view(module)
     old = w.detach().clone()
     escalations = 0
+    t0 = time.perf_counter()
     if config.method == "sparsegpt":
         new, keep, escalations = sparsegpt_prune(
             w, stats.hessian, sparsity, config.scope, config.nm, config.blocksize, config.percdamp, name
@@ -153,8 +155,10 @@ def _prune_layer(
         keep = select_mask(scores, sparsity, config.scope, config.nm)
         new = old
     mask = _apply(module, new, keep)
+    solve = time.perf_counter() - t0
     report = LayerReport(
-        name, tuple(w.shape), sparsity, 1 - float(mask.float().mean()), _recon_error(old, w, sample)
+        name, tuple(w.shape), sparsity, 1 - float(mask.float().mean()), _recon_error(old, w, sample),
+        solve_seconds=round(solve, 4),
     )
     return mask, report, escalations
 
@@ -211,5 +215,6 @@ def prune(
             inputs = run_block(block, inputs)
     order = {n: k for k, n in enumerate(targets)}
     reports.sort(key=lambda r: order.get(r.name, -1))
-    info = {"calibration_tokens": int(calibration.numel())}
+    # solve: score, select, update and reconstruction error; the rest is calibration forward passes
+    info = {"calibration_tokens": int(calibration.numel()), "solve_seconds": round(sum(r.solve_seconds for r in reports), 2)}
     return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations[0], block_s, info)
