@@ -59,14 +59,15 @@ def main() -> None:
         manifest = json.loads((folder / "manifest.json").read_text())
         results[key] = manifest["summary"] | {
             "damping_escalations": manifest["result"]["damping_escalations"],
+            "solve_seconds": manifest["result"].get("solve_seconds"),
             "block_sparsity": manifest["result"]["block_sparsity"],
         }
         results_path.write_text(json.dumps(results, indent=2))
         (folder / "model.safetensors").unlink()  # keep masks and manifest, not 540 MB of weights
-    print("| run | sparsity | perplexity | prune s | peak RSS MB |\n| --- | --- | --- | --- | --- |")
+    print("| run | sparsity | perplexity | prune s | solve s | peak RSS MB |\n| --- | --- | --- | --- | --- | --- |")
     for key, r in results.items():
         print(f"| {key} | {r['sparsity']:.4f} | {r['ppl_pruned']:.2f} | {r['prune_seconds']:.0f} | "
-              f"{r['peak_rss_mb']:.0f} |")
+              f"{r.get('solve_seconds')} | {r['peak_rss_mb']:.0f} |")
     print(results_path)
 
 

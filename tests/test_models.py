@@ -1,0 +1,17 @@
+import pytest
+
+from prunekit.errors import PrunekitError
+from prunekit.models import load_model, resolve_model_path
+
+
+def test_local_folder_and_errors(tiny_model_dir, tmp_path):
+    model, tok, path = load_model(str(tiny_model_dir))
+    assert path == str(tiny_model_dir) and model.config.num_hidden_layers == 2 and tok("ab")["input_ids"]
+    with pytest.raises(PrunekitError, match="model path not found"):
+        resolve_model_path(str(tmp_path / "missing"))
+    with pytest.raises(PrunekitError, match="model path not found"):
+        resolve_model_path("./missing.gguf")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PrunekitError, match="no config.json"):
+        resolve_model_path(str(tmp_path / "empty"))
+    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
