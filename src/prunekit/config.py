@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import PrunekitError
@@ -48,7 +48,6 @@ class PruneConfig:
     owl_lambda: float = 0.08
     batch_size: int = 8
     sequential: str = "block"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

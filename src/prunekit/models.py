@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from .errors import PrunekitError
 from .fsutil import atomic_dir
 
