@@ -49,3 +49,12 @@ def test_owl_composes_with_every_method(method):
         per_block.setdefault(name.split(".")[2], []).append(float((weight_view(module) == 0).float().mean()))
     for b, values in per_block.items():
         assert all(v == pytest.approx(s[int(b)], abs=2e-3) for v in values)
+
+
+def test_global_allocation_with_calibrated_scores():
+    model = tiny_llama(layers=2)
+    calib = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
+    result = prune(model, PruneConfig(method="wanda", sparsity=0.5, scope="global"), calib, progress=False)
+    assert result.sparsity == pytest.approx(0.5, abs=1e-6)  # exact total over all targets
+    per_layer = {r.name: r.sparsity for r in result.layers}
+    assert max(per_layer.values()) - min(per_layer.values()) > 0.05  # one threshold, uneven layers

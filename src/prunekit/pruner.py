@@ -112,31 +112,32 @@ def _layer_sparsities(
     config: PruneConfig, targets: dict[str, nn.Module], inputs: BlockInputs | None, blocks
 ) -> tuple[dict[str, float], list[float] | None]:
     """Per-layer target sparsity: uniform, global threshold, or OWL (dense pre-pass over the blocks)."""
+    low, high = config.min_layer_sparsity, config.max_layer_sparsity
     if config.allocation == "uniform":
-        return dict.fromkeys(targets, config.sparsity), None
+        return clamp(dict.fromkeys(targets, config.sparsity), low, high), None
     if config.allocation == "global" and not config.needs_calibration:
         scores = {n: magnitude_scores(weight_view(m)) for n, m in targets.items()}
-        return clamp(global_allocation(scores, config.sparsity), config.min_layer_sparsity,
-                     config.max_layer_sparsity), None
+        return clamp(global_allocation(scores, config.sparsity), low, high), None
     # Calibrated score |W|·‖X‖ on the dense model, block by block.
     assert inputs is not None and blocks is not None
     block_name, block_list = blocks
-    per_block: list[dict[str, torch.Tensor]] = []
+    global_scores: dict[str, torch.Tensor] = {}  # only for global allocation
+    owl_blocks: list[tuple[list[str], float, int]] = []  # (layer names, outlier ratio, parameters)
     for i, block in enumerate(tqdm(block_list, desc="allocation pre-pass", unit="block")):
         local = block_targets(block, f"{block_name}.{i}", targets)
-        stats, _, inputs = collect_stats(block, local, inputs, hessian=False)
-        per_block.append({n: wanda_scores(weight_view(m), stats[n].norms_sq) for n, m in local.items()})
+        stats, _, inputs = collect_stats(block, local, inputs, hessian=False, outputs=i + 1 < len(block_list))
+        scores = {n: wanda_scores(weight_view(m), stats[n].norms_sq) for n, m in local.items()}
+        if config.allocation == "global":
+            global_scores.update(scores)
+        elif scores:
+            params = sum(s.numel() for s in scores.values())
+            owl_blocks.append((list(scores), outlier_ratio(list(scores.values()), config.owl_m), params))
     if config.allocation == "global":
-        scores = {n: s for b in per_block for n, s in b.items()}
-        return clamp(global_allocation(scores, config.sparsity), config.min_layer_sparsity,
-                     config.max_layer_sparsity), None
-    used = [b for b in per_block if b]
-    ratios = [outlier_ratio(list(b.values()), config.owl_m) for b in used]
-    params = [sum(s.numel() for s in b.values()) for b in used]
-    block_s = owl_sparsities(ratios, params, config.sparsity, config.owl_lambda)
-    layer_s = {n: s for b, s in zip(used, block_s, strict=True) for n in b}
+        return clamp(global_allocation(global_scores, config.sparsity), low, high), None
+    names, ratios, params = zip(*owl_blocks, strict=True)
+    block_s = owl_sparsities(list(ratios), list(params), config.sparsity, config.owl_lambda)
     log.info("OWL block sparsities: %s", ", ".join(f"{s:.3f}" for s in block_s))
-    return clamp(layer_s, config.min_layer_sparsity, config.max_layer_sparsity), block_s
+    return clamp({n: s for ns, s in zip(names, block_s, strict=True) for n in ns}, low, high), block_s
 
 
 def _prune_layer(
