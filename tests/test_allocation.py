@@ -55,6 +55,10 @@ def test_global_allocation_with_calibrated_scores():
     model = tiny_llama(layers=2)
     calib = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
     result = prune(model, PruneConfig(method="wanda", sparsity=0.5, scope="global"), calib, progress=False)
-    assert result.sparsity == pytest.approx(0.5, abs=1e-6)  # exact total over all targets
+    # exact per-layer counts from one threshold (layers above max_layer_sparsity are clamped)
+    for r in result.layers:
+        numel = r.shape[0] * r.shape[1]
+        assert round(r.sparsity * numel) == round(min(r.target_sparsity, 0.999) * numel)
+    assert result.sparsity == pytest.approx(0.5, abs=2e-3)
     per_layer = {r.name: r.sparsity for r in result.layers}
     assert max(per_layer.values()) - min(per_layer.values()) > 0.05  # one threshold, uneven layers
