@@ -78,3 +78,28 @@ def test_nan_weights_cli(tiny_model_dir, tmp_path, capsys):
     code, _, err = _run(capsys, "prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "o"))
     assert code == 2 and "NaN or Inf" in err and not (tmp_path / "o").exists()
     assert torch.isinf(load_file(str(f))["model.layers.0.mlp.up_proj.weight"][0, 0])
+
+
+def test_finetune_cli(tiny_model_dir, text_files, tmp_path, capsys):
+    pruned = tmp_path / "pruned"
+    assert main(["prune", "--model", str(tiny_model_dir), "--pattern", "2:4", "--out", str(pruned)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "ft"
+    code, stdout, _ = _run(capsys, "finetune", "--model", str(pruned), "--data", str(text_files["jsonl"]),
+                           "--steps", "3", "--seqlen", "32", "--batch-size", "2", "--eval", str(text_files["txt"]),
+                           "--eval-seqlen", "64", "--max-windows", "2", "--out", str(out))
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["ppl_before"] > 0 and summary["ppl_after"] > 0
+    code, stdout, _ = _run(capsys, "info", str(out), "--json")
+    assert all(row["2:4"] for row in json.loads(stdout)["layers"])
+    code, _, err = _run(capsys, "finetune", "--model", str(pruned), "--steps", "0", "--out", str(tmp_path / "x"))
+    assert code == 2 and "steps must be >= 1" in err and not (tmp_path / "x").exists()
+
+
+def test_lottery_cli(tmp_path, capsys):
+    code, stdout, _ = _run(capsys, "lottery", "--rounds", "2", "--seeds", "1", "--epochs", "1",
+                           "--out", str(tmp_path / "lt"))
+    assert code == 0 and json.loads(stdout)["final_sparsity"] == pytest.approx(0.36, abs=1e-3)
+    assert (tmp_path / "lt" / "lottery.png").stat().st_size > 1000
+    assert len(json.loads((tmp_path / "lt" / "lottery.json").read_text())["runs"][0]) == 3

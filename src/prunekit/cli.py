@@ -82,6 +82,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_args(e, "--data")
     e.add_argument("--out", default=None, help="JSON file to write (default: runs/eval-*.json)")
 
+    f = sub.add_parser("finetune", help="recovery fine-tuning of a pruned model with its zeros locked")
+    _add_model_args(f)
+    f.add_argument("--data", default="c4", help="training text: c4, wikitext2, a .txt or .jsonl file")
+    f.add_argument("--steps", type=int, required=True)
+    f.add_argument("--seqlen", type=int, default=512)
+    f.add_argument("--batch-size", type=int, default=4)
+    f.add_argument("--lr", type=float, default=5e-5)
+    f.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank instead (peft)")
+    f.add_argument("--seed", type=int, default=0)
+    _add_eval_args(f, "--eval")
+    f.add_argument("--out", required=True)
+    f.add_argument("--overwrite", action="store_true")
+
+    lt = sub.add_parser("lottery", help="lottery-ticket experiment (MLP on scikit-learn digits)")
+    lt.add_argument("--rounds", type=int, default=12)
+    lt.add_argument("--prune-fraction", type=float, default=0.2)
+    lt.add_argument("--seeds", type=int, default=2)
+    lt.add_argument("--rewind-epochs", type=int, default=0, help="rewind to the weights after this many epochs")
+    lt.add_argument("--epochs", type=int, default=15)
+    lt.add_argument("--out", required=True, help="folder for lottery.json and lottery.png")
+    lt.add_argument("--overwrite", action="store_true")
+
     i = sub.add_parser("info", help="per-layer sparsity of a pruned folder")
     i.add_argument("folder")
     i.add_argument("--json", action="store_true")
@@ -154,6 +176,47 @@ def cmd_eval(args) -> dict:
             "perplexity": round(res["perplexity"], 4), "seconds": res["seconds"], "out": str(out)}
 
 
+def cmd_finetune(args) -> dict:
+    from .finetune import finetune
+    from .targets import find_targets, weight_view
+
+    check_output_dir(args.out, args.overwrite)
+    source = load_text(args.data)
+    if args.eval:
+        load_text(args.eval)
+    model, tok, path = load_model(args.model, DTYPES[args.dtype], args.device)
+    evaluation = {"before": _eval(model, tok, args)} if args.eval else {}
+    model, log_ = finetune(model, tok, source, args.steps, args.seqlen, args.batch_size, args.lr, args.seed,
+                           args.lora_rank)
+    if args.eval:
+        evaluation["after"] = _eval(model, tok, args)
+    masks = {n: weight_view(t) != 0 for n, t in find_targets(model).items()}
+    summary = {"model": args.model, "out": args.out, "steps": args.steps, "seconds": log_["seconds"],
+               "loss_first": round(log_["losses"][0], 4), "loss_last": round(log_["losses"][-1], 4)}
+    summary |= {f"ppl_{k}": round(v["perplexity"], 4) for k, v in evaluation.items()}
+    save_pruned(model, args.out, masks, tok, args.overwrite, manifest={
+        "command": sys.argv, "model": {"spec": args.model, "path": path, "dtype": args.dtype},
+        "data": source.describe(), "finetune": log_, "evaluation": evaluation, "summary": summary})
+    return summary
+
+
+def cmd_lottery(args) -> dict:
+    from .digits import DigitsSetup, plot_lottery, run_lottery
+    from .digits import write_json as write_result
+    from .fsutil import atomic_dir
+
+    check_output_dir(args.out, args.overwrite)
+    result = run_lottery(args.rounds, args.prune_fraction, args.seeds, args.rewind_epochs,
+                         DigitsSetup(epochs=args.epochs))
+    with atomic_dir(args.out, args.overwrite) as tmp:
+        write_result(result, tmp / "lottery.json")
+        plot_lottery(result, tmp / "lottery.png")
+    last = result["runs"][0][-1]
+    return {"out": args.out, "final_sparsity": round(last["sparsity"], 4),
+            "ticket": [round(r[-1]["ticket"], 4) for r in result["runs"]],
+            "random_reinit": [round(r[-1]["random_reinit"], 4) for r in result["runs"]]}
+
+
 def cmd_info(args) -> dict | None:
     rows, manifest = layer_table(args.folder)
     if args.json:
@@ -174,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # weight-loading bars; prunekit's own bars stay
     try:
-        out = {"prune": cmd_prune, "eval": cmd_eval, "info": cmd_info}[args.command](args)
+        commands = {"prune": cmd_prune, "eval": cmd_eval, "info": cmd_info, "finetune": cmd_finetune,
+                    "lottery": cmd_lottery}
+        out = commands[args.command](args)
     except PrunekitError as e:
         print(f"prunekit: error: {e}", file=sys.stderr)
         return 2
