@@ -102,12 +102,6 @@ def _recon_error(old: torch.Tensor, new: torch.Tensor, x: torch.Tensor | None) -
     return float((diff * diff).sum()) / denom if denom > 0 else 0.0
 
 
-def _apply(module: nn.Module, new_weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    w = weight_view(module)
-    w.copy_(torch.where(keep, new_weight.to(w.dtype), torch.zeros((), dtype=w.dtype, device=w.device)))
-    return keep.cpu()
-
-
 def _layer_sparsities(
     config: PruneConfig, targets: dict[str, nn.Module], inputs: BlockInputs | None, blocks
 ) -> tuple[dict[str, float], list[float] | None]:
@@ -151,12 +145,13 @@ def _prune_layer(
         new, keep, escalations = sparsegpt_prune(
             w, stats.hessian, sparsity, config.scope, config.nm, config.blocksize, config.percdamp, name
         )
+        w.copy_(new)  # pruned entries are exactly zero in ``new``
     else:
         scores = magnitude_scores(w) if config.method == "magnitude" else wanda_scores(w, stats.norms_sq)
         keep = select_mask(scores, sparsity, config.scope, config.nm)
-        new = old
-    mask = _apply(module, new, keep)
+        w.masked_fill_(~keep, 0)
     solve = time.perf_counter() - t0
+    mask = keep.cpu()
     report = LayerReport(
         name, tuple(w.shape), sparsity, 1 - float(mask.float().mean()), _recon_error(old, w, sample),
         solve_seconds=round(solve, 4),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .selection import count_to_prune, nm_mask, row_smallest_mask, smallest_mask, split_count
+from .selection import count_to_prune, nm_mask, row_smallest_mask, smallest_mask
 
 
 def magnitude_scores(weight: torch.Tensor) -> torch.Tensor:
@@ -23,9 +23,10 @@ def select_mask(
     """Keep-mask pruning exactly the lowest scores: per row, per layer, or N of every M inputs."""
     if nm is not None:
         return nm_mask(scores, *nm)
-    if scope == "row":  # the layer's exact count, spread over rows as evenly as possible
+    if scope == "row":  # the layer's exact count, spread over rows as evenly as possible (first rows +1)
         rows, cols = scores.shape
-        return row_smallest_mask(scores, split_count(count_to_prune(rows * cols, sparsity), [cols] * rows))
+        base, extra = divmod(count_to_prune(rows * cols, sparsity), rows)
+        return row_smallest_mask(scores, base if extra == 0 else [base + (r < extra) for r in range(rows)])
     if scope == "layer":
         return smallest_mask(scores, count_to_prune(scores.numel(), sparsity))
     raise ValueError(f"unknown scope {scope!r}")

@@ -44,7 +44,12 @@ def row_smallest_mask(scores: torch.Tensor, k: int | list[int]) -> torch.Tensor:
     (``k`` may be a list with one count per row)."""
     rows, cols = scores.shape
     keep = torch.ones(rows, cols, dtype=torch.bool, device=scores.device)
-    counts = torch.as_tensor(k, device=scores.device).expand(rows)  # (rows,)
+    if isinstance(k, int):  # same count everywhere: unsorted topk is enough
+        if k > 0:
+            idx = torch.topk(scores.float(), k, dim=1, largest=False, sorted=False).indices
+            keep.scatter_(1, idx, False)
+        return keep
+    counts = torch.as_tensor(k, device=scores.device)  # (rows,)
     kmax = int(counts.max()) if rows else 0
     if kmax > 0:
         idx = torch.topk(scores.float(), kmax, dim=1, largest=False, sorted=True).indices  # (rows, kmax)
