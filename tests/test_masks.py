@@ -74,3 +74,16 @@ def test_attach_dense_locks_current_zeros():
     locked = masks.attach_dense(model)
     for name, target in find_targets(model).items():
         assert torch.equal(locked[name], weight_view(target) != 0)
+
+
+def test_conv2d_mask_holds():
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3))
+    mask = _half_mask((4, 3, 3, 3))
+    masks.attach(conv, {"0": mask})
+    opt = torch.optim.SGD(conv.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
+    for _ in range(3):
+        opt.zero_grad()
+        conv(torch.randn(2, 3, 8, 8)).pow(2).mean().backward()
+        opt.step()
+    assert (conv[0].weight[~mask] == 0).all() and torch.equal(masks.masks_of(conv)["0"], mask)
