@@ -138,7 +138,7 @@ def _prune_layer(
     config: PruneConfig, name: str, module: nn.Module, sparsity: float, stats=None, sample=None
 ) -> tuple[torch.Tensor, LayerReport, int]:
     w = weight_view(module)
-    old = w.detach().clone()
+    old = w.detach().clone() if sample is not None else None  # for the reconstruction error
     escalations = 0
     t0 = time.perf_counter()
     if config.method == "sparsegpt":
@@ -211,6 +211,6 @@ def prune(
             inputs = run_block(block, inputs)
     order = {n: k for k, n in enumerate(targets)}
     reports.sort(key=lambda r: order.get(r.name, -1))
-    # solve: score, select, update and reconstruction error; the rest is calibration forward passes
+    # solve: scoring, selection and weight update; the rest is calibration forward passes
     info = {"calibration_tokens": int(calibration.numel()), "solve_seconds": round(sum(r.solve_seconds for r in reports), 2)}
     return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations[0], block_s, info)
