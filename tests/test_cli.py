@@ -103,3 +103,14 @@ def test_lottery_cli(tmp_path, capsys):
     assert code == 0 and json.loads(stdout)["final_sparsity"] == pytest.approx(0.36, abs=1e-3)
     assert (tmp_path / "lt" / "lottery.png").stat().st_size > 1000
     assert len(json.loads((tmp_path / "lt" / "lottery.json").read_text())["runs"][0]) == 3
+
+
+def test_export_cli(tiny_model_dir, tmp_path, capsys):
+    pruned = tmp_path / "pruned"
+    assert main(["prune", "--model", str(tiny_model_dir), "--pattern", "2:4", "--out", str(pruned)]) == 0
+    capsys.readouterr()
+    code, stdout, _ = _run(capsys, "export", str(pruned), str(tmp_path / "sparse"), "--format", "nm")
+    report = json.loads(stdout)
+    assert code == 0 and report["layers"] == {"nm": 14} and report["target_ratio"] == pytest.approx(32 / 17, rel=1e-3)
+    code, _, err = _run(capsys, "export", str(pruned), str(tmp_path / "sparse"))
+    assert code == 2 and "exists" in err

@@ -104,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--out", required=True, help="folder for lottery.json and lottery.png")
     lt.add_argument("--overwrite", action="store_true")
 
+    x = sub.add_parser("export", help="store a pruned folder's weights in a sparse format (lossless)")
+    x.add_argument("folder")
+    x.add_argument("out")
+    x.add_argument("--format", default="auto", help="auto (smallest per layer), bitmask, nm or csr")
+    x.add_argument("--overwrite", action="store_true")
+
     i = sub.add_parser("info", help="per-layer sparsity of a pruned folder")
     i.add_argument("folder")
     i.add_argument("--json", action="store_true")
@@ -217,6 +223,12 @@ def cmd_lottery(args) -> dict:
             "random_reinit": [round(r[-1]["random_reinit"], 4) for r in result["runs"]]}
 
 
+def cmd_export(args) -> dict:
+    from .export import export_folder
+
+    return export_folder(args.folder, args.out, args.format, args.overwrite)
+
+
 def cmd_info(args) -> dict | None:
     rows, manifest = layer_table(args.folder)
     if args.json:
@@ -238,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # weight-loading bars; prunekit's own bars stay
     try:
         commands = {"prune": cmd_prune, "eval": cmd_eval, "info": cmd_info, "finetune": cmd_finetune,
-                    "lottery": cmd_lottery}
+                    "lottery": cmd_lottery, "export": cmd_export}
         out = commands[args.command](args)
     except PrunekitError as e:
         print(f"prunekit: error: {e}", file=sys.stderr)
