@@ -42,7 +42,8 @@ def main() -> None:
     for r in range(len(runs[0])):
         ticket = sum(run[r]["ticket"] for run in runs) / len(runs)
         ctrl = [run[r]["random_reinit"] for run in runs if run[r]["random_reinit"] is not None]
-        print(f"| {r} | {runs[0][r]['sparsity']:.3f} | {ticket:.4f} | {sum(ctrl) / len(ctrl) if ctrl else float('nan'):.4f} |")
+        control = sum(ctrl) / len(ctrl) if ctrl else float("nan")
+        print(f"| {r} | {runs[0][r]['sparsity']:.3f} | {ticket:.4f} | {control:.4f} |")
     print(json.dumps({"lottery_seconds": lottery["seconds"], "gradual_vs_oneshot": gradual}, indent=2))
 
 

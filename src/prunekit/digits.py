@@ -6,6 +6,7 @@ so whole lottery-ticket sweeps with controls and several seeds fit in minutes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ def run_lottery(rounds: int = 12, prune_fraction: float = 0.2, seeds: int = 3, r
     runs = []
     for seed in range(seeds):
         task = DigitsTask(setup, seed)
-        rewind = (lambda m: task.train(m, epochs=rewind_epochs)) if rewind_epochs else None
+        rewind = functools.partial(task.train, epochs=rewind_epochs) if rewind_epochs else None
         history = lottery(make_mlp, task.train, task.accuracy, rounds, prune_fraction, "global", rewind,
                           random_reinit_control=True, seed=seed)
         runs.append([{"round": h.round, "sparsity": h.sparsity, "ticket": h.accuracy,
