@@ -186,6 +186,11 @@ def prune(
     batch = calibration.shape[0] if sublayer else config.batch_size
     inputs = capture_inputs(model, block_list[0], calibration, batch)
     sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks)
+    if config.method == "magnitude":  # OWL needed calibration for the allocation only
+        for name, module in targets.items():
+            masks[name], report, _ = _prune_layer(config, name, module, sparsities[name])
+            reports.append(report)
+        return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), 0, block_s)
     hessian = config.method == "sparsegpt"
     escalations = [0]
 
