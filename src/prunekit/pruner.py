@@ -171,12 +171,14 @@ def prune(
     if config.needs_calibration and (calibration is None or calibration.numel() == 0):
         raise PrunekitError(f"method {config.method!r} with allocation {config.allocation!r} needs calibration data")
 
-    if not config.needs_calibration:
-        sparsities, block_s = _layer_sparsities(config, targets, None, None)
+    def magnitude_all(sparsities: dict[str, float], block_s: list[float] | None) -> PruneResult:
         for name, module in tqdm(targets.items(), desc="magnitude", unit="layer", disable=not progress):
             masks[name], report, _ = _prune_layer(config, name, module, sparsities[name])
             reports.append(report)
         return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), 0, block_s)
+
+    if not config.needs_calibration:
+        return magnitude_all(*_layer_sparsities(config, targets, None, None))
 
     blocks = find_blocks(model)
     if blocks is None:
@@ -187,10 +189,7 @@ def prune(
     inputs = capture_inputs(model, block_list[0], calibration, batch)
     sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks)
     if config.method == "magnitude":  # OWL needed calibration for the allocation only
-        for name, module in targets.items():
-            masks[name], report, _ = _prune_layer(config, name, module, sparsities[name])
-            reports.append(report)
-        return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), 0, block_s)
+        return magnitude_all(sparsities, block_s)
     hessian = config.method == "sparsegpt"
     escalations = [0]
 
