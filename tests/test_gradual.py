@@ -97,3 +97,15 @@ def test_trainer_callback_prunes_on_schedule(tmp_path):
     for name, m in masks.masks_of(model).items():
         assert int((~m).sum()) == count_to_prune(m.numel(), 0.6), name
         assert (model.get_submodule(name).weight[~m] == 0).all()
+
+
+def test_gpt2_conv1d_layers_prune_along_inputs():
+    import transformers as tf
+
+    torch.manual_seed(0)
+    gpt2 = tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=64, n_positions=32))
+    pruner = GradualPruner(gpt2, 0.5, 0, 4, frequency=2, pattern="2:4")
+    for step in range(5):
+        pruner.step(step)
+    fc = gpt2.transformer.h[0].mlp.c_fc  # Conv1D: weight stored (in, out)
+    assert is_valid_nm(fc.weight.t(), 2, 4) and masks.masks_of(gpt2)["transformer.h.0.mlp.c_fc"].shape == (128, 32)

@@ -41,10 +41,6 @@ class BlockInputs:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, tuple, dict]]:
         return iter(zip(self.hidden, self.args, self.kwargs, strict=True))
 
-    @property
-    def tokens(self) -> int:
-        return sum(h.shape[0] * h.shape[1] for h in self.hidden)
-
 
 def _to(obj, device):
     if isinstance(obj, torch.Tensor):

@@ -208,14 +208,13 @@ def cmd_finetune(args) -> dict:
 
 def cmd_lottery(args) -> dict:
     from .digits import DigitsSetup, plot_lottery, run_lottery
-    from .digits import write_json as write_result
     from .fsutil import atomic_dir
 
     check_output_dir(args.out, args.overwrite)
     result = run_lottery(args.rounds, args.prune_fraction, args.seeds, args.rewind_epochs,
                          DigitsSetup(epochs=args.epochs))
     with atomic_dir(args.out, args.overwrite) as tmp:
-        write_result(result, tmp / "lottery.json")
+        write_json(result, tmp / "lottery.json")
         plot_lottery(result, tmp / "lottery.png")
     last = result["runs"][0][-1]
     return {"out": args.out, "final_sparsity": round(last["sparsity"], 4),

@@ -7,7 +7,6 @@ so whole lottery-ticket sweeps with controls and several seeds fit in minutes.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +158,3 @@ def plot_lottery(result: dict, path: str | Path) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
-
-def write_json(result: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(result, indent=2) + "\n")

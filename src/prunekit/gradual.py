@@ -11,8 +11,8 @@ from torch import nn
 from .errors import PrunekitError
 from .masks import attach, masks_of
 from .scores import select_mask
-from .selection import global_counts, nm_mask, parse_pattern
-from .targets import ExpertSlice, find_targets
+from .selection import global_counts, nm_mask, parse_pattern, smallest_mask
+from .targets import ExpertSlice, find_targets, stored_transposed
 
 log = logging.getLogger(__name__)
 
@@ -81,36 +81,29 @@ class GradualPruner:
             return None
         target = self.sparsity_at(step)
         current = masks_of(self.model)
-        scores = {}
+        scores, shapes = {}, {}
         for name in self.names:
-            w = self.model.get_submodule(name).weight  # effective (masked) weight
-            w = w if isinstance(self.model.get_submodule(name), (nn.Linear, nn.modules.conv._ConvNd)) else w.t()
-            s = w.detach().abs().float().reshape(w.shape[0], -1)  # (out, in...)
+            module = self.model.get_submodule(name)
+            w = module.weight.detach()  # effective (masked) weight
+            w = w.t() if stored_transposed(module) else w  # (out, in, ...)
+            shapes[name] = w.shape  # the layout masks are given in
+            s = w.abs().float().reshape(w.shape[0], -1)  # (out, in...)
             if name in current:
                 s[~current[name].reshape(s.shape)] = -math.inf
             scores[name] = s
-        attach(self.model, self._masks(scores, target))
+        keep = self._masks(scores, target)
+        attach(self.model, {n: k.reshape(shapes[n]) for n, k in keep.items()})
         self.history.append((step, target))
         log.info("step %d: pruned to sparsity %.4f", step, target)
         return target
 
     def _masks(self, scores: dict[str, torch.Tensor], target: float) -> dict[str, torch.Tensor]:
-        shapes = {n: self.model.get_submodule(n).weight.shape for n in scores}
-        layouts = {n: s.view(-1) for n, s in scores.items()}
-
-        def shaped(name: str, keep: torch.Tensor) -> torch.Tensor:
-            module = self.model.get_submodule(name)
-            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
-                return keep.reshape(shapes[name])
-            return keep  # Conv1D: masks are (out, in), attach transposes
-
+        """Keep-masks (out, in...) at sparsity ``target``; −∞ scores (already pruned) go first."""
         if self.nm is not None:
             n, m = self.nm
             keep_n = m - min(round(target * m), m - n)
-            return {name: shaped(name, nm_mask(s, keep_n, m) if keep_n < m else s > -math.inf)
-                    for name, s in scores.items()}
+            return {name: nm_mask(s, keep_n, m) if keep_n < m else s > -math.inf for name, s in scores.items()}
         if self.scope == "global":
-            counts = global_counts(list(layouts.values()), target)
-            sparsities = {n: c / s.numel() for (n, s), c in zip(scores.items(), counts, strict=True)}
-            return {n: shaped(n, select_mask(s, sparsities[n], "layer")) for n, s in scores.items()}
-        return {n: shaped(n, select_mask(s, target, self.scope)) for n, s in scores.items()}
+            counts = global_counts(list(scores.values()), target)
+            return {n: smallest_mask(s, c) for (n, s), c in zip(scores.items(), counts, strict=True)}
+        return {n: select_mask(s, target, self.scope) for n, s in scores.items()}

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .errors import PrunekitError
-from .targets import ExpertSlice, find_targets, weight_view
+from .targets import ExpertSlice, find_targets, stored_transposed, weight_view
 
 MASK_KEY = ".parametrizations.weight.0.mask"
 
@@ -34,8 +34,8 @@ def _module_and_layout_mask(model: nn.Module, name: str, mask: torch.Tensor) -> 
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor):
         raise PrunekitError(f"{name} has no weight to mask")
-    if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
-        mask = mask.t()  # Conv1D
+    if stored_transposed(module):
+        mask = mask.t()
     if tuple(mask.shape) != tuple(weight.shape):
         raise PrunekitError(f"mask for {name} has shape {tuple(mask.shape)}, weight has {tuple(weight.shape)}")
     return module, mask.to(weight.device)
@@ -67,7 +67,7 @@ def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, module in model.named_modules():
         if is_masked(module):
             mask = module.parametrizations.weight[0].mask
-            out[name] = mask if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) else mask.t()
+            out[name] = mask.t() if stored_transposed(module) else mask
     return out
 
 

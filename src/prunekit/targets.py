@@ -33,6 +33,11 @@ class ExpertSlice:
 Target = nn.Module | ExpertSlice
 
 
+def stored_transposed(module: nn.Module) -> bool:
+    """GPT-2's Conv1D stores its weight (in, out); everything else is (out, in, ...)."""
+    return bool(Conv1D) and isinstance(module, Conv1D)
+
+
 def is_prunable(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or (bool(Conv1D) and isinstance(module, Conv1D))
 
@@ -50,7 +55,7 @@ def weight_view(target: Target) -> torch.Tensor:
         w = target.param.data[target.index]
         return w.t() if getattr(target.module, "is_transposed", False) else w
     w = target.weight.data
-    return w.t() if not isinstance(target, nn.Linear) else w
+    return w.t() if stored_transposed(target) else w
 
 
 def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
