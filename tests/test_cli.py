@@ -114,3 +114,23 @@ def test_export_cli(tiny_model_dir, tmp_path, capsys):
     assert code == 0 and report["layers"] == {"nm": 14} and report["target_ratio"] == pytest.approx(32 / 17, rel=1e-3)
     code, _, err = _run(capsys, "export", str(pruned), str(tmp_path / "sparse"))
     assert code == 2 and "exists" in err
+
+
+def test_hardware_cli(tiny_model_dir, tmp_path, capsys):
+    code, stdout, _ = _run(capsys, "hardware", "--model", str(tiny_model_dir), "--patterns", "50%,2:4", "--batches", "1",
+               "--reps", "2", "--out", str(tmp_path / "hw.json"))
+    out = json.loads(stdout)
+    assert code == 0 and len(out["verdicts"]) == 2 and out["verdicts"][1].startswith("2:4: ")
+    assert json.loads((tmp_path / "hw.json").read_text())["report"]["rows"]
+    assert main(["hardware", "--batches", "0"]) == 2
+
+
+def test_bench_cli(tiny_model_dir, tmp_path, capsys):
+    pruned = tmp_path / "pruned"
+    assert main(["prune", "--model", str(tiny_model_dir), "--sparsity", "0.7", "--out", str(pruned)]) == 0
+    capsys.readouterr()
+    code, stdout, _ = _run(capsys, "bench", "--model", str(pruned), "--prompt-tokens", "16", "--new-tokens", "3",
+                           "--reps", "1", "--layout", "torch_csr")
+    out = json.loads(stdout)
+    assert code == 0 and out["layouts"] == {"torch_csr": 14} and out["ratios"]["decode_speedup"] > 0
+    assert main(["bench", "--model", str(pruned), "--new-tokens", "1"]) == 2

@@ -1,4 +1,5 @@
-"""Command line: ``prunekit prune | eval | info``. Calls only the public API."""
+"""Command line: ``prunekit prune | eval | finetune | lottery | export | info | hardware | bench | compare``.
+Calls only the public API."""
 
 from __future__ import annotations
 
@@ -109,6 +110,40 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("out")
     x.add_argument("--format", default="auto", help="auto (smallest per layer), bitmask, nm or csr")
     x.add_argument("--overwrite", action="store_true")
+
+    h = sub.add_parser("hardware", help="this machine, and what each sparsity pattern buys on it (measured)")
+    h.add_argument("--model", default="default", help="model whose layer shapes are measured (config only)")
+    h.add_argument("--patterns", default="50%,2:4,70%,90%", help="comma-separated: 50%%, 2:4, ...")
+    h.add_argument("--batches", default="1,8,128", help="comma-separated batch sizes")
+    h.add_argument("--dtype", choices=DTYPES, default="float32")
+    h.add_argument("--reps", type=int, default=15)
+    h.add_argument("--out", default=None, help="also write the full JSON here")
+
+    b = sub.add_parser("bench", help="prefill/decode speed and memory of a pruned model, dense vs sparse execution")
+    b.add_argument("--model", required=True, help="a pruned folder (or any model)")
+    b.add_argument("--dtype", choices=DTYPES, default="float32")
+    b.add_argument("--prompt-tokens", type=int, default=512)
+    b.add_argument("--new-tokens", type=int, default=32)
+    b.add_argument("--reps", type=int, default=5)
+    b.add_argument("--layout", default="auto", help="auto (measure per layer), bitmask, csr or torch_csr")
+    b.add_argument("--out", default=None, help="also write the JSON here")
+
+    c = sub.add_parser("compare", help="every method × pattern: perplexity, cost, memory and speed, as a report")
+    c.add_argument("--model", default="default")
+    c.add_argument("--sparsity", default="0.5", help="comma-separated unstructured sparsities")
+    c.add_argument("--patterns", default="unstructured,2:4")
+    c.add_argument("--methods", default="magnitude,wanda,sparsegpt")
+    c.add_argument("--calib", default="c4")
+    c.add_argument("--nsamples", type=int, default=16)
+    c.add_argument("--seqlen", type=int, default=2048)
+    c.add_argument("--eval", default="wikitext2")
+    c.add_argument("--max-windows", type=int, default=10)
+    c.add_argument("--prompt-tokens", type=int, default=256)
+    c.add_argument("--new-tokens", type=int, default=16)
+    c.add_argument("--bench-reps", type=int, default=3)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True, help="folder for report.md, results.json and the plots")
+    c.add_argument("--overwrite", action="store_true")
 
     i = sub.add_parser("info", help="per-layer sparsity of a pruned folder")
     i.add_argument("folder")
@@ -228,6 +263,59 @@ def cmd_export(args) -> dict:
     return export_folder(args.folder, args.out, args.format, args.overwrite)
 
 
+def _csv(text: str, kind=str) -> tuple:
+    try:
+        return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise PrunekitError(f"cannot read {text!r} as a comma-separated list: {e}") from e
+
+
+def cmd_hardware(args) -> dict:
+    from .hardware import PATTERNS, hardware_report
+
+    patterns, batches = _csv(args.patterns), _csv(args.batches, int)
+    bad = [p for p in patterns if p not in PATTERNS and ":" not in p and not p.endswith("%")]
+    if bad or not patterns or not batches or min(batches) < 1:
+        raise PrunekitError(f"patterns look like 50%% or 2:4 and batches are positive integers; got {args.patterns!r}, "
+                            f"{args.batches!r}")
+    report = hardware_report(args.model, patterns, batches, DTYPES[args.dtype], args.reps)
+    if args.out:
+        write_json(build_manifest(command=sys.argv, report=report), args.out)
+    return {"machine": report["machine"], "gpu": report["gpu"], "shapes": report["shapes"],
+            "verdicts": [s["verdict"] for s in report["summary"].values()], "gpu_2to4": report["gpu_2to4"]}
+
+
+def cmd_bench(args) -> dict:
+    from .latency import bench_model
+
+    if args.prompt_tokens < 1 or args.new_tokens < 2 or args.reps < 1:
+        raise PrunekitError("--prompt-tokens and --reps must be >= 1, --new-tokens >= 2")
+    model, tok, path = load_model(args.model, DTYPES[args.dtype])
+    result = bench_model(model, args.prompt_tokens, args.new_tokens, args.reps, args.layout)
+    if args.out:
+        write_json(build_manifest(command=sys.argv, model={"spec": args.model, "path": path}, bench=result), args.out)
+    return result
+
+
+def cmd_compare(args) -> dict:
+    from .compare import CompareConfig, run_compare
+    from .fsutil import atomic_dir
+    from .report import write_report
+
+    cfg = CompareConfig(model=args.model, sparsities=_csv(args.sparsity, float), patterns=_csv(args.patterns),
+                        methods=_csv(args.methods), calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
+                        eval_data=args.eval, max_windows=args.max_windows, prompt_tokens=args.prompt_tokens,
+                        new_tokens=args.new_tokens, bench_reps=args.bench_reps, seed=args.seed)
+    check_output_dir(args.out, args.overwrite)
+    results = run_compare(cfg)
+    with atomic_dir(args.out, args.overwrite) as tmp:
+        files = write_report(results, tmp, "prunekit " + " ".join(sys.argv[1:]))
+    return {"out": args.out, "files": files, "dense_perplexity": results["dense_perplexity"],
+            "runs": [{k: r[k] for k in ("method", "pattern", "sparsity", "perplexity", "prune_seconds")}
+                     | {"decode_speedup": r["bench"]["ratios"]["decode_speedup"]} for r in results["runs"]],
+            "wall_seconds": results["wall_seconds"]}
+
+
 def cmd_info(args) -> dict | None:
     rows, manifest = layer_table(args.folder)
     if args.json:
@@ -249,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # weight-loading bars; prunekit's own bars stay
     try:
         commands = {"prune": cmd_prune, "eval": cmd_eval, "info": cmd_info, "finetune": cmd_finetune,
-                    "lottery": cmd_lottery, "export": cmd_export}
+                    "lottery": cmd_lottery, "export": cmd_export, "hardware": cmd_hardware, "bench": cmd_bench,
+                    "compare": cmd_compare}
         out = commands[args.command](args)
     except PrunekitError as e:
         print(f"prunekit: error: {e}", file=sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from dataclasses import dataclass, field
 
@@ -19,6 +18,7 @@ from .models import check_finite
 from .scores import magnitude_scores, select_mask, wanda_scores
 from .sparsegpt import sparsegpt_prune
 from .targets import block_targets, find_blocks, find_targets, weight_view
+from .timing import peak_rss_bytes, reset_peak_rss
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class PruneResult:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_bytes() / 2**20
 
 
 def _usable_targets(model: nn.Module, config: PruneConfig) -> tuple[dict[str, nn.Module], list[LayerReport]]:
@@ -165,6 +165,7 @@ def prune(
 ) -> PruneResult:
     """Prune ``model`` in place. ``calibration``: token ids (nsamples, seqlen), needed by
     wanda, sparsegpt and OWL; with it, blocks are pruned sequentially on pruned-model activations."""
+    reset_peak_rss()  # peak memory of this pruning run, not of the process so far
     t0 = time.perf_counter()
     targets, reports = _usable_targets(model, config)
     masks: dict[str, torch.Tensor] = {}

@@ -1,0 +1,84 @@
+"""Issue 5's kernel targets: prunekit's CPU sparse kernel vs dense ``F.linear``, one layer at a time.
+
+Every linear shape of SmolLM2-135M plus 4096×4096 and 11008×4096; 50%, 70%, 90% unstructured and
+2:4; batch 1; float32, and bfloat16 values against dense bfloat16. Weights are random, pruned per row
+by magnitude, and rotated over enough copies to exceed twice the last-level cache, so every call
+reads its weight from memory as in a real forward pass. Dense and each sparse layout alternate call
+by call in this one process; medians. "limit" is the memory-bound speedup dense bytes ÷ kernel bytes
+and "of limit" how much of it the kernel reached (it can exceed 100% where dense GEMV itself does
+not reach memory bandwidth). Also checks each output against dense (max error relative to max |y|).
+
+    .venv/bin/python bench/kernel.py [--dtypes float32,bfloat16] [--reps 30] [--out runs/bench-kernel.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from prunekit import kernel
+from prunekit.hardware import cpu_info, pruned_weight
+from prunekit.manifest import build_manifest, write_json
+from prunekit.sparse_linear import SparseLinear
+from prunekit.sparsify import measure_layer
+
+SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536), (4096, 4096), (11008, 4096)]
+PATTERNS = ["50%", "2:4", "70%", "90%"]
+TARGETS = {"50%": 1.25, "70%": 2.0, "90%": 4.5}
+
+
+def kernel_bytes(w: torch.Tensor, layout: str) -> int:
+    return sum(t.numel() * t.element_size() for t in kernel.pack(w, layout).values())
+
+
+def max_rel_error(w: torch.Tensor, layout: str) -> float:
+    x = torch.randn(1, w.shape[1], dtype=w.dtype)
+    ref = F.linear(x.double(), w.double())
+    y = SparseLinear(w, None, layout)(x).double()
+    return float((y - ref).abs().max() / ref.abs().max())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--out", default="runs/bench-kernel.json")
+    args = ap.parse_args()
+    if not kernel.available():
+        sys.exit("the sparse kernel could not be built here (no C++ compiler?)")
+    rows = []
+    for dtype in [getattr(torch, d) for d in args.dtypes.split(",")]:
+        for shape in SHAPES:
+            for pattern in PATTERNS:
+                w = pruned_weight(shape, pattern, dtype)
+                t = measure_layer(w, None, ("bitmask", "csr", "torch_csr"), args.reps, batch=1)
+                dense_bytes = w.numel() * w.element_size()
+                best = min(("bitmask", "csr"), key=t.get)
+                limit = dense_bytes / kernel_bytes(w, best)
+                speedup = t["dense"] / t[best]
+                rows.append({"dtype": str(dtype).removeprefix("torch."), "shape": list(shape), "pattern": pattern,
+                             "dense_us": round(t["dense"] * 1e6, 1), "best": best, "speedup": round(speedup, 2),
+                             "bitmask": round(t["dense"] / t["bitmask"], 2), "csr": round(t["dense"] / t["csr"], 2),
+                             "torch_csr": round(t["dense"] / t["torch_csr"], 2), "limit": round(limit, 2),
+                             "of_limit": round(speedup / limit, 2), "target": TARGETS.get(pattern),
+                             "dense_gb_s": round(dense_bytes / t["dense"] / 1e9, 1),
+                             "max_rel_error": max_rel_error(w, best)})
+                r = rows[-1]
+                print(f"{r['dtype']:>8} {shape[0]:>5}x{shape[1]:<5} {pattern:>4}  dense {r['dense_us']:>8.1f} us "
+                      f"({r['dense_gb_s']:>5.1f} GB/s)  bitmask {r['bitmask']:>5.2f}x  csr {r['csr']:>5.2f}x  "
+                      f"torch_csr {r['torch_csr']:>5.2f}x  limit {r['limit']:>5.2f}x ({r['of_limit']:.0%})  "
+                      f"target {r['target'] or '-'}  err {r['max_rel_error']:.1e}", flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_json(build_manifest(command=sys.argv, machine=cpu_info(), kernel_isa=kernel.isa(), reps=args.reps, rows=rows),
+               args.out)
+    print(json.dumps({"out": args.out, "rows": len(rows),
+                      "below_target": [r for r in rows if r["target"] and r["speedup"] < r["target"]]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

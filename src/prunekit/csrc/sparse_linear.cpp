@@ -1,0 +1,493 @@
+// Sparse linear kernels for CPU: y = x · Wᵀ (+ bias) with W stored compressed.
+//
+// Two layouts, both built by prunekit/kernel_formats.py:
+//   bitmask: mask (rows, chunks) of 16-bit words, bit j of word c <=> W[r, 16c + j] != 0;
+//            values = the nonzeros in row-major order (padded with 16 zeros so vector loads
+//            never leave the buffer); row_ptr (rows + 1) = offset of each row in values.
+//   csr:     crow (rows + 1, int64), col (nnz, int16 or int32), values (nnz).
+// Values may be float32, bfloat16 or float16; x and y are float32 (the caller converts).
+//
+// Parallel over output rows (at::parallel_for). The ISA is chosen at run time: AVX-512, AVX2+FMA,
+// or portable scalar code; `isa` may force a lower one (used by the tests).
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+enum Isa : int64_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+enum Dtype : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
+
+int64_t detect_isa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kAvx2;
+  return kScalar;
+}
+
+int dtype_code(const at::Tensor& v) {
+  if (v.scalar_type() == at::kFloat) return kF32;
+  if (v.scalar_type() == at::kBFloat16) return kBF16;
+  if (v.scalar_type() == at::kHalf) return kF16;
+  TORCH_CHECK(false, "sparse kernel values must be float32, bfloat16 or float16, got ", v.scalar_type());
+}
+
+// Arguments shared by every row range of one call.
+struct Args {
+  const float* x;        // (batch, cols)
+  float* y;              // (batch, rows)
+  const float* bias;     // (rows) or nullptr
+  const void* values;
+  int dtype;
+  int64_t batch, rows, cols;
+  // bitmask
+  const uint16_t* mask;  // (rows, chunks)
+  const int64_t* row_ptr;
+  int64_t chunks;
+  // csr
+  const int64_t* crow;
+  const void* col;
+  bool col16;
+};
+
+// ---------------------------------------------------------------- scalar (portable)
+
+inline float scalar_value(const void* values, int dtype, int64_t i) {
+  if (dtype == kF32) return static_cast<const float*>(values)[i];
+  uint16_t h = static_cast<const uint16_t*>(values)[i];
+  if (dtype == kBF16) {
+    uint32_t bits = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
+  return static_cast<float>(c10::Half(h, c10::Half::from_bits()));
+}
+
+void bitmask_rows_scalar(const Args& a, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t b = 0; b < a.batch; ++b) {
+      const float* x = a.x + b * a.cols;
+      int64_t v = a.row_ptr[r];
+      float acc = 0.f;
+      for (int64_t c = 0; c < a.chunks; ++c) {
+        uint32_t m = a.mask[r * a.chunks + c];
+        while (m) {
+          int j = __builtin_ctz(m);
+          acc += scalar_value(a.values, a.dtype, v++) * x[c * 16 + j];
+          m &= m - 1;
+        }
+      }
+      a.y[b * a.rows + r] = acc + (a.bias ? a.bias[r] : 0.f);
+    }
+  }
+}
+
+inline int64_t col_at(const Args& a, int64_t i) {
+  return a.col16 ? static_cast<const int16_t*>(a.col)[i] : static_cast<const int32_t*>(a.col)[i];
+}
+
+void csr_rows_scalar(const Args& a, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t b = 0; b < a.batch; ++b) {
+      const float* x = a.x + b * a.cols;
+      float acc = 0.f;
+      for (int64_t i = a.crow[r]; i < a.crow[r + 1]; ++i) acc += scalar_value(a.values, a.dtype, i) * x[col_at(a, i)];
+      a.y[b * a.rows + r] = acc + (a.bias ? a.bias[r] : 0.f);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- AVX-512
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma,popcnt")))
+
+// Load 16 consecutive values as float32 (bf16 is the high half of a float32).
+AVX512 inline __m512 load16(const void* values, int dtype, int64_t i) {
+  if (dtype == kF32) return _mm512_loadu_ps(static_cast<const float*>(values) + i);
+  __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(values) + i));
+  if (dtype == kBF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  return _mm512_cvtph_ps(h);
+}
+
+AVX512 inline __m512 masked_load16(const void* values, int dtype, int64_t i, __mmask16 k) {
+  if (dtype == kF32) return _mm512_maskz_loadu_ps(k, static_cast<const float*>(values) + i);
+  __m256i h = _mm256_maskz_loadu_epi16(k, static_cast<const uint16_t*>(values) + i);
+  if (dtype == kBF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  return _mm512_cvtph_ps(h);
+}
+
+// x chunk c of 16 columns; the last one is loaded under a mask so it never reads past the row.
+AVX512 inline __m512 load_x(const float* x, int64_t c, int64_t cols) {
+  int64_t left = cols - c * 16;
+  if (left >= 16) return _mm512_loadu_ps(x + c * 16);
+  return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << left) - 1), x + c * 16);
+}
+
+// Batch tile of BT inputs: each 16-column chunk of W is expanded once and used BT times.
+template <int BT>
+AVX512 void bitmask_tile_avx512(const Args& a, int64_t r, int64_t b0) {
+  __m512 acc[BT];
+  for (int t = 0; t < BT; ++t) acc[t] = _mm512_setzero_ps();
+  const uint16_t* mrow = a.mask + r * a.chunks;
+  int64_t v = a.row_ptr[r];
+  for (int64_t c = 0; c < a.chunks; ++c) {
+    __mmask16 m = mrow[c];
+    __m512 w = _mm512_maskz_expand_ps(m, load16(a.values, a.dtype, v));
+    v += _mm_popcnt_u32(m);
+    for (int t = 0; t < BT; ++t) acc[t] = _mm512_fmadd_ps(w, load_x(a.x + (b0 + t) * a.cols, c, a.cols), acc[t]);
+  }
+  float bias = a.bias ? a.bias[r] : 0.f;
+  for (int t = 0; t < BT; ++t) a.y[(b0 + t) * a.rows + r] = _mm512_reduce_add_ps(acc[t]) + bias;
+}
+
+// Batch 1: four independent accumulators hide the FMA latency.
+AVX512 void bitmask_row1_avx512(const Args& a, int64_t r, int64_t b) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+  const uint16_t* mrow = a.mask + r * a.chunks;
+  const float* x = a.x + b * a.cols;
+  int64_t v = a.row_ptr[r];
+  int64_t full = a.cols / 16, c = 0;
+  for (; c + 4 <= full; c += 4) {
+    __mmask16 m0 = mrow[c], m1 = mrow[c + 1], m2 = mrow[c + 2], m3 = mrow[c + 3];
+    int64_t v1 = v + _mm_popcnt_u32(m0), v2 = v1 + _mm_popcnt_u32(m1), v3 = v2 + _mm_popcnt_u32(m2);
+    acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m0, load16(a.values, a.dtype, v)), _mm512_loadu_ps(x + c * 16), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m1, load16(a.values, a.dtype, v1)), _mm512_loadu_ps(x + c * 16 + 16), acc1);
+    acc2 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m2, load16(a.values, a.dtype, v2)), _mm512_loadu_ps(x + c * 16 + 32), acc2);
+    acc3 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m3, load16(a.values, a.dtype, v3)), _mm512_loadu_ps(x + c * 16 + 48), acc3);
+    v = v3 + _mm_popcnt_u32(m3);
+  }
+  for (; c < a.chunks; ++c) {
+    __mmask16 m = mrow[c];
+    acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m, load16(a.values, a.dtype, v)), load_x(x, c, a.cols), acc0);
+    v += _mm_popcnt_u32(m);
+  }
+  float bias = a.bias ? a.bias[r] : 0.f;
+  a.y[b * a.rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3))) + bias;
+}
+
+AVX512 void bitmask_rows_avx512(const Args& a, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t b = 0;
+    for (; b + 8 <= a.batch; b += 8) bitmask_tile_avx512<8>(a, r, b);
+    for (; b + 4 <= a.batch; b += 4) bitmask_tile_avx512<4>(a, r, b);
+    for (; b + 2 <= a.batch; b += 2) bitmask_tile_avx512<2>(a, r, b);
+    for (; b < a.batch; ++b) bitmask_row1_avx512(a, r, b);
+  }
+}
+
+AVX512 inline __m512i load_cols16(const Args& a, int64_t i, __mmask16 k) {
+  if (a.col16) return _mm512_cvtepi16_epi32(_mm256_maskz_loadu_epi16(k, static_cast<const int16_t*>(a.col) + i));
+  return _mm512_maskz_loadu_epi32(k, static_cast<const int32_t*>(a.col) + i);
+}
+
+AVX512 void csr_rows_avx512(const Args& a, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t start = a.crow[r], end = a.crow[r + 1];
+    for (int64_t b = 0; b < a.batch; ++b) {
+      const float* x = a.x + b * a.cols;
+      __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
+      int64_t i = start;
+      for (; i + 32 <= end; i += 32) {
+        __m512i c0 = load_cols16(a, i, 0xFFFF), c1 = load_cols16(a, i + 16, 0xFFFF);
+        acc0 = _mm512_fmadd_ps(load16(a.values, a.dtype, i), _mm512_i32gather_ps(c0, x, 4), acc0);
+        acc1 = _mm512_fmadd_ps(load16(a.values, a.dtype, i + 16), _mm512_i32gather_ps(c1, x, 4), acc1);
+      }
+      for (; i < end; i += 16) {
+        __mmask16 k = end - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (end - i)) - 1);
+        __m512i cols = load_cols16(a, i, k);
+        __m512 xv = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, cols, x, 4);
+        acc0 = _mm512_fmadd_ps(masked_load16(a.values, a.dtype, i, k), xv, acc0);
+      }
+      a.y[b * a.rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + (a.bias ? a.bias[r] : 0.f);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- AVX2 + FMA
+
+#define AVX2 __attribute__((target("avx2,fma,f16c,popcnt")))
+
+// For each 8-bit mask, the source lane of every set bit in the packed values (rank of the bit).
+struct ExpandTable {
+  alignas(32) int32_t idx[256][8];
+  ExpandTable() {
+    for (int m = 0; m < 256; ++m) {
+      int k = 0;
+      for (int j = 0; j < 8; ++j) idx[m][j] = (m >> j) & 1 ? k++ : 0;
+    }
+  }
+};
+const ExpandTable kExpand;
+
+AVX2 inline __m256 load8(const void* values, int dtype, int64_t i) {
+  if (dtype == kF32) return _mm256_loadu_ps(static_cast<const float*>(values) + i);
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(values) + i));
+  if (dtype == kBF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  return _mm256_cvtph_ps(h);
+}
+
+AVX2 inline __m256 expand8(uint32_t m, const void* values, int dtype, int64_t v) {
+  const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  __m256i lanes = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(m), bits), bits);
+  __m256 w = _mm256_permutevar8x32_ps(load8(values, dtype, v),
+                                      _mm256_load_si256(reinterpret_cast<const __m256i*>(kExpand.idx[m])));
+  return _mm256_and_ps(w, _mm256_castsi256_ps(lanes));
+}
+
+// x lanes [off, off + 8) of a row; lanes past the row read as zero.
+AVX2 inline __m256 load_x8(const float* x, int64_t off, int64_t cols) {
+  if (off + 8 <= cols) return _mm256_loadu_ps(x + off);
+  alignas(32) float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t j = off; j < cols; ++j) tmp[j - off] = x[j];
+  return _mm256_load_ps(tmp);
+}
+
+AVX2 inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <int BT>
+AVX2 void bitmask_tile_avx2(const Args& a, int64_t r, int64_t b0) {
+  __m256 acc[BT];
+  for (int t = 0; t < BT; ++t) acc[t] = _mm256_setzero_ps();
+  const uint16_t* mrow = a.mask + r * a.chunks;
+  int64_t v = a.row_ptr[r];
+  for (int64_t c = 0; c < a.chunks; ++c) {
+    uint32_t m = mrow[c];
+    for (int half = 0; half < 2; ++half) {
+      uint32_t mh = (m >> (8 * half)) & 0xFF;
+      int64_t off = c * 16 + 8 * half;
+      if (off >= a.cols) break;
+      __m256 w = expand8(mh, a.values, a.dtype, v);
+      v += _mm_popcnt_u32(mh);
+      for (int t = 0; t < BT; ++t) acc[t] = _mm256_fmadd_ps(w, load_x8(a.x + (b0 + t) * a.cols, off, a.cols), acc[t]);
+    }
+  }
+  float bias = a.bias ? a.bias[r] : 0.f;
+  for (int t = 0; t < BT; ++t) a.y[(b0 + t) * a.rows + r] = hsum8(acc[t]) + bias;
+}
+
+AVX2 void bitmask_rows_avx2(const Args& a, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t b = 0;
+    for (; b + 4 <= a.batch; b += 4) bitmask_tile_avx2<4>(a, r, b);
+    for (; b < a.batch; ++b) bitmask_tile_avx2<1>(a, r, b);
+  }
+}
+
+AVX2 void csr_rows_avx2(const Args& a, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t start = a.crow[r], end = a.crow[r + 1];
+    for (int64_t b = 0; b < a.batch; ++b) {
+      const float* x = a.x + b * a.cols;
+      __m256 acc = _mm256_setzero_ps();
+      int64_t i = start;
+      for (; i + 8 <= end; i += 8) {
+        __m256i cols = a.col16 ? _mm256_cvtepi16_epi32(_mm_loadu_si128(
+                                     reinterpret_cast<const __m128i*>(static_cast<const int16_t*>(a.col) + i)))
+                               : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const int32_t*>(a.col) + i));
+        acc = _mm256_fmadd_ps(load8(a.values, a.dtype, i), _mm256_i32gather_ps(x, cols, 4), acc);
+      }
+      float tail = 0.f;
+      for (; i < end; ++i) tail += scalar_value(a.values, a.dtype, i) * x[col_at(a, i)];
+      a.y[b * a.rows + r] = hsum8(acc) + tail + (a.bias ? a.bias[r] : 0.f);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- dispatch
+
+int64_t resolve_isa(int64_t requested) {
+  int64_t best = detect_isa();
+  return requested < 0 || requested > best ? best : requested;
+}
+
+Args common_args(const at::Tensor& x, at::Tensor& y, const c10::optional<at::Tensor>& bias, const at::Tensor& values,
+                 int64_t rows) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "x must be a contiguous 2-D float32 tensor");
+  TORCH_CHECK(values.is_contiguous(), "values must be contiguous");
+  Args a{};
+  a.x = x.data_ptr<float>();
+  a.y = y.defined() ? y.data_ptr<float>() : nullptr;
+  a.values = values.data_ptr();
+  a.dtype = dtype_code(values);
+  a.batch = x.size(0);
+  a.cols = x.size(1);
+  a.rows = rows;
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->numel() == rows && bias->is_contiguous(), "bias must be float32 (rows)");
+    a.bias = bias->data_ptr<float>();
+  }
+  return a;
+}
+
+template <typename F>
+void run_rows(const Args& a, F rows_fn) {
+  // ~16k multiply-adds per task keeps the scheduling overhead small for thin layers
+  int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, a.cols * a.batch));
+  at::parallel_for(0, a.rows, grain, [&](int64_t r0, int64_t r1) { rows_fn(a, r0, r1); });
+}
+
+Args bitmask_args(const at::Tensor& x, at::Tensor& y, const at::Tensor& mask, const at::Tensor& values,
+                  const at::Tensor& row_ptr, const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(mask.dim() == 2 && mask.scalar_type() == at::kShort && mask.is_contiguous(), "mask must be contiguous int16 (rows, chunks)");
+  TORCH_CHECK(row_ptr.scalar_type() == at::kLong && row_ptr.numel() == mask.size(0) + 1, "row_ptr must be int64 (rows + 1)");
+  TORCH_CHECK(mask.size(1) == (x.size(1) + 15) / 16, "mask has ", mask.size(1), " chunks; x has ", x.size(1), " columns");
+  TORCH_CHECK(values.numel() >= row_ptr[-1].item<int64_t>() + 16, "values must hold every nonzero plus 16 padding entries");
+  Args a = common_args(x, y, bias, values, mask.size(0));
+  a.mask = reinterpret_cast<const uint16_t*>(mask.data_ptr<int16_t>());
+  a.row_ptr = row_ptr.data_ptr<int64_t>();
+  a.chunks = mask.size(1);
+  return a;
+}
+
+Args csr_args(const at::Tensor& x, at::Tensor& y, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+              int64_t rows, const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(crow.scalar_type() == at::kLong && crow.numel() == rows + 1, "crow must be int64 (rows + 1)");
+  TORCH_CHECK(col.scalar_type() == at::kShort || col.scalar_type() == at::kInt, "col must be int16 or int32");
+  TORCH_CHECK(col.numel() == values.numel() && col.is_contiguous(), "col and values must have one entry per nonzero");
+  Args a = common_args(x, y, bias, values, rows);
+  a.crow = crow.data_ptr<int64_t>();
+  a.col = col.data_ptr();
+  a.col16 = col.scalar_type() == at::kShort;
+  return a;
+}
+
+at::Tensor bitmask_linear(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& values, const at::Tensor& row_ptr,
+                          const c10::optional<at::Tensor>& bias, int64_t isa) {
+  at::Tensor y = at::empty({x.size(0), mask.size(0)}, x.options());
+  Args a = bitmask_args(x, y, mask, values, row_ptr, bias);
+  switch (resolve_isa(isa)) {
+    case kAvx512: run_rows(a, bitmask_rows_avx512); break;
+    case kAvx2: run_rows(a, bitmask_rows_avx2); break;
+    default: run_rows(a, bitmask_rows_scalar);
+  }
+  return y;
+}
+
+at::Tensor csr_linear(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+                      int64_t rows, const c10::optional<at::Tensor>& bias, int64_t isa) {
+  at::Tensor y = at::empty({x.size(0), rows}, x.options());
+  Args a = csr_args(x, y, crow, col, values, rows, bias);
+  switch (resolve_isa(isa)) {
+    case kAvx512: run_rows(a, csr_rows_avx512); break;
+    case kAvx2: run_rows(a, csr_rows_avx2); break;
+    default: run_rows(a, csr_rows_scalar);
+  }
+  return y;
+}
+
+// Dense float32 rows [r0, r1) of a compressed matrix into `out`, for the tiled large-batch path.
+void bitmask_unpack_rows(const Args& a, float* out, int64_t r0, int64_t r1) {
+  std::memset(out, 0, sizeof(float) * (r1 - r0) * a.cols);
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t v = a.row_ptr[r];
+    float* dst = out + (r - r0) * a.cols;
+    for (int64_t c = 0; c < a.chunks; ++c) {
+      uint32_t m = a.mask[r * a.chunks + c];
+      while (m) {
+        int j = __builtin_ctz(m);
+        dst[c * 16 + j] = scalar_value(a.values, a.dtype, v++);
+        m &= m - 1;
+      }
+    }
+  }
+}
+
+AVX512 void bitmask_unpack_rows_avx512(const Args& a, float* out, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t v = a.row_ptr[r];
+    float* dst = out + (r - r0) * a.cols;
+    const uint16_t* mrow = a.mask + r * a.chunks;
+    int64_t full = a.cols / 16;
+    for (int64_t c = 0; c < full; ++c) {
+      __mmask16 m = mrow[c];
+      _mm512_storeu_ps(dst + c * 16, _mm512_maskz_expand_ps(m, load16(a.values, a.dtype, v)));
+      v += _mm_popcnt_u32(m);
+    }
+    if (full < a.chunks) {
+      __mmask16 tail = static_cast<__mmask16>((1u << (a.cols - full * 16)) - 1);
+      _mm512_mask_storeu_ps(dst + full * 16, tail, _mm512_maskz_expand_ps(mrow[full], load16(a.values, a.dtype, v)));
+    }
+  }
+}
+
+void csr_unpack_rows(const Args& a, float* out, int64_t r0, int64_t r1) {
+  std::memset(out, 0, sizeof(float) * (r1 - r0) * a.cols);
+  for (int64_t r = r0; r < r1; ++r) {
+    float* dst = out + (r - r0) * a.cols;
+    for (int64_t i = a.crow[r]; i < a.crow[r + 1]; ++i) dst[col_at(a, i)] = scalar_value(a.values, a.dtype, i);
+  }
+}
+
+// Large batches: unpack tiles of rows into a dense buffer (kept in cache) and use dense GEMM on each.
+template <typename F>
+at::Tensor linear_tiled(const Args& a, const at::Tensor& x, const c10::optional<at::Tensor>& bias, int64_t tile_rows,
+                        F unpack) {
+  TORCH_CHECK(tile_rows > 0, "tile_rows must be positive");
+  if (a.rows <= tile_rows) {  // one tile: unpack it all and run exactly what dense nn.Linear runs
+    at::Tensor dense = at::empty({a.rows, a.cols}, x.options());
+    float* out = dense.data_ptr<float>();
+    at::parallel_for(0, a.rows, 8, [&](int64_t s0, int64_t s1) { unpack(a, out + s0 * a.cols, s0, s1); });
+    return at::linear(x, dense, bias);
+  }
+  at::Tensor yt = at::empty({a.rows, a.batch}, x.options());  // (rows, batch): each tile's rows are contiguous
+  at::Tensor tile = at::empty({tile_rows, a.cols}, x.options());
+  at::Tensor xt = x.t();
+  for (int64_t r0 = 0; r0 < a.rows; r0 += tile_rows) {
+    int64_t r1 = std::min(a.rows, r0 + tile_rows);
+    float* out = tile.data_ptr<float>();
+    at::parallel_for(r0, r1, 8, [&](int64_t s0, int64_t s1) { unpack(a, out + (s0 - r0) * a.cols, s0, s1); });
+    at::Tensor dense = tile.narrow(0, 0, r1 - r0);  // (tile, cols)
+    at::Tensor ys = yt.narrow(0, r0, r1 - r0);      // (tile, batch)
+    if (a.bias) {
+      at::addmm_out(ys, bias->narrow(0, r0, r1 - r0).unsqueeze(1), dense, xt);
+    } else {
+      at::mm_out(ys, dense, xt);
+    }
+  }
+  return yt.t().contiguous();
+}
+
+at::Tensor bitmask_linear_tiled(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& values,
+                                const at::Tensor& row_ptr, const c10::optional<at::Tensor>& bias, int64_t tile_rows,
+                                int64_t isa) {
+  at::Tensor unused;
+  Args a = bitmask_args(x, unused, mask, values, row_ptr, bias);
+  if (resolve_isa(isa) == kAvx512) return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows_avx512);
+  return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows);
+}
+
+at::Tensor csr_linear_tiled(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+                            int64_t rows, const c10::optional<at::Tensor>& bias, int64_t tile_rows) {
+  at::Tensor unused;
+  Args a = csr_args(x, unused, crow, col, values, rows, bias);
+  return linear_tiled(a, x, bias, tile_rows, csr_unpack_rows);
+}
+
+std::string isa_name(int64_t isa) {
+  switch (resolve_isa(isa)) {
+    case kAvx512: return "avx512";
+    case kAvx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("bitmask_linear", &bitmask_linear, "y = x W^T for a bitmask-compressed W");
+  m.def("csr_linear", &csr_linear, "y = x W^T for a CSR W");
+  m.def("bitmask_linear_tiled", &bitmask_linear_tiled, "large-batch path: unpack row tiles, dense GEMM");
+  m.def("csr_linear_tiled", &csr_linear_tiled, "large-batch path: unpack row tiles, dense GEMM");
+  m.def("isa_name", &isa_name, "the ISA a call with this request would use");
+}

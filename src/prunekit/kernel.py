@@ -1,0 +1,110 @@
+"""The compiled CPU sparse kernel: build it with the machine's compiler, load it, call it.
+
+The C++ source (``csrc/sparse_linear.cpp``) is compiled once by ``torch.utils.cpp_extension``
+into ``<cache>/kernels/<torch version>/`` (``scripts/setup.sh`` does it at install time; otherwise the
+first use does). Without a working compiler ``available()`` is False and callers fall back to dense.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from .models import cache_dir
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).parent / "csrc" / "sparse_linear.cpp"
+ISAS = {"scalar": 0, "avx2": 1, "avx512": 2}
+KINDS = ("bitmask", "csr")
+PAD = 16  # zeros after the packed values, so vector loads never leave the buffer
+
+
+def _forced_isa() -> int:
+    """``PRUNEKIT_KERNEL_ISA=avx2|scalar`` caps the instruction set (to test every path on one machine)."""
+    name = os.environ.get("PRUNEKIT_KERNEL_ISA", "")
+    return ISAS.get(name, -1)
+
+
+@cache
+def load(verbose: bool = False) -> ModuleType:
+    """Compile (first time) and import the extension; raises if there is no working compiler."""
+    from torch.utils import cpp_extension
+
+    venv_bin = str(Path(sys.executable).parent)  # pip's ninja lands here; torch looks for it on PATH
+    if shutil.which("ninja") is None and shutil.which("ninja", path=venv_bin):
+        os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
+    build = cache_dir() / "kernels" / torch.__version__.replace("+", "_")
+    build.mkdir(parents=True, exist_ok=True)
+    return cpp_extension.load(name="prunekit_sparse_linear", sources=[str(SOURCE)], build_directory=str(build),
+                              extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=verbose)
+
+
+@cache
+def available() -> bool:
+    try:
+        load()
+        return True
+    except Exception as e:  # no compiler, no ninja, headers missing: fall back to dense, say why once
+        log.warning("prunekit's sparse kernel could not be built (%s); sparse layers will run dense", e)
+        return False
+
+
+def isa() -> str:
+    """The instruction set the kernel uses on this machine (after any ``PRUNEKIT_KERNEL_ISA`` cap)."""
+    return load().isa_name(_forced_isa())
+
+
+def pack_bitmask(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(rows, cols) → 16-bit mask words per 16 columns, row-major nonzeros (+ padding), row offsets."""
+    rows, cols = weight.shape
+    chunks = (cols + 15) // 16
+    keep = torch.zeros(rows, chunks * 16, dtype=torch.bool)
+    keep[:, :cols] = weight != 0
+    bits = keep.view(rows, chunks, 16).to(torch.int32) << torch.arange(16, dtype=torch.int32)
+    words = bits.sum(2, dtype=torch.int32)  # (rows, chunks) in [0, 65535]
+    mask = torch.where(words > 32767, words - 65536, words).to(torch.int16).contiguous()
+    values = weight[weight != 0]
+    row_ptr = torch.zeros(rows + 1, dtype=torch.int64)
+    row_ptr[1:] = (weight != 0).sum(1).cumsum(0)
+    return {"mask": mask, "values": torch.cat([values, values.new_zeros(PAD)]).contiguous(), "row_ptr": row_ptr}
+
+
+def pack_csr(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(rows, cols) → int64 row pointers, int16 (or int32 when cols > 32767) columns, values."""
+    rows, cols = weight.shape
+    keep = weight != 0
+    crow = torch.zeros(rows + 1, dtype=torch.int64)
+    crow[1:] = keep.sum(1).cumsum(0)
+    col = keep.nonzero()[:, 1].to(torch.int16 if cols <= 32767 else torch.int32)
+    return {"crow": crow, "col": col.contiguous(), "values": weight[keep].contiguous()}
+
+
+def pack(weight: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
+    if kind not in KINDS:
+        raise ValueError(f"unknown kernel layout {kind!r}; choose one of {KINDS}")
+    return pack_bitmask(weight) if kind == "bitmask" else pack_csr(weight)
+
+
+def linear(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: int,
+           bias: torch.Tensor | None = None) -> torch.Tensor:
+    """y = x·Wᵀ (+ bias) for a packed W: (batch, cols) float32 → (batch, rows) float32."""
+    if kind == "bitmask":
+        return load().bitmask_linear(x, packed["mask"], packed["values"], packed["row_ptr"], bias, _forced_isa())
+    return load().csr_linear(x, packed["crow"], packed["col"], packed["values"], rows, bias, _forced_isa())
+
+
+def linear_tiled(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: int,
+                 bias: torch.Tensor | None = None, tile_rows: int = 0) -> torch.Tensor:
+    """Large batches: unpack tiles of rows (~8 MB) and multiply each with dense GEMM."""
+    tile_rows = tile_rows or max(64, (1 << 21) // max(x.shape[1], 1))
+    if kind == "bitmask":
+        return load().bitmask_linear_tiled(x, packed["mask"], packed["values"], packed["row_ptr"], bias, tile_rows,
+                                           _forced_isa())
+    return load().csr_linear_tiled(x, packed["crow"], packed["col"], packed["values"], rows, bias, tile_rows)

@@ -1,0 +1,83 @@
+"""``SparseLinear``: a drop-in for ``nn.Linear`` whose weight is stored compressed and run sparse.
+
+Layouts: ``bitmask`` and ``csr`` (prunekit's compiled CPU kernel, see ``kernel.py``) or ``torch_csr``
+(stock ``torch.sparse``). Batches of up to ``SMALL_BATCH`` rows (decode) run the sparse kernel;
+larger ones (prefill) unpack tiles of rows and use dense GEMM, so they cost about what dense does.
+Which layout (or plain dense) a layer gets is decided by measuring, in ``sparsify.py``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from . import kernel
+
+LAYOUTS = ("bitmask", "csr", "torch_csr")
+SMALL_BATCH = 16  # measured crossover: above it the kernel loses to dense GEMM on these CPUs
+
+
+class SparseLinear(nn.Module):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, layout: str) -> None:
+        """``weight`` is (out, in) in the model's dtype; zeros are dropped, everything else kept exactly."""
+        super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+        if weight.dim() != 2 or weight.device.type != "cpu":
+            raise ValueError("SparseLinear takes a 2-D CPU weight")
+        self.out_features, self.in_features = weight.shape
+        self.layout, self.dtype = layout, weight.dtype
+        weight = weight.detach().contiguous()
+        if layout == "torch_csr":
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                self.csr = weight.float().to_sparse_csr()
+            self.parts: list[str] = []
+        else:
+            packed = kernel.pack(weight, layout)
+            for name, t in packed.items():
+                self.register_buffer(name, t)
+            self.parts = list(packed)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, layout: str) -> SparseLinear:
+        return cls(linear.weight.data, linear.bias.data if linear.bias is not None else None, layout)
+
+    def _packed(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in self.parts}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features).float().contiguous()  # (batch, in)
+        if self.layout == "torch_csr":  # stock torch: sparse kernel at every batch size
+            y = torch.sparse.mm(self.csr, x2.t()).t()
+            if self.bias is not None:
+                y = y + self.bias
+        elif x2.shape[0] <= SMALL_BATCH:
+            y = kernel.linear(x2, self.layout, self._packed(), self.out_features, self.bias)
+        else:
+            y = kernel.linear_tiled(x2, self.layout, self._packed(), self.out_features, self.bias)
+        return y.to(x.dtype).reshape(*lead, self.out_features)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The (out, in) weight back, exactly, in its original dtype."""
+        eye = torch.eye(self.in_features)
+        if self.layout == "torch_csr":
+            return self.csr.to_dense().to(self.dtype)
+        w_t = kernel.linear_tiled(eye, self.layout, self._packed(), self.out_features)  # (in, out)
+        return w_t.t().contiguous().to(self.dtype)
+
+    def weight_bytes(self) -> int:
+        """Bytes held for the weight (values + indices; bias excluded)."""
+        if self.layout == "torch_csr":
+            c = self.csr
+            parts = (c.values(), c.crow_indices(), c.col_indices())
+        else:
+            parts = tuple(self._packed().values())
+        return sum(t.numel() * t.element_size() for t in parts)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, layout={self.layout}"

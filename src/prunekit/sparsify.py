@@ -1,0 +1,101 @@
+"""Swap a pruned model's linear layers for ``SparseLinear`` where measuring shows it is faster.
+
+For each layer the candidates (dense and every sparse layout) are timed side by side at batch 1
+(decode) on copies of that layer's own weight rotated past the CPU cache; the fastest wins, and a
+sparse layout must beat dense by ``margin`` to be taken, so the model is not made slower. Layers
+that share shape, dtype and sparsity (to 5%) share one measurement.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import kernel
+from .sparse_linear import LAYOUTS, SparseLinear
+from .targets import find_targets
+from .timing import alternate, copies_past_cache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    name: str
+    shape: tuple[int, int]
+    sparsity: float
+    layout: str                     # "dense" or one of LAYOUTS
+    seconds: dict[str, float]       # median seconds per batch-1 call, per candidate
+    dense_bytes: int
+    stored_bytes: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_layer(weight: torch.Tensor, bias: torch.Tensor | None, layouts: tuple[str, ...] = LAYOUTS,
+                  reps: int = 20, batch: int = 1) -> dict[str, float]:
+    """Median seconds of ``dense`` and each layout for one call on ``batch`` inputs, with the
+    weights rotated past the CPU cache (as in a real forward pass, where no layer stays cached)."""
+    n = copies_past_cache(weight.numel() * weight.element_size())
+    dense = [weight.clone() for _ in range(n)]
+    x = torch.randn(batch, weight.shape[1], dtype=weight.dtype)
+    fns = {"dense": lambda i: F.linear(x, dense[i % n], bias)}
+    for layout in layouts:
+        mods = [SparseLinear(w, bias, layout) for w in dense]
+        fns[layout] = lambda i, mods=mods: mods[i % n](x)
+    with torch.inference_mode():
+        return alternate(fns, reps=reps)
+
+
+def pick(seconds: dict[str, float], margin: float) -> str:
+    """The fastest candidate; a sparse one only if it beats dense by ``margin``."""
+    best = min(seconds, key=seconds.get)
+    return best if best != "dense" and seconds["dense"] >= margin * seconds[best] else "dense"
+
+
+def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = LAYOUTS, min_sparsity: float = 0.05,
+             margin: float = 1.03, reps: int = 20, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
+             ) -> list[LayerChoice]:
+    """Replace (in place) each block ``nn.Linear`` with at least ``min_sparsity`` zeros by a
+    ``SparseLinear``: ``layout="auto"`` measures and picks per layer, a named layout forces it."""
+    if layout != "auto" and layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose auto or one of {LAYOUTS}")
+    needs_kernel = layout in ("bitmask", "csr") or (layout == "auto" and any(k != "torch_csr" for k in layouts))
+    if needs_kernel and not kernel.available():
+        layouts = tuple(k for k in layouts if k == "torch_csr")
+        if layout != "auto" or not layouts:
+            log.warning("no compiled sparse kernel: layers stay dense")
+            return []
+    layers = {name: m for name, m in find_targets(model, include, exclude).items()
+              if isinstance(m, nn.Linear) and m.weight.device.type == "cpu"}
+    decided: dict[tuple, tuple[str, dict[str, float]]] = {}
+    choices = []
+    for name, linear in tqdm(layers.items(), desc="choosing sparse layouts", disable=len(layers) < 8):
+        w = linear.weight.data
+        sparsity = float((w == 0).sum()) / w.numel()
+        if sparsity < min_sparsity:
+            continue
+        bias = linear.bias.data if linear.bias is not None else None
+        if layout != "auto":
+            chosen, seconds = layout, {}
+        else:
+            key = (tuple(w.shape), w.dtype, bias is not None, round(sparsity * 20))
+            if key not in decided:
+                seconds = measure_layer(w, bias, layouts, reps)
+                decided[key] = (pick(seconds, margin), seconds)
+            chosen, seconds = decided[key]
+        stored = w.numel() * w.element_size()
+        if chosen != "dense":
+            sparse = SparseLinear.from_linear(linear, chosen)
+            stored = sparse.weight_bytes()
+            model.set_submodule(name, sparse)
+        choices.append(LayerChoice(name, tuple(w.shape), round(sparsity, 4), chosen, seconds,
+                                   w.numel() * w.element_size(), stored))
+    log.info("sparsify: %d of %d layers sparse", sum(c.layout != "dense" for c in choices), len(choices))
+    return choices

@@ -1,0 +1,61 @@
+"""SparseLinear: a drop-in nn.Linear that keeps the weight exactly and computes the same outputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit import kernel
+from prunekit.sparse_linear import LAYOUTS, SMALL_BATCH, SparseLinear
+
+pytestmark = pytest.mark.skipif(not kernel.available(), reason="no C++ compiler: the sparse kernel cannot be built")
+
+
+def pruned_linear(inp: int, out: int, sparsity: float, dtype=torch.float32, bias: bool = True) -> nn.Linear:
+    torch.manual_seed(0)
+    lin = nn.Linear(inp, out, bias=bias)
+    with torch.no_grad():
+        lin.weight[torch.rand(out, inp) < sparsity] = 0
+    return lin.to(dtype)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("tokens", [1, SMALL_BATCH, SMALL_BATCH + 1, 70])
+def test_matches_linear_on_3d_input(layout, tokens):
+    lin = pruned_linear(45, 30, 0.7)
+    sparse = SparseLinear.from_linear(lin, layout)
+    x = torch.randn(2, tokens, 45)
+    ref = lin(x)
+    y = sparse(x)
+    assert y.shape == ref.shape and y.dtype == ref.dtype
+    assert (y - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_weight_kept_exactly(layout, dtype):
+    lin = pruned_linear(40, 24, 0.6, dtype, bias=False)
+    sparse = SparseLinear.from_linear(lin, layout)
+    assert torch.equal(sparse.dense_weight(), lin.weight.data)
+    assert sparse.dense_weight().dtype == dtype
+
+
+def test_bf16_model_layer_stays_bf16_and_close():
+    lin = pruned_linear(64, 32, 0.5, torch.bfloat16)
+    x = torch.randn(1, 64, dtype=torch.bfloat16)
+    y = SparseLinear.from_linear(lin, "bitmask")(x)
+    assert y.dtype == torch.bfloat16
+    ref = torch.nn.functional.linear(x.float(), lin.weight.float(), lin.bias.float())
+    assert (y.float() - ref).abs().max() <= 1e-2 * ref.abs().max()  # one bf16 rounding of the output
+
+
+def test_compressed_is_smaller_and_bad_input():
+    lin = pruned_linear(256, 128, 0.7, bias=False)
+    dense_bytes = lin.weight.numel() * 4
+    assert SparseLinear.from_linear(lin, "bitmask").weight_bytes() < 0.45 * dense_bytes  # 0.3·4 + 1/8 bytes per weight
+    assert SparseLinear.from_linear(lin, "csr").weight_bytes() < 0.55 * dense_bytes  # 0.3·(4 + 2)
+    with pytest.raises(ValueError, match="layout"):
+        SparseLinear.from_linear(lin, "coo")
+    with pytest.raises(ValueError, match="2-D"):
+        SparseLinear(torch.zeros(2, 3, 4), None, "bitmask")

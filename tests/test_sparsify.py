@@ -1,0 +1,93 @@
+"""sparsify: per-layer measured choice, outputs unchanged, never a layer that measured slower."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from conftest import tiny_llama
+
+from prunekit import kernel
+from prunekit.config import PruneConfig
+from prunekit.pruner import prune
+from prunekit.sparse_linear import SparseLinear
+from prunekit.sparsify import measure_layer, pick, sparsify
+
+needs_kernel = pytest.mark.skipif(not kernel.available(), reason="no C++ compiler: the sparse kernel cannot be built")
+
+
+def pruned_tiny(sparsity: float = 0.7):
+    model = tiny_llama()
+    prune(model, PruneConfig(method="magnitude", sparsity=sparsity))
+    return model
+
+
+@pytest.mark.parametrize(("seconds", "expected"), [
+    ({"dense": 1.0, "bitmask": 0.99}, "dense"),             # within the margin: keep dense
+    ({"dense": 1.0, "bitmask": 0.5, "csr": 0.6}, "bitmask"),
+    ({"dense": 1.0, "bitmask": 1.2, "torch_csr": 0.9}, "torch_csr"),
+    ({"dense": 0.5, "bitmask": 0.9}, "dense"),
+])
+def test_pick(seconds, expected):
+    assert pick(seconds, margin=1.03) == expected
+
+
+@needs_kernel
+@pytest.mark.parametrize("layout", ["auto", "bitmask", "csr", "torch_csr"])
+def test_outputs_and_generation_unchanged(layout):
+    model = pruned_tiny()
+    ids = torch.randint(0, 256, (1, 20))
+    with torch.no_grad():
+        ref = model(ids).logits
+        ref_gen = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    choices = sparsify(model, layout=layout, reps=3)
+    assert len(choices) == 14  # 2 blocks × 7 linears, all 70% sparse
+    swapped = [m for m in model.modules() if isinstance(m, SparseLinear)]
+    assert len(swapped) == sum(c.layout != "dense" for c in choices)
+    if layout != "auto":
+        assert {c.layout for c in choices} == {layout} and len(swapped) == 14
+    with torch.no_grad():
+        out = model(ids).logits
+        gen = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert torch.equal(gen, ref_gen)
+    for c in choices:
+        assert c.stored_bytes < c.dense_bytes or c.layout == "dense"
+
+
+@needs_kernel
+def test_auto_keeps_dense_layers_that_measure_slower(monkeypatch):
+    monkeypatch.setattr("prunekit.sparsify.measure_layer",
+                        lambda w, b, layouts, reps: {"dense": 1.0, **{k: 2.0 for k in layouts}})
+    model = pruned_tiny()
+    choices = sparsify(model)
+    assert choices and all(c.layout == "dense" for c in choices)
+    assert not any(isinstance(m, SparseLinear) for m in model.modules())
+
+
+def test_unpruned_layers_are_left_alone():
+    model = tiny_llama()
+    assert sparsify(model, layout="torch_csr") == []
+
+
+def test_without_a_compiler_layers_stay_dense(monkeypatch, caplog):
+    monkeypatch.setattr(kernel, "available", lambda: False)
+    model = pruned_tiny()
+    with caplog.at_level(logging.WARNING):
+        assert sparsify(model, layout="bitmask") == []
+    assert "no compiled sparse kernel" in caplog.text
+    assert {c.layout for c in sparsify(model, reps=2)} <= {"dense", "torch_csr"}
+
+
+@needs_kernel
+def test_measure_layer_reports_every_candidate():
+    w = torch.randn(32, 48)
+    w[w.abs() < 1] = 0
+    seconds = measure_layer(w, None, ("bitmask", "csr"), reps=3, batch=2)
+    assert set(seconds) == {"dense", "bitmask", "csr"} and all(s > 0 for s in seconds.values())
+
+
+def test_bad_layout():
+    with pytest.raises(ValueError, match="layout"):
+        sparsify(tiny_llama(), layout="coo")
