@@ -104,7 +104,7 @@ def test_bad_input_is_a_clear_error():
     packed = kernel.pack(w, "bitmask")
     with pytest.raises(RuntimeError, match="chunks"):
         kernel.linear(torch.randn(1, 48), "bitmask", packed, 4)
-    with pytest.raises(RuntimeError, match="float32"):
+    with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
         kernel.linear(torch.randn(1, 32, dtype=torch.float64), "bitmask", packed, 4)
     with pytest.raises(RuntimeError, match="values"):
         kernel.linear(torch.randn(1, 32), "bitmask", packed | {"values": packed["values"].long()}, 4)

@@ -33,6 +33,13 @@ def test_pick(seconds, expected):
     assert pick(seconds, margin=1.03) == expected
 
 
+def test_pick_never_grows_memory():
+    """At low sparsity CSR can be faster than torch's dense GEMV yet bigger: it is not taken."""
+    seconds = {"dense": 1.0, "csr": 0.5, "bitmask": 0.8}
+    assert pick(seconds, 1.03, {"csr": 130, "bitmask": 95}, dense_bytes=100) == "bitmask"
+    assert pick(seconds, 1.03, {"csr": 130, "bitmask": 120}, dense_bytes=100) == "dense"
+
+
 @needs_kernel
 @pytest.mark.parametrize("layout", ["auto", "bitmask", "csr", "torch_csr"])
 def test_outputs_and_generation_unchanged(layout):

@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prunekit: error: {e}", file=sys.stderr)
         return 2
     if out is not None:
-        print(json.dumps(out, indent=2))
+        print(json.dumps(out, indent=2, ensure_ascii=False))
     return 0
 
 

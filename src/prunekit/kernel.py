@@ -94,7 +94,7 @@ def pack(weight: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
 
 def linear(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: int,
            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """y = x·Wᵀ (+ bias) for a packed W: (batch, cols) float32 → (batch, rows) float32."""
+    """y = x·Wᵀ (+ bias) for a packed W: (batch, cols) → (batch, rows), in x's dtype (computed in float32)."""
     if kind == "bitmask":
         return load().bitmask_linear(x, packed["mask"], packed["values"], packed["row_ptr"], bias, _forced_isa())
     return load().csr_linear(x, packed["crow"], packed["col"], packed["values"], rows, bias, _forced_isa())

@@ -47,20 +47,21 @@ class SparseLinear(nn.Module):
         return cls(linear.weight.data, linear.bias.data if linear.bias is not None else None, layout)
 
     def _packed(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name) for name in self.parts}
+        return {name: self._buffers[name] for name in self.parts}  # _buffers: no nn.Module.__getattr__ per call
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features).float().contiguous()  # (batch, in)
+        x2 = x.reshape(-1, self.in_features)  # (batch, in); the kernel converts to float32 and back
         if self.layout == "torch_csr":  # stock torch: sparse kernel at every batch size
-            y = torch.sparse.mm(self.csr, x2.t()).t()
+            y = torch.sparse.mm(self.csr, x2.float().t()).t()
             if self.bias is not None:
                 y = y + self.bias
+            y = y.to(x.dtype)
         elif x2.shape[0] <= SMALL_BATCH:
-            y = kernel.linear(x2, self.layout, self._packed(), self.out_features, self.bias)
+            y = kernel.linear(x2, self.layout, self._packed(), self.out_features, self._buffers["bias"])
         else:
-            y = kernel.linear_tiled(x2, self.layout, self._packed(), self.out_features, self.bias)
-        return y.to(x.dtype).reshape(*lead, self.out_features)
+            y = kernel.linear_tiled(x2, self.layout, self._packed(), self.out_features, self._buffers["bias"])
+        return y.reshape(*lead, self.out_features)
 
     def dense_weight(self) -> torch.Tensor:
         """The (out, in) weight back, exactly, in its original dtype."""

@@ -2,7 +2,8 @@
 
 For each layer the candidates (dense and every sparse layout) are timed side by side at batch 1
 (decode) on copies of that layer's own weight rotated past the CPU cache; the fastest wins, and a
-sparse layout must beat dense by ``margin`` to be taken, so the model is not made slower. Layers
+sparse layout must beat dense by ``margin`` and be no larger than the dense weight to be taken, so
+the model is made neither slower nor bigger. Layers
 that share shape, dtype and sparsity (to 5%) share one measurement.
 """
 
@@ -53,10 +54,16 @@ def measure_layer(weight: torch.Tensor, bias: torch.Tensor | None, layouts: tupl
         return alternate(fns, reps=reps)
 
 
-def pick(seconds: dict[str, float], margin: float) -> str:
-    """The fastest candidate; a sparse one only if it beats dense by ``margin``."""
-    best = min(seconds, key=seconds.get)
+def pick(seconds: dict[str, float], margin: float, stored: dict[str, int] | None = None, dense_bytes: int = 0) -> str:
+    """The fastest candidate; a sparse one only if it beats dense by ``margin`` and (given ``stored``
+    bytes per layout) does not take more memory than the dense weight."""
+    eligible = {k: t for k, t in seconds.items() if k == "dense" or stored is None or stored[k] <= dense_bytes}
+    best = min(eligible, key=eligible.get)
     return best if best != "dense" and seconds["dense"] >= margin * seconds[best] else "dense"
+
+
+def layout_bytes(weight: torch.Tensor, layouts: tuple[str, ...]) -> dict[str, int]:
+    return {k: SparseLinear(weight, None, k).weight_bytes() for k in layouts}
 
 
 def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = LAYOUTS, min_sparsity: float = 0.05,
@@ -88,7 +95,7 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
             key = (tuple(w.shape), w.dtype, bias is not None, round(sparsity * 20))
             if key not in decided:
                 seconds = measure_layer(w, bias, layouts, reps)
-                decided[key] = (pick(seconds, margin), seconds)
+                decided[key] = (pick(seconds, margin, layout_bytes(w, layouts), w.numel() * w.element_size()), seconds)
             chosen, seconds = decided[key]
         stored = w.numel() * w.element_size()
         if chosen != "dense":

@@ -5,7 +5,7 @@
 //            values = the nonzeros in row-major order (padded with 16 zeros so vector loads
 //            never leave the buffer); row_ptr (rows + 1) = offset of each row in values.
 //   csr:     crow (rows + 1, int64), col (nnz, int16 or int32), values (nnz).
-// Values may be float32, bfloat16 or float16; x and y are float32 (the caller converts).
+// Values may be float32, bfloat16 or float16; so may x (computed in float32, y returned in x's dtype).
 //
 // Parallel over output rows (at::parallel_for). The ISA is chosen at run time: AVX-512, AVX2+FMA,
 // or portable scalar code; `isa` may force a lower one (used by the tests).
@@ -313,7 +313,7 @@ int64_t resolve_isa(int64_t requested) {
 
 Args common_args(const at::Tensor& x, at::Tensor& y, const c10::optional<at::Tensor>& bias, const at::Tensor& values,
                  int64_t rows) {
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "x must be a contiguous 2-D float32 tensor");
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "x must be 2-D");
   TORCH_CHECK(values.is_contiguous(), "values must be contiguous");
   Args a{};
   a.x = x.data_ptr<float>();
@@ -332,9 +332,20 @@ Args common_args(const at::Tensor& x, at::Tensor& y, const c10::optional<at::Ten
 
 template <typename F>
 void run_rows(const Args& a, F rows_fn) {
-  // ~16k multiply-adds per task keeps the scheduling overhead small for thin layers
+  // ~16k columns × batch per task (measured: even small layers gain from both cores)
   int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, a.cols * a.batch));
   at::parallel_for(0, a.rows, grain, [&](int64_t r0, int64_t r1) { rows_fn(a, r0, r1); });
+}
+
+// x may be float32, bfloat16 or float16: the kernels compute in float32 and return x's dtype.
+at::Tensor as_f32(const at::Tensor& x) {
+  auto t = x.scalar_type();
+  TORCH_CHECK(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf, "x must be float32, bfloat16 or float16, got ", t);
+  return t == at::kFloat ? x.contiguous() : x.to(at::kFloat).contiguous();
+}
+
+at::Tensor like(const at::Tensor& y, const at::Tensor& x) {
+  return y.scalar_type() == x.scalar_type() ? y : y.to(x.scalar_type());
 }
 
 Args bitmask_args(const at::Tensor& x, at::Tensor& y, const at::Tensor& mask, const at::Tensor& values,
@@ -342,7 +353,9 @@ Args bitmask_args(const at::Tensor& x, at::Tensor& y, const at::Tensor& mask, co
   TORCH_CHECK(mask.dim() == 2 && mask.scalar_type() == at::kShort && mask.is_contiguous(), "mask must be contiguous int16 (rows, chunks)");
   TORCH_CHECK(row_ptr.scalar_type() == at::kLong && row_ptr.numel() == mask.size(0) + 1, "row_ptr must be int64 (rows + 1)");
   TORCH_CHECK(mask.size(1) == (x.size(1) + 15) / 16, "mask has ", mask.size(1), " chunks; x has ", x.size(1), " columns");
-  TORCH_CHECK(values.numel() >= row_ptr[-1].item<int64_t>() + 16, "values must hold every nonzero plus 16 padding entries");
+  TORCH_CHECK(row_ptr.is_contiguous(), "row_ptr must be contiguous");
+  TORCH_CHECK(values.numel() >= row_ptr.data_ptr<int64_t>()[mask.size(0)] + 16,
+              "values must hold every nonzero plus 16 padding entries");
   Args a = common_args(x, y, bias, values, mask.size(0));
   a.mask = reinterpret_cast<const uint16_t*>(mask.data_ptr<int16_t>());
   a.row_ptr = row_ptr.data_ptr<int64_t>();
@@ -362,8 +375,9 @@ Args csr_args(const at::Tensor& x, at::Tensor& y, const at::Tensor& crow, const 
   return a;
 }
 
-at::Tensor bitmask_linear(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& values, const at::Tensor& row_ptr,
+at::Tensor bitmask_linear(const at::Tensor& x_in, const at::Tensor& mask, const at::Tensor& values, const at::Tensor& row_ptr,
                           const c10::optional<at::Tensor>& bias, int64_t isa) {
+  at::Tensor x = as_f32(x_in);
   at::Tensor y = at::empty({x.size(0), mask.size(0)}, x.options());
   Args a = bitmask_args(x, y, mask, values, row_ptr, bias);
   switch (resolve_isa(isa)) {
@@ -371,11 +385,12 @@ at::Tensor bitmask_linear(const at::Tensor& x, const at::Tensor& mask, const at:
     case kAvx2: run_rows(a, bitmask_rows_avx2); break;
     default: run_rows(a, bitmask_rows_scalar);
   }
-  return y;
+  return like(y, x_in);
 }
 
-at::Tensor csr_linear(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+at::Tensor csr_linear(const at::Tensor& x_in, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
                       int64_t rows, const c10::optional<at::Tensor>& bias, int64_t isa) {
+  at::Tensor x = as_f32(x_in);
   at::Tensor y = at::empty({x.size(0), rows}, x.options());
   Args a = csr_args(x, y, crow, col, values, rows, bias);
   switch (resolve_isa(isa)) {
@@ -383,7 +398,7 @@ at::Tensor csr_linear(const at::Tensor& x, const at::Tensor& crow, const at::Ten
     case kAvx2: run_rows(a, csr_rows_avx2); break;
     default: run_rows(a, csr_rows_scalar);
   }
-  return y;
+  return like(y, x_in);
 }
 
 // Dense float32 rows [r0, r1) of a compressed matrix into `out`, for the tiled large-batch path.
@@ -458,20 +473,20 @@ at::Tensor linear_tiled(const Args& a, const at::Tensor& x, const c10::optional<
   return yt.t().contiguous();
 }
 
-at::Tensor bitmask_linear_tiled(const at::Tensor& x, const at::Tensor& mask, const at::Tensor& values,
+at::Tensor bitmask_linear_tiled(const at::Tensor& x_in, const at::Tensor& mask, const at::Tensor& values,
                                 const at::Tensor& row_ptr, const c10::optional<at::Tensor>& bias, int64_t tile_rows,
                                 int64_t isa) {
-  at::Tensor unused;
+  at::Tensor x = as_f32(x_in), unused;
   Args a = bitmask_args(x, unused, mask, values, row_ptr, bias);
-  if (resolve_isa(isa) == kAvx512) return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows_avx512);
-  return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows);
+  if (resolve_isa(isa) == kAvx512) return like(linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows_avx512), x_in);
+  return like(linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows), x_in);
 }
 
-at::Tensor csr_linear_tiled(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+at::Tensor csr_linear_tiled(const at::Tensor& x_in, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
                             int64_t rows, const c10::optional<at::Tensor>& bias, int64_t tile_rows) {
-  at::Tensor unused;
+  at::Tensor x = as_f32(x_in), unused;
   Args a = csr_args(x, unused, crow, col, values, rows, bias);
-  return linear_tiled(a, x, bias, tile_rows, csr_unpack_rows);
+  return like(linear_tiled(a, x, bias, tile_rows, csr_unpack_rows), x_in);
 }
 
 std::string isa_name(int64_t isa) {
