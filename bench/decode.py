@@ -39,9 +39,10 @@ def main() -> None:
         prune(model, PruneConfig(method="magnitude", sparsity=sparsity))
         r = bench_model(model, args.prompt_tokens, args.new_tokens, args.reps)
         rows.append({"sparsity": sparsity, **r})
-        print(f"{sparsity:.2f} | {r['layouts']} | {r['dense']['decode_tokens_per_s']:.1f} → {r['sparse']['decode_tokens_per_s']:.1f}"
+        d, s = r["dense"], r["sparse"]
+        print(f"{sparsity:.2f} | {r['layouts']} | {d['decode_tokens_per_s']:.1f} → {s['decode_tokens_per_s']:.1f}"
               f" | {r['ratios']['decode_speedup']:.2f}× | {r['ratios']['prefill_speedup']:.2f}× | "
-              f"{r['dense']['weight_mb']:.0f} → {r['sparse']['weight_mb']:.0f}", flush=True)
+              f"{d['weight_mb']:.0f} → {s['weight_mb']:.0f}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_json(build_manifest(command=sys.argv, machine=cpu_info(), rows=rows), args.out)
     print(json.dumps({"out": args.out, "decode_speedup": {r["sparsity"]: r["ratios"]["decode_speedup"] for r in rows}}))

@@ -3,10 +3,11 @@
 Every linear shape of SmolLM2-135M plus 4096×4096 and 11008×4096; 50%, 70%, 90% unstructured and
 2:4; batch 1; float32, and bfloat16 values against dense bfloat16. Weights are random, pruned per row
 by magnitude, and rotated over enough copies to exceed twice the last-level cache, so every call
-reads its weight from memory as in a real forward pass. Dense and each sparse layout alternate call
-by call in this one process; medians. "limit" is the memory-bound speedup dense bytes ÷ bytes of the
-smaller kernel layout, and "of limit" how much of it the faster layout reached (it can exceed 100% where dense GEMV itself does
-not reach memory bandwidth). Also checks each output against dense (max error relative to max |y|).
+reads its weight from memory as in a real forward pass. Dense and each sparse layout alternate
+call by call in this one process; medians. "limit" is the memory-bound speedup: dense bytes ÷
+bytes of the smaller kernel layout; "of limit" is how much of it the faster layout reached (over
+100% where dense GEMV itself falls short of memory bandwidth). Also checks each output against
+dense (max error relative to max |y|).
 
     .venv/bin/python bench/kernel.py [--dtypes float32,bfloat16] [--reps 30] [--out runs/bench-kernel.json]
 """

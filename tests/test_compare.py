@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import tiny_llama
 
+from conftest import tiny_llama
 from prunekit import kernel
 from prunekit.cli import main
 from prunekit.compare import CompareConfig, run_compare, storage_mb

@@ -15,7 +15,7 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 SHAPES = ((1, 1), (1, 17), (7, 37), (5, 16), (33, 100), (64, 576))
 
 
-@pytest.fixture(params=["avx512", "avx2", "scalar"])
+@pytest.fixture(params=["avx512_bf16", "avx512", "avx2", "scalar"])
 def isa(request, monkeypatch):
     monkeypatch.setenv("PRUNEKIT_KERNEL_ISA", request.param)
     if kernel.isa() != request.param:
@@ -110,3 +110,15 @@ def test_bad_input_is_a_clear_error():
         kernel.linear(torch.randn(1, 32), "bitmask", packed | {"values": packed["values"].long()}, 4)
     with pytest.raises(ValueError, match="layout"):
         kernel.pack(w, "coo")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_bf16_inputs_with_bf16_values(isa, shape):
+    """A bf16 model feeds bf16 x: on AVX512_BF16 the bitmask path takes pairwise bf16 dot products."""
+    w = sparse_weight(*shape, 0.6, torch.bfloat16)
+    for batch in (1, 5):
+        x = torch.randn(batch, shape[1]).to(torch.bfloat16)
+        y = kernel.linear(x, "bitmask", kernel.pack(w, "bitmask"), shape[0])
+        ref = reference(x.float(), w.float(), None)
+        assert y.dtype == torch.bfloat16
+        assert (y.float() - ref).abs().max().item() <= 1e-2 * max(ref.abs().max().item(), 1.0)  # y rounded to bf16

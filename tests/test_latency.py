@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from conftest import tiny_llama
 from torch import nn
 
+from conftest import tiny_llama
 from prunekit import kernel
 from prunekit.config import PruneConfig
 from prunekit.latency import bench_model, weight_bytes

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_llama
 
+from conftest import tiny_llama
 from prunekit import semi_structured
 from prunekit.config import PruneConfig
 from prunekit.pruner import prune

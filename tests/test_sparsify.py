@@ -6,8 +6,8 @@ import logging
 
 import pytest
 import torch
-from conftest import tiny_llama
 
+from conftest import tiny_llama
 from prunekit import kernel
 from prunekit.config import PruneConfig
 from prunekit.pruner import prune

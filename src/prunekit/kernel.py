@@ -21,13 +21,13 @@ from .models import cache_dir
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).parent / "csrc" / "sparse_linear.cpp"
-ISAS = {"scalar": 0, "avx2": 1, "avx512": 2}
+ISAS = {"scalar": 0, "avx2": 1, "avx512": 2, "avx512_bf16": 3}
 KINDS = ("bitmask", "csr")
-PAD = 16  # zeros after the packed values, so vector loads never leave the buffer
+PAD = 32  # zeros after the packed values, so vector loads never leave the buffer
 
 
 def _forced_isa() -> int:
-    """``PRUNEKIT_KERNEL_ISA=avx2|scalar`` caps the instruction set (to test every path on one machine)."""
+    """``PRUNEKIT_KERNEL_ISA=avx512|avx2|scalar`` caps the instruction set (to test every path on one machine)."""
     name = os.environ.get("PRUNEKIT_KERNEL_ISA", "")
     return ISAS.get(name, -1)
 

@@ -67,7 +67,7 @@ def bench_model(model: nn.Module, prompt_tokens: int = 512, new_tokens: int = 32
     models = {"dense": model, "sparse": sparse}
     runs: dict[str, dict[str, list]] = {k: {"prefill": [], "gen_n": [], "gen_1": [], "rss": []} for k in models}
     with torch.inference_mode():
-        for name, m in models.items():  # warm-up
+        for m in models.values():  # warm-up
             _prefill(m, prompt[:, :64])
             _decode(m, short, 2)
         for _ in tqdm(range(reps), desc="bench (dense and sparse, alternating)"):

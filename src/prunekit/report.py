@@ -53,11 +53,13 @@ def plot(results: dict, folder: Path) -> list[str]:
     runs = results["runs"]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for method in dict.fromkeys(r["method"] for r in runs):
-        pts = sorted((r["sparsity"], r["perplexity"]) for r in runs if r["method"] == method and r["pattern"] == "unstructured")
-        ax.plot([0] + [p[0] for p in pts], [results["dense_perplexity"]] + [p[1] for p in pts], "o-", label=f"{method}")
-        for r in runs:
-            if r["method"] == method and r["pattern"] != "unstructured":
-                ax.plot(r["sparsity"], r["perplexity"], "s", color=ax.lines[-1].get_color(), label=f"{method} {r['pattern']}")
+        mine = [r for r in runs if r["method"] == method]
+        pts = sorted((r["sparsity"], r["perplexity"]) for r in mine if r["pattern"] == "unstructured")
+        ax.plot([0] + [p[0] for p in pts], [results["dense_perplexity"]] + [p[1] for p in pts], "o-", label=method)
+        color = ax.lines[-1].get_color()
+        for r in mine:
+            if r["pattern"] != "unstructured":
+                ax.plot(r["sparsity"], r["perplexity"], "s", color=color, label=f"{method} {r['pattern']}")
     ax.set_yscale("log")
     ax.set_xlabel("sparsity")
     ax.set_ylabel("perplexity (log)")

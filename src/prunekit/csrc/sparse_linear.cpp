@@ -2,10 +2,11 @@
 //
 // Two layouts, both built by prunekit/kernel_formats.py:
 //   bitmask: mask (rows, chunks) of 16-bit words, bit j of word c <=> W[r, 16c + j] != 0;
-//            values = the nonzeros in row-major order (padded with 16 zeros so vector loads
+//            values = the nonzeros in row-major order (padded with 32 zeros so vector loads
 //            never leave the buffer); row_ptr (rows + 1) = offset of each row in values.
 //   csr:     crow (rows + 1, int64), col (nnz, int16 or int32), values (nnz).
 // Values may be float32, bfloat16 or float16; so may x (computed in float32, y returned in x's dtype).
+// With bf16 values, bf16 x and AVX512_BF16, products of bf16 pairs accumulate in float32 (vdpbf16ps).
 //
 // Parallel over output rows (at::parallel_for). The ISA is chosen at run time: AVX-512, AVX2+FMA,
 // or portable scalar code; `isa` may force a lower one (used by the tests).
@@ -20,12 +21,15 @@
 
 namespace {
 
-enum Isa : int64_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+enum Isa : int64_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
 enum Dtype : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
 int64_t detect_isa() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return kAvx512;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) {
+    bool bf16 = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vbmi2");
+    return bf16 ? kAvx512Bf16 : kAvx512;
+  }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kAvx2;
   return kScalar;
 }
@@ -53,6 +57,9 @@ struct Args {
   const int64_t* crow;
   const void* col;
   bool col16;
+  // bf16 dot-product path: x as bf16, rows padded with zeros to a multiple of 32 columns
+  const uint16_t* xb;
+  int64_t xb_stride;
 };
 
 // ---------------------------------------------------------------- scalar (portable)
@@ -178,6 +185,66 @@ AVX512 void bitmask_rows_avx512(const Args& a, int64_t r0, int64_t r1) {
     for (; b + 4 <= a.batch; b += 4) bitmask_tile_avx512<4>(a, r, b);
     for (; b + 2 <= a.batch; b += 2) bitmask_tile_avx512<2>(a, r, b);
     for (; b < a.batch; ++b) bitmask_row1_avx512(a, r, b);
+  }
+}
+
+// bf16 values and bf16 inputs (AVX512_BF16 + VBMI2): 32 columns per step, one 16-bit expand and
+// one pairwise dot product (products exact in float32, float32 accumulation).
+#define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vbmi2,popcnt")))
+
+template <int BT>
+AVX512BF16 void bitmask_tile_bf16dp(const Args& a, int64_t r, int64_t b0) {
+  __m512 acc[BT];
+  for (int t = 0; t < BT; ++t) acc[t] = _mm512_setzero_ps();
+  const uint16_t* mrow = a.mask + r * a.chunks;
+  const uint16_t* values = static_cast<const uint16_t*>(a.values);
+  int64_t v = a.row_ptr[r];
+  for (int64_t c = 0; c < a.chunks; c += 2) {
+    uint32_t m = mrow[c] | (c + 1 < a.chunks ? static_cast<uint32_t>(mrow[c + 1]) << 16 : 0u);
+    __m512i w = _mm512_maskz_expand_epi16(m, _mm512_loadu_si512(values + v));
+    v += _mm_popcnt_u32(m);
+    for (int t = 0; t < BT; ++t) {
+      __m512i xv = _mm512_loadu_si512(a.xb + (b0 + t) * a.xb_stride + c * 16);
+      acc[t] = _mm512_dpbf16_ps(acc[t], (__m512bh)w, (__m512bh)xv);
+    }
+  }
+  float bias = a.bias ? a.bias[r] : 0.f;
+  for (int t = 0; t < BT; ++t) a.y[(b0 + t) * a.rows + r] = _mm512_reduce_add_ps(acc[t]) + bias;
+}
+
+// Batch 1: four accumulators over four 32-column steps hide the dot-product latency.
+AVX512BF16 void bitmask_row1_bf16dp(const Args& a, int64_t r, int64_t b) {
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  const uint32_t* mrow = reinterpret_cast<const uint32_t*>(a.mask + r * a.chunks);  // 2 words = 32 columns
+  const uint16_t* values = static_cast<const uint16_t*>(a.values);
+  const uint16_t* x = a.xb + b * a.xb_stride;
+  int64_t v = a.row_ptr[r], steps = a.chunks / 2, s = 0;
+  for (; s + 4 <= steps; s += 4) {
+    uint32_t m[4];
+    std::memcpy(m, mrow + s, sizeof(m));
+    int64_t off[4] = {v, 0, 0, 0};
+    for (int k = 1; k < 4; ++k) off[k] = off[k - 1] + _mm_popcnt_u32(m[k - 1]);
+    for (int k = 0; k < 4; ++k) {
+      __m512i w = _mm512_maskz_expand_epi16(m[k], _mm512_loadu_si512(values + off[k]));
+      acc[k] = _mm512_dpbf16_ps(acc[k], (__m512bh)w, (__m512bh)_mm512_loadu_si512(x + (s + k) * 32));
+    }
+    v = off[3] + _mm_popcnt_u32(m[3]);
+  }
+  for (int64_t c = s * 2; c < a.chunks; c += 2) {
+    uint32_t m = a.mask[r * a.chunks + c] | (c + 1 < a.chunks ? static_cast<uint32_t>(a.mask[r * a.chunks + c + 1]) << 16 : 0u);
+    __m512i w = _mm512_maskz_expand_epi16(m, _mm512_loadu_si512(values + v));
+    v += _mm_popcnt_u32(m);
+    acc[0] = _mm512_dpbf16_ps(acc[0], (__m512bh)w, (__m512bh)_mm512_loadu_si512(x + c * 16));
+  }
+  __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+  a.y[b * a.rows + r] = _mm512_reduce_add_ps(sum) + (a.bias ? a.bias[r] : 0.f);
+}
+
+AVX512BF16 void bitmask_rows_bf16dp(const Args& a, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t b = 0;
+    for (; b + 4 <= a.batch; b += 4) bitmask_tile_bf16dp<4>(a, r, b);
+    for (; b < a.batch; ++b) bitmask_row1_bf16dp(a, r, b);
   }
 }
 
@@ -313,10 +380,10 @@ int64_t resolve_isa(int64_t requested) {
 
 Args common_args(const at::Tensor& x, at::Tensor& y, const c10::optional<at::Tensor>& bias, const at::Tensor& values,
                  int64_t rows) {
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat && x.is_contiguous(), "x must be 2-D");
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be 2-D");
   TORCH_CHECK(values.is_contiguous(), "values must be contiguous");
   Args a{};
-  a.x = x.data_ptr<float>();
+  a.x = x.scalar_type() == at::kFloat ? x.data_ptr<float>() : nullptr;  // only the bf16 path reads bf16 x
   a.y = y.defined() ? y.data_ptr<float>() : nullptr;
   a.values = values.data_ptr();
   a.dtype = dtype_code(values);
@@ -354,8 +421,8 @@ Args bitmask_args(const at::Tensor& x, at::Tensor& y, const at::Tensor& mask, co
   TORCH_CHECK(row_ptr.scalar_type() == at::kLong && row_ptr.numel() == mask.size(0) + 1, "row_ptr must be int64 (rows + 1)");
   TORCH_CHECK(mask.size(1) == (x.size(1) + 15) / 16, "mask has ", mask.size(1), " chunks; x has ", x.size(1), " columns");
   TORCH_CHECK(row_ptr.is_contiguous(), "row_ptr must be contiguous");
-  TORCH_CHECK(values.numel() >= row_ptr.data_ptr<int64_t>()[mask.size(0)] + 16,
-              "values must hold every nonzero plus 16 padding entries");
+  TORCH_CHECK(values.numel() >= row_ptr.data_ptr<int64_t>()[mask.size(0)] + 32,
+              "values must hold every nonzero plus 32 padding entries");
   Args a = common_args(x, y, bias, values, mask.size(0));
   a.mask = reinterpret_cast<const uint16_t*>(mask.data_ptr<int16_t>());
   a.row_ptr = row_ptr.data_ptr<int64_t>();
@@ -377,10 +444,23 @@ Args csr_args(const at::Tensor& x, at::Tensor& y, const at::Tensor& crow, const 
 
 at::Tensor bitmask_linear(const at::Tensor& x_in, const at::Tensor& mask, const at::Tensor& values, const at::Tensor& row_ptr,
                           const c10::optional<at::Tensor>& bias, int64_t isa) {
-  at::Tensor x = as_f32(x_in);
-  at::Tensor y = at::empty({x.size(0), mask.size(0)}, x.options());
+  int64_t level = resolve_isa(isa);
+  bool bf16dp = level == kAvx512Bf16 && x_in.scalar_type() == at::kBFloat16 && values.scalar_type() == at::kBFloat16;
+  at::Tensor x = bf16dp ? x_in.contiguous() : as_f32(x_in);
+  at::Tensor y = at::empty({x.size(0), mask.size(0)}, x.options().dtype(at::kFloat));
   Args a = bitmask_args(x, y, mask, values, row_ptr, bias);
-  switch (resolve_isa(isa)) {
+  if (bf16dp) {
+    at::Tensor xb = x;  // rows must span whole 32-column steps: pad with zeros unless they already do
+    if (x.size(1) % 32) {
+      xb = at::zeros({x.size(0), (a.chunks + 1) / 2 * 32}, x.options());
+      xb.narrow(1, 0, x.size(1)).copy_(x);
+    }
+    a.xb = reinterpret_cast<const uint16_t*>(xb.data_ptr<at::BFloat16>());
+    a.xb_stride = xb.size(1);
+    run_rows(a, bitmask_rows_bf16dp);
+    return like(y, x_in);
+  }
+  switch (level == kAvx512Bf16 ? kAvx512 : level) {
     case kAvx512: run_rows(a, bitmask_rows_avx512); break;
     case kAvx2: run_rows(a, bitmask_rows_avx2); break;
     default: run_rows(a, bitmask_rows_scalar);
@@ -393,7 +473,7 @@ at::Tensor csr_linear(const at::Tensor& x_in, const at::Tensor& crow, const at::
   at::Tensor x = as_f32(x_in);
   at::Tensor y = at::empty({x.size(0), rows}, x.options());
   Args a = csr_args(x, y, crow, col, values, rows, bias);
-  switch (resolve_isa(isa)) {
+  switch (std::min<int64_t>(resolve_isa(isa), kAvx512)) {
     case kAvx512: run_rows(a, csr_rows_avx512); break;
     case kAvx2: run_rows(a, csr_rows_avx2); break;
     default: run_rows(a, csr_rows_scalar);
@@ -478,7 +558,7 @@ at::Tensor bitmask_linear_tiled(const at::Tensor& x_in, const at::Tensor& mask, 
                                 int64_t isa) {
   at::Tensor x = as_f32(x_in), unused;
   Args a = bitmask_args(x, unused, mask, values, row_ptr, bias);
-  if (resolve_isa(isa) == kAvx512) return like(linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows_avx512), x_in);
+  if (resolve_isa(isa) >= kAvx512) return like(linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows_avx512), x_in);
   return like(linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows), x_in);
 }
 
@@ -491,6 +571,7 @@ at::Tensor csr_linear_tiled(const at::Tensor& x_in, const at::Tensor& crow, cons
 
 std::string isa_name(int64_t isa) {
   switch (resolve_isa(isa)) {
+    case kAvx512Bf16: return "avx512_bf16";
     case kAvx512: return "avx512";
     case kAvx2: return "avx2";
     default: return "scalar";
