@@ -5,7 +5,7 @@ For each sparsity the default model is magnitude-pruned (per layer, all block li
 measured choice of dense / bitmask / csr / torch CSR) alternate in one process; medians and ratios.
 Targets: decode ≥ 1.5× dense at 70%, and never below 0.97× at any sparsity.
 
-    .venv/bin/python bench/decode.py [--sparsities 0.1,0.3,0.5,0.7,0.9] [--reps 5] [--out runs/bench-decode.json]
+    .venv/bin/python bench/decode.py [--sparsities 0.1,0.3,0.5,0.7,0.9] [--dtype float32|bfloat16] [--reps 5]
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import torch
 
 from prunekit.config import PruneConfig
 from prunekit.hardware import cpu_info
@@ -26,6 +28,7 @@ from prunekit.pruner import prune
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     ap.add_argument("--sparsities", default="0.1,0.3,0.5,0.7,0.9")
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--new-tokens", type=int, default=32)
@@ -35,7 +38,7 @@ def main() -> None:
     rows = []
     print("sparsity | layouts | decode tok/s dense → sparse | decode × | prefill × | weights MB dense → sparse")
     for sparsity in [float(s) for s in args.sparsities.split(",")]:
-        model, _, _ = load_model(args.model)
+        model, _, _ = load_model(args.model, getattr(torch, args.dtype))
         prune(model, PruneConfig(method="magnitude", sparsity=sparsity))
         r = bench_model(model, args.prompt_tokens, args.new_tokens, args.reps)
         rows.append({"sparsity": sparsity, **r})

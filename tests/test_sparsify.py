@@ -40,6 +40,13 @@ def test_pick_never_grows_memory():
     assert pick(seconds, 1.03, {"csr": 130, "bitmask": 120}, dense_bytes=100) == "dense"
 
 
+def test_pick_keeps_prefill_near_dense():
+    seconds = {"dense": 1.0, "csr": 0.5, "bitmask": 0.6}
+    prefill = {"dense": 1.0, "csr": 1.25, "bitmask": 1.05}  # csr would make prefill 0.8× dense
+    assert pick(seconds, 1.03, prefill=prefill, prefill_floor=0.9) == "bitmask"
+    assert pick(seconds, 1.03, prefill=prefill | {"bitmask": 1.2}, prefill_floor=0.9) == "dense"
+
+
 @needs_kernel
 @pytest.mark.parametrize("layout", ["auto", "bitmask", "csr", "torch_csr"])
 def test_outputs_and_generation_unchanged(layout):
@@ -66,7 +73,7 @@ def test_outputs_and_generation_unchanged(layout):
 @needs_kernel
 def test_auto_keeps_dense_layers_that_measure_slower(monkeypatch):
     monkeypatch.setattr("prunekit.sparsify.measure_layer",
-                        lambda w, b, layouts, reps: {"dense": 1.0, **{k: 2.0 for k in layouts}})
+                        lambda w, b, layouts, reps, batch=1: {"dense": 1.0, **{k: 2.0 for k in layouts}})
     model = pruned_tiny()
     choices = sparsify(model)
     assert choices and all(c.layout == "dense" for c in choices)

@@ -187,7 +187,7 @@ def cmd_prune(args) -> dict:
     summary = {
         "model": args.model, "out": args.out, "method": config.method, "pattern": config.pattern,
         "sparsity": round(result.sparsity, 6), "prune_seconds": round(result.seconds, 2),
-        "peak_rss_mb": round(result.peak_rss_mb, 1),
+        "peak_rss_mb": round(result.peak_rss_mb, 1), "rss_at_start_mb": result.info["rss_start_mb"],
     }
     for key, ev in evaluation.items():
         summary[f"ppl_{key}"] = round(ev["perplexity"], 4)

@@ -18,7 +18,7 @@ from .models import check_finite
 from .scores import magnitude_scores, select_mask, wanda_scores
 from .sparsegpt import sparsegpt_prune
 from .targets import block_targets, find_blocks, find_targets, weight_view
-from .timing import peak_rss_bytes, reset_peak_rss
+from .timing import peak_rss_bytes, reset_peak_rss, rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ def prune(
     """Prune ``model`` in place. ``calibration``: token ids (nsamples, seqlen), needed by
     wanda, sparsegpt and OWL; with it, blocks are pruned sequentially on pruned-model activations."""
     reset_peak_rss()  # peak memory of this pruning run, not of the process so far
+    info: dict = {"rss_start_mb": round(rss_bytes() / 2**20, 1)}  # the model is resident already
     t0 = time.perf_counter()
     targets, reports = _usable_targets(model, config)
     masks: dict[str, torch.Tensor] = {}
@@ -176,7 +177,7 @@ def prune(
         for name, module in tqdm(targets.items(), desc="magnitude", unit="layer", disable=not progress):
             masks[name], report, _ = _prune_layer(config, name, module, sparsities[name])
             reports.append(report)
-        return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), 0, block_s)
+        return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), 0, block_s, info)
 
     if not config.needs_calibration:
         return magnitude_all(*_layer_sparsities(config, targets, None, None))
@@ -217,5 +218,6 @@ def prune(
     order = {n: k for k, n in enumerate(targets)}
     reports.sort(key=lambda r: order.get(r.name, -1))
     # solve: scoring, selection and weight update; the rest is calibration forward passes
-    info = {"calibration_tokens": int(calibration.numel()), "solve_seconds": round(sum(r.solve_seconds for r in reports), 2)}
+    info |= {"calibration_tokens": int(calibration.numel()),
+             "solve_seconds": round(sum(r.solve_seconds for r in reports), 2)}
     return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations[0], block_s, info)

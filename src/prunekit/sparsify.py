@@ -2,8 +2,8 @@
 
 For each layer the candidates (dense and every sparse layout) are timed side by side at batch 1
 (decode) on copies of that layer's own weight rotated past the CPU cache; the fastest wins, and a
-sparse layout must beat dense by ``margin`` and be no larger than the dense weight to be taken, so
-the model is made neither slower nor bigger. Layers
+sparse layout must beat dense by ``margin``, be no larger than the dense weight and keep prefill-sized
+batches within ``prefill_floor`` of dense to be taken. Layers
 that share shape, dtype and sparsity (to 5%) share one measurement.
 """
 
@@ -32,6 +32,7 @@ class LayerChoice:
     sparsity: float
     layout: str                     # "dense" or one of LAYOUTS
     seconds: dict[str, float]       # median seconds per batch-1 call, per candidate
+    prefill_seconds: dict[str, float]  # the same at the prefill batch
     dense_bytes: int
     stored_bytes: int
 
@@ -54,10 +55,16 @@ def measure_layer(weight: torch.Tensor, bias: torch.Tensor | None, layouts: tupl
         return alternate(fns, reps=reps)
 
 
-def pick(seconds: dict[str, float], margin: float, stored: dict[str, int] | None = None, dense_bytes: int = 0) -> str:
-    """The fastest candidate; a sparse one only if it beats dense by ``margin`` and (given ``stored``
-    bytes per layout) does not take more memory than the dense weight."""
-    eligible = {k: t for k, t in seconds.items() if k == "dense" or stored is None or stored[k] <= dense_bytes}
+def pick(seconds: dict[str, float], margin: float, stored: dict[str, int] | None = None, dense_bytes: int = 0,
+         prefill: dict[str, float] | None = None, prefill_floor: float = 0.0) -> str:
+    """The fastest candidate at batch 1; a sparse one only if it beats dense by ``margin``, takes no
+    more memory than the dense weight (given ``stored`` bytes per layout) and, given ``prefill``
+    timings, keeps at least ``prefill_floor`` of dense speed at the prefill batch."""
+    def ok(k: str) -> bool:
+        small = stored is None or stored[k] <= dense_bytes
+        return small and (prefill is None or prefill["dense"] >= prefill_floor * prefill[k])
+
+    eligible = {k: t for k, t in seconds.items() if k == "dense" or ok(k)}
     best = min(eligible, key=eligible.get)
     return best if best != "dense" and seconds["dense"] >= margin * seconds[best] else "dense"
 
@@ -67,10 +74,12 @@ def layout_bytes(weight: torch.Tensor, layouts: tuple[str, ...]) -> dict[str, in
 
 
 def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = LAYOUTS, min_sparsity: float = 0.05,
-             margin: float = 1.03, reps: int = 20, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()
-             ) -> list[LayerChoice]:
+             margin: float = 1.03, reps: int = 20, prefill_batch: int = 128, prefill_floor: float = 0.9,
+             include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[LayerChoice]:
     """Replace (in place) each block ``nn.Linear`` with at least ``min_sparsity`` zeros by a
-    ``SparseLinear``: ``layout="auto"`` measures and picks per layer, a named layout forces it."""
+    ``SparseLinear``: ``layout="auto"`` measures and picks per layer (see ``pick``: decode speed
+    first, prefill at ``prefill_batch`` rows kept above ``prefill_floor`` of dense), a named layout
+    forces it."""
     if layout != "auto" and layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose auto or one of {LAYOUTS}")
     needs_kernel = layout in ("bitmask", "csr") or (layout == "auto" and any(k != "torch_csr" for k in layouts))
@@ -81,7 +90,7 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
             return []
     layers = {name: m for name, m in find_targets(model, include, exclude).items()
               if isinstance(m, nn.Linear) and m.weight.device.type == "cpu"}
-    decided: dict[tuple, tuple[str, dict[str, float]]] = {}
+    decided: dict[tuple, tuple[str, dict[str, float], dict[str, float]]] = {}
     choices = []
     for name, linear in tqdm(layers.items(), desc="choosing sparse layouts", disable=len(layers) < 8):
         w = linear.weight.data
@@ -90,19 +99,21 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
             continue
         bias = linear.bias.data if linear.bias is not None else None
         if layout != "auto":
-            chosen, seconds = layout, {}
+            chosen, seconds, prefill = layout, {}, {}
         else:
             key = (tuple(w.shape), w.dtype, bias is not None, round(sparsity * 20))
             if key not in decided:
                 seconds = measure_layer(w, bias, layouts, reps)
-                decided[key] = (pick(seconds, margin, layout_bytes(w, layouts), w.numel() * w.element_size()), seconds)
-            chosen, seconds = decided[key]
+                prefill = measure_layer(w, bias, layouts, max(3, reps // 4), batch=prefill_batch)
+                best = pick(seconds, margin, layout_bytes(w, layouts), w.numel() * w.element_size(), prefill, prefill_floor)
+                decided[key] = (best, seconds, prefill)
+            chosen, seconds, prefill = decided[key]
         stored = w.numel() * w.element_size()
         if chosen != "dense":
             sparse = SparseLinear.from_linear(linear, chosen)
             stored = sparse.weight_bytes()
             model.set_submodule(name, sparse)
-        choices.append(LayerChoice(name, tuple(w.shape), round(sparsity, 4), chosen, seconds,
+        choices.append(LayerChoice(name, tuple(w.shape), round(sparsity, 4), chosen, seconds, prefill,
                                    w.numel() * w.element_size(), stored))
     log.info("sparsify: %d of %d layers sparse", sum(c.layout != "dense" for c in choices), len(choices))
     return choices

@@ -405,10 +405,14 @@ void run_rows(const Args& a, F rows_fn) {
 }
 
 // x may be float32, bfloat16 or float16: the kernels compute in float32 and return x's dtype.
-at::Tensor as_f32(const at::Tensor& x) {
+void check_x(const at::Tensor& x) {
   auto t = x.scalar_type();
   TORCH_CHECK(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf, "x must be float32, bfloat16 or float16, got ", t);
-  return t == at::kFloat ? x.contiguous() : x.to(at::kFloat).contiguous();
+}
+
+at::Tensor as_f32(const at::Tensor& x) {
+  check_x(x);
+  return x.scalar_type() == at::kFloat ? x.contiguous() : x.to(at::kFloat).contiguous();
 }
 
 at::Tensor like(const at::Tensor& y, const at::Tensor& x) {
@@ -524,28 +528,31 @@ void csr_unpack_rows(const Args& a, float* out, int64_t r0, int64_t r1) {
   }
 }
 
-// Large batches: unpack tiles of rows into a dense buffer (kept in cache) and use dense GEMM on each.
+// Large batches: unpack tiles of rows into a dense buffer (kept in cache) and run dense GEMM on each,
+// in x's own dtype (as nn.Linear would: a bf16 model keeps its bf16 GEMM).
 template <typename F>
 at::Tensor linear_tiled(const Args& a, const at::Tensor& x, const c10::optional<at::Tensor>& bias, int64_t tile_rows,
                         F unpack) {
   TORCH_CHECK(tile_rows > 0, "tile_rows must be positive");
-  if (a.rows <= tile_rows) {  // one tile: unpack it all and run exactly what dense nn.Linear runs
-    at::Tensor dense = at::empty({a.rows, a.cols}, x.options());
-    float* out = dense.data_ptr<float>();
-    at::parallel_for(0, a.rows, 8, [&](int64_t s0, int64_t s1) { unpack(a, out + s0 * a.cols, s0, s1); });
-    return at::linear(x, dense, bias);
-  }
+  auto dt = x.scalar_type();
+  c10::optional<at::Tensor> b;
+  if (a.bias) b = bias->to(dt);
+  auto unpacked = [&](at::Tensor& tile, int64_t r0, int64_t r1) {  // rows [r0, r1) as a (r1 - r0, cols) tensor of dt
+    float* out = tile.data_ptr<float>();
+    at::parallel_for(r0, r1, 8, [&](int64_t s0, int64_t s1) { unpack(a, out + (s0 - r0) * a.cols, s0, s1); });
+    at::Tensor dense = tile.narrow(0, 0, r1 - r0);
+    return dt == at::kFloat ? dense : dense.to(dt);
+  };
+  at::Tensor tile = at::empty({std::min(tile_rows, a.rows), a.cols}, x.options().dtype(at::kFloat));
+  if (a.rows <= tile_rows) return at::linear(x, unpacked(tile, 0, a.rows), b);  // exactly what nn.Linear runs
   at::Tensor yt = at::empty({a.rows, a.batch}, x.options());  // (rows, batch): each tile's rows are contiguous
-  at::Tensor tile = at::empty({tile_rows, a.cols}, x.options());
   at::Tensor xt = x.t();
   for (int64_t r0 = 0; r0 < a.rows; r0 += tile_rows) {
     int64_t r1 = std::min(a.rows, r0 + tile_rows);
-    float* out = tile.data_ptr<float>();
-    at::parallel_for(r0, r1, 8, [&](int64_t s0, int64_t s1) { unpack(a, out + (s0 - r0) * a.cols, s0, s1); });
-    at::Tensor dense = tile.narrow(0, 0, r1 - r0);  // (tile, cols)
-    at::Tensor ys = yt.narrow(0, r0, r1 - r0);      // (tile, batch)
-    if (a.bias) {
-      at::addmm_out(ys, bias->narrow(0, r0, r1 - r0).unsqueeze(1), dense, xt);
+    at::Tensor dense = unpacked(tile, r0, r1);  // (tile, cols)
+    at::Tensor ys = yt.narrow(0, r0, r1 - r0);  // (tile, batch)
+    if (b) {
+      at::addmm_out(ys, b->narrow(0, r0, r1 - r0).unsqueeze(1), dense, xt);
     } else {
       at::mm_out(ys, dense, xt);
     }
@@ -556,17 +563,19 @@ at::Tensor linear_tiled(const Args& a, const at::Tensor& x, const c10::optional<
 at::Tensor bitmask_linear_tiled(const at::Tensor& x_in, const at::Tensor& mask, const at::Tensor& values,
                                 const at::Tensor& row_ptr, const c10::optional<at::Tensor>& bias, int64_t tile_rows,
                                 int64_t isa) {
-  at::Tensor x = as_f32(x_in), unused;
+  check_x(x_in);
+  at::Tensor x = x_in.contiguous(), unused;
   Args a = bitmask_args(x, unused, mask, values, row_ptr, bias);
-  if (resolve_isa(isa) >= kAvx512) return like(linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows_avx512), x_in);
-  return like(linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows), x_in);
+  if (resolve_isa(isa) >= kAvx512) return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows_avx512);
+  return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows);
 }
 
 at::Tensor csr_linear_tiled(const at::Tensor& x_in, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
                             int64_t rows, const c10::optional<at::Tensor>& bias, int64_t tile_rows) {
-  at::Tensor x = as_f32(x_in), unused;
+  check_x(x_in);
+  at::Tensor x = x_in.contiguous(), unused;
   Args a = csr_args(x, unused, crow, col, values, rows, bias);
-  return like(linear_tiled(a, x, bias, tile_rows, csr_unpack_rows), x_in);
+  return linear_tiled(a, x, bias, tile_rows, csr_unpack_rows);
 }
 
 std::string isa_name(int64_t isa) {
