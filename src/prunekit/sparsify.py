@@ -74,7 +74,7 @@ def layout_bytes(weight: torch.Tensor, layouts: tuple[str, ...]) -> dict[str, in
 
 
 def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = LAYOUTS, min_sparsity: float = 0.05,
-             margin: float = 1.03, reps: int = 20, prefill_batch: int = 128, prefill_floor: float = 0.9,
+             margin: float = 1.03, reps: int = 20, prefill_batch: int = 128, prefill_floor: float = 0.8,
              include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[LayerChoice]:
     """Replace (in place) each block ``nn.Linear`` with at least ``min_sparsity`` zeros by a
     ``SparseLinear``: ``layout="auto"`` measures and picks per layer (see ``pick``: decode speed
@@ -104,7 +104,7 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
             key = (tuple(w.shape), w.dtype, bias is not None, round(sparsity * 20))
             if key not in decided:
                 seconds = measure_layer(w, bias, layouts, reps)
-                prefill = measure_layer(w, bias, layouts, max(3, reps // 4), batch=prefill_batch)
+                prefill = measure_layer(w, bias, layouts, max(3, reps // 2), batch=prefill_batch)
                 best = pick(seconds, margin, layout_bytes(w, layouts), w.numel() * w.element_size(), prefill, prefill_floor)
                 decided[key] = (best, seconds, prefill)
             chosen, seconds, prefill = decided[key]
