@@ -64,6 +64,18 @@ def test_tiled_path_matches_f_linear(isa, layout, tile_rows):
     assert_matches(y, reference(x, w, bias))
 
 
+@pytest.mark.parametrize("layout", kernel.KINDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_tiled_path_in_16_bit(isa, layout, dtype):
+    """A 16-bit model's prefill: tiles hold the values as they are and the GEMM runs in that dtype."""
+    w = sparse_weight(29, 45, 0.5, dtype)
+    x = torch.randn(40, 45).to(dtype)
+    for tile_rows in (0, 3):
+        y = kernel.linear_tiled(x, layout, kernel.pack(w, layout), 29, None, tile_rows)
+        ref = reference(x.float(), w.float(), None)
+        assert y.dtype == dtype and (y.float() - ref).abs().max() <= 1e-2 * ref.abs().max()
+
+
 @pytest.mark.parametrize("sparsity", [0.0, 1.0])
 @pytest.mark.parametrize("layout", kernel.KINDS)
 def test_dense_and_empty_matrices(isa, layout, sparsity):

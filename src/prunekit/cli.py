@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", default=[], help="regex on layer names to skip (repeatable)")
     p.add_argument("--min-layer-sparsity", type=float, default=0.0)
     p.add_argument("--max-layer-sparsity", type=float, default=0.999)
+    p.add_argument("--refine", default="none", help="weight update after the mask: none, or admm (exact masked "
+                   "least squares on H; needs calibration)")
+    p.add_argument("--admm-iters", type=int, default=30)
     p.add_argument("--strict", action="store_true", help="error instead of skipping layers N:M cannot tile")
     p.add_argument("--calib", default="c4", help="calibration text: c4, wikitext2, a .txt or .jsonl file")
     p.add_argument("--nsamples", type=int, default=128)
@@ -163,6 +166,7 @@ def cmd_prune(args) -> dict:
         min_layer_sparsity=args.min_layer_sparsity, max_layer_sparsity=args.max_layer_sparsity,
         strict=args.strict, percdamp=args.percdamp, blocksize=args.blocksize, owl_m=args.owl_m,
         owl_lambda=args.owl_lambda, batch_size=args.batch_size, sequential=args.sequential,
+        refine=args.refine, admm_iters=args.admm_iters,
     )
     check_output_dir(args.out, args.overwrite)
     calib_cfg = calib_source = None

@@ -13,6 +13,7 @@ from .selection import parse_pattern
 METHODS = ("magnitude", "wanda", "sparsegpt")
 SCOPES = ("layer", "row")
 ALLOCATIONS = ("uniform", "global", "owl")
+REFINES = ("none", "admm")  # weight update after the mask is chosen (admm: exact masked least squares)
 # Default comparison group per method, as in the original papers' code.
 DEFAULT_SCOPE = {"magnitude": "layer", "wanda": "row", "sparsegpt": "layer"}
 
@@ -30,6 +31,8 @@ class PruneConfig:
     original Wanda/SparseGPT code), then reruns it; ``sublayer`` runs each block once on all
     calibration data in one batch and prunes each layer just before its own matmul, so later layers
     see pruned earlier ones (one forward pass per block instead of two; more activation memory).
+    ``refine="admm"`` re-solves the kept weights of each layer for its mask by ADMM on H (``admm.py``),
+    after any method's mask and update.
     """
 
     method: str = "magnitude"
@@ -48,6 +51,8 @@ class PruneConfig:
     owl_lambda: float = 0.08
     batch_size: int = 8
     sequential: str = "block"
+    refine: str = "none"
+    admm_iters: int = 30
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -79,6 +84,12 @@ class PruneConfig:
             raise PrunekitError("percdamp must be > 0, blocksize and batch_size >= 1")
         if self.sequential not in ("block", "sublayer"):
             raise PrunekitError(f"sequential must be 'block' or 'sublayer', got {self.sequential!r}")
+        if self.refine not in REFINES:
+            raise PrunekitError(f"refine must be one of {', '.join(REFINES)}, got {self.refine!r}")
+        if self.refine == "admm" and self.method == "magnitude":
+            raise PrunekitError("refine 'admm' needs calibration statistics: use it with wanda or sparsegpt")
+        if self.admm_iters < 1:
+            raise PrunekitError(f"admm_iters must be >= 1, got {self.admm_iters}")
         if self.owl_m <= 0 or not 0 <= self.owl_lambda < 1:
             raise PrunekitError("owl_m must be > 0 and owl_lambda in [0, 1)")
         set_(self, "scope", scope)

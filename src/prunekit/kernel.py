@@ -92,6 +92,22 @@ def pack(weight: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
     return pack_bitmask(weight) if kind == "bitmask" else pack_csr(weight)
 
 
+def unpack(packed: dict[str, torch.Tensor], kind: str, shape: tuple[int, int]) -> torch.Tensor:
+    """The exact dense (rows, cols) weight back from ``pack``'s tensors, in the values' dtype."""
+    rows, cols = shape
+    values = packed["values"]
+    dense = values.new_zeros(rows, cols)
+    if kind == "bitmask":
+        words = packed["mask"].to(torch.int32) & 0xFFFF  # (rows, chunks)
+        bits = (words[:, :, None] >> torch.arange(16, dtype=torch.int32)) & 1
+        keep = bits.reshape(rows, -1)[:, :cols].bool()
+        dense[keep] = values[: int(packed["row_ptr"][-1])]
+    else:
+        row = torch.repeat_interleave(torch.arange(rows), packed["crow"].diff())
+        dense[row, packed["col"].long()] = values
+    return dense
+
+
 def linear(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: int,
            bias: torch.Tensor | None = None) -> torch.Tensor:
     """y = x·Wᵀ (+ bias) for a packed W: (batch, cols) → (batch, rows), in x's dtype (computed in float32)."""

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .admm import admm_update
 from .allocation import clamp, global_allocation, outlier_ratio, owl_sparsities
 from .calibrate import BlockInputs, capture_inputs, collect_stats, run_block
 from .config import PruneConfig
@@ -138,7 +139,7 @@ def _prune_layer(
     config: PruneConfig, name: str, module: nn.Module, sparsity: float, stats=None, sample=None
 ) -> tuple[torch.Tensor, LayerReport, int]:
     w = weight_view(module)
-    old = w.detach().clone() if sample is not None else None  # for the reconstruction error
+    old = w.detach().clone() if sample is not None or config.refine == "admm" else None  # dense, for error / ADMM
     escalations = 0
     t0 = time.perf_counter()
     if config.method == "sparsegpt":
@@ -150,6 +151,8 @@ def _prune_layer(
         scores = magnitude_scores(w) if config.method == "magnitude" else wanda_scores(w, stats.norms_sq)
         keep = select_mask(scores, sparsity, config.scope, config.nm)
         w.masked_fill_(~keep, 0)
+    if config.refine == "admm":
+        w.copy_(admm_update(old, keep, stats.hessian, start=w, iters=config.admm_iters, percdamp=config.percdamp))
     solve = time.perf_counter() - t0
     mask = keep.cpu()
     report = LayerReport(
@@ -192,7 +195,7 @@ def prune(
     sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks)
     if config.method == "magnitude":  # OWL needed calibration for the allocation only
         return magnitude_all(sparsities, block_s)
-    hessian = config.method == "sparsegpt"
+    hessian = config.method == "sparsegpt" or config.refine == "admm"
     escalations = [0]
 
     def prune_one(name: str, stats, sample) -> None:

@@ -65,11 +65,9 @@ class SparseLinear(nn.Module):
 
     def dense_weight(self) -> torch.Tensor:
         """The (out, in) weight back, exactly, in its original dtype."""
-        eye = torch.eye(self.in_features)
         if self.layout == "torch_csr":
             return self.csr.to_dense().to(self.dtype)
-        w_t = kernel.linear_tiled(eye, self.layout, self._packed(), self.out_features)  # (in, out)
-        return w_t.t().contiguous().to(self.dtype)
+        return kernel.unpack(self._packed(), self.layout, (self.out_features, self.in_features))
 
     def weight_bytes(self) -> int:
         """Bytes held for the weight (values + indices; bias excluded)."""

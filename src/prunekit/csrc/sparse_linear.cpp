@@ -528,22 +528,70 @@ void csr_unpack_rows(const Args& a, float* out, int64_t r0, int64_t r1) {
   }
 }
 
+// 16-bit values copied as they are into a tile of the same 16-bit type (bf16 or fp16 model).
+void bitmask_unpack_rows16(const Args& a, uint16_t* out, int64_t r0, int64_t r1) {
+  const uint16_t* values = static_cast<const uint16_t*>(a.values);
+  std::memset(out, 0, sizeof(uint16_t) * (r1 - r0) * a.cols);
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t v = a.row_ptr[r];
+    uint16_t* dst = out + (r - r0) * a.cols;
+    for (int64_t c = 0; c < a.chunks; ++c) {
+      uint32_t m = a.mask[r * a.chunks + c];
+      while (m) {
+        dst[c * 16 + __builtin_ctz(m)] = values[v++];
+        m &= m - 1;
+      }
+    }
+  }
+}
+
+AVX512BF16 void bitmask_unpack_rows16_vbmi2(const Args& a, uint16_t* out, int64_t r0, int64_t r1) {
+  const uint16_t* values = static_cast<const uint16_t*>(a.values);
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t v = a.row_ptr[r];
+    uint16_t* dst = out + (r - r0) * a.cols;
+    for (int64_t c = 0; c < a.chunks; c += 2) {  // 32 columns per step
+      uint32_t m = a.mask[r * a.chunks + c] | (c + 1 < a.chunks ? static_cast<uint32_t>(a.mask[r * a.chunks + c + 1]) << 16 : 0u);
+      __m512i w = _mm512_maskz_expand_epi16(m, _mm512_loadu_si512(values + v));
+      v += _mm_popcnt_u32(m);
+      int64_t left = a.cols - c * 16;
+      __mmask32 k = left >= 32 ? ~__mmask32(0) : static_cast<__mmask32>((1u << left) - 1);
+      _mm512_mask_storeu_epi16(dst + c * 16, k, w);
+    }
+  }
+}
+
+void csr_unpack_rows16(const Args& a, uint16_t* out, int64_t r0, int64_t r1) {
+  const uint16_t* values = static_cast<const uint16_t*>(a.values);
+  std::memset(out, 0, sizeof(uint16_t) * (r1 - r0) * a.cols);
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t i = a.crow[r]; i < a.crow[r + 1]; ++i) out[(r - r0) * a.cols + col_at(a, i)] = values[i];
+  }
+}
+
 // Large batches: unpack tiles of rows into a dense buffer (kept in cache) and run dense GEMM on each,
-// in x's own dtype (as nn.Linear would: a bf16 model keeps its bf16 GEMM).
-template <typename F>
+// in x's own dtype (as nn.Linear would: a bf16 model keeps its bf16 GEMM). 16-bit values of x's own
+// dtype are copied as they are (unpack16); anything else goes through float32 (unpack32).
+template <typename F, typename G>
 at::Tensor linear_tiled(const Args& a, const at::Tensor& x, const c10::optional<at::Tensor>& bias, int64_t tile_rows,
-                        F unpack) {
+                        F unpack32, G unpack16) {
   TORCH_CHECK(tile_rows > 0, "tile_rows must be positive");
   auto dt = x.scalar_type();
+  bool raw16 = (dt == at::kBFloat16 && a.dtype == kBF16) || (dt == at::kHalf && a.dtype == kF16);
   c10::optional<at::Tensor> b;
   if (a.bias) b = bias->to(dt);
   auto unpacked = [&](at::Tensor& tile, int64_t r0, int64_t r1) {  // rows [r0, r1) as a (r1 - r0, cols) tensor of dt
-    float* out = tile.data_ptr<float>();
-    at::parallel_for(r0, r1, 8, [&](int64_t s0, int64_t s1) { unpack(a, out + (s0 - r0) * a.cols, s0, s1); });
     at::Tensor dense = tile.narrow(0, 0, r1 - r0);
+    if (raw16) {
+      auto* out = static_cast<uint16_t*>(tile.data_ptr());
+      at::parallel_for(r0, r1, 8, [&](int64_t s0, int64_t s1) { unpack16(a, out + (s0 - r0) * a.cols, s0, s1); });
+      return dense;
+    }
+    float* out = tile.data_ptr<float>();
+    at::parallel_for(r0, r1, 8, [&](int64_t s0, int64_t s1) { unpack32(a, out + (s0 - r0) * a.cols, s0, s1); });
     return dt == at::kFloat ? dense : dense.to(dt);
   };
-  at::Tensor tile = at::empty({std::min(tile_rows, a.rows), a.cols}, x.options().dtype(at::kFloat));
+  at::Tensor tile = at::empty({std::min(tile_rows, a.rows), a.cols}, x.options().dtype(raw16 ? dt : at::kFloat));
   if (a.rows <= tile_rows) return at::linear(x, unpacked(tile, 0, a.rows), b);  // exactly what nn.Linear runs
   at::Tensor yt = at::empty({a.rows, a.batch}, x.options());  // (rows, batch): each tile's rows are contiguous
   at::Tensor xt = x.t();
@@ -566,8 +614,10 @@ at::Tensor bitmask_linear_tiled(const at::Tensor& x_in, const at::Tensor& mask, 
   check_x(x_in);
   at::Tensor x = x_in.contiguous(), unused;
   Args a = bitmask_args(x, unused, mask, values, row_ptr, bias);
-  if (resolve_isa(isa) >= kAvx512) return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows_avx512);
-  return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows);
+  int64_t level = resolve_isa(isa);
+  if (level == kAvx512Bf16) return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows_avx512, bitmask_unpack_rows16_vbmi2);
+  if (level == kAvx512) return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows_avx512, bitmask_unpack_rows16);
+  return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows, bitmask_unpack_rows16);
 }
 
 at::Tensor csr_linear_tiled(const at::Tensor& x_in, const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
@@ -575,7 +625,7 @@ at::Tensor csr_linear_tiled(const at::Tensor& x_in, const at::Tensor& crow, cons
   check_x(x_in);
   at::Tensor x = x_in.contiguous(), unused;
   Args a = csr_args(x, unused, crow, col, values, rows, bias);
-  return linear_tiled(a, x, bias, tile_rows, csr_unpack_rows);
+  return linear_tiled(a, x, bias, tile_rows, csr_unpack_rows, csr_unpack_rows16);
 }
 
 std::string isa_name(int64_t isa) {
