@@ -55,7 +55,6 @@ def test_bad_shapes():
 def test_refine_admm_in_prune_lowers_layer_errors(method):
     """On a tiny Llama, refining each layer's weights on its mask lowers the mean reconstruction error."""
     from conftest import tiny_llama
-
     from prunekit.config import PruneConfig
     from prunekit.pruner import prune
 
