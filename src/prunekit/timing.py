@@ -22,9 +22,10 @@ def llc_bytes(default: int = 32 << 20) -> int:
     return max(sizes, default=default)
 
 
-def copies_past_cache(nbytes: int, factor: float = 2.0) -> int:
-    """How many copies of an ``nbytes`` object together exceed ``factor`` × the last-level cache."""
-    return max(2, int(factor * llc_bytes() // max(nbytes, 1)) + 1)
+def copies_past_cache(nbytes: int, factor: float = 2.0, most: int = 256) -> int:
+    """How many copies of an ``nbytes`` object together exceed ``factor`` × the last-level cache
+    (at most ``most``: tiny layers are dominated by call overhead, not by where their bytes are)."""
+    return min(most, max(2, int(factor * llc_bytes() // max(nbytes, 1)) + 1))
 
 
 def alternate(fns: dict[str, Callable[[int], object]], reps: int = 20, warmup: int = 2) -> dict[str, float]:
