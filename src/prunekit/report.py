@@ -45,55 +45,54 @@ def markdown(results: dict, command: str) -> str:
 
 
 def plot(results: dict, folder: Path) -> list[str]:
+    """perplexity_vs_sparsity.png, layer_sparsity.png, speedup_vs_sparsity.png in ``folder``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def figure(name: str, xlabel: str, ylabel: str, draw, legend_size: int = 8) -> str:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        draw(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=legend_size)
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        return name
+
     runs = results["runs"]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for method in dict.fromkeys(r["method"] for r in runs):
-        mine = [r for r in runs if r["method"] == method]
-        pts = sorted((r["sparsity"], r["perplexity"]) for r in mine if r["pattern"] == "unstructured")
-        ax.plot([0] + [p[0] for p in pts], [results["dense_perplexity"]] + [p[1] for p in pts], "o-", label=method)
-        color = ax.lines[-1].get_color()
-        for r in mine:
-            if r["pattern"] != "unstructured":
-                ax.plot(r["sparsity"], r["perplexity"], "s", color=color, label=f"{method} {r['pattern']}")
-    ax.set_yscale("log")
-    ax.set_xlabel("sparsity")
-    ax.set_ylabel("perplexity (log)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(folder / "perplexity_vs_sparsity.png", dpi=110)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for r in runs:
-        ax.plot(r["layer_sparsity"], ".-", markersize=3, linewidth=0.8, label=f"{r['method']} {r['pattern']}")
-    ax.set_xlabel("layer (model order)")
-    ax.set_ylabel("sparsity")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(folder / "layer_sparsity.png", dpi=110)
-    plt.close(fig)
+    def perplexity(ax) -> None:
+        for method in dict.fromkeys(r["method"] for r in runs):
+            mine = [r for r in runs if r["method"] == method]
+            pts = sorted((r["sparsity"], r["perplexity"]) for r in mine if r["pattern"] == "unstructured")
+            ax.plot([0] + [p[0] for p in pts], [results["dense_perplexity"]] + [p[1] for p in pts], "o-", label=method)
+            color = ax.lines[-1].get_color()
+            for r in mine:
+                if r["pattern"] != "unstructured":
+                    ax.plot(r["sparsity"], r["perplexity"], "s", color=color, label=f"{method} {r['pattern']}")
+        ax.set_yscale("log")
 
-    sweep = results["kernel_sweep"]
-    xs = [float(p.rstrip("%")) / 100 for p in sweep]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    batch1 = [{int(b): v for b, v in s["speed"].items()}[1]["speedup"] for s in sweep.values()]  # JSON keys are str
-    ax.plot(xs, batch1, "o-", label="best sparse layer kernel vs dense (batch 1)")
-    ax.plot(xs, [s["memory_ratio"] for s in sweep.values()], "k--", label="memory-bound limit (dense bytes / sparse bytes)")
-    ax.plot([r["sparsity"] for r in runs], [r["bench"]["ratios"]["decode_speedup"] for r in runs], "s",
-            label="whole model decode, measured")
-    ax.axhline(1.0, color="gray", linewidth=0.8)
-    ax.set_xlabel("sparsity")
-    ax.set_ylabel("speedup vs dense")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(folder / "speedup_vs_sparsity.png", dpi=110)
-    plt.close(fig)
-    return ["perplexity_vs_sparsity.png", "layer_sparsity.png", "speedup_vs_sparsity.png"]
+    def layers(ax) -> None:
+        for r in runs:
+            ax.plot(r["layer_sparsity"], ".-", markersize=3, linewidth=0.8, label=f"{r['method']} {r['pattern']}")
+
+    def speedup(ax) -> None:
+        sweep = results["kernel_sweep"]
+        xs = [float(p.rstrip("%")) / 100 for p in sweep]
+        batch1 = [{int(b): v for b, v in s["speed"].items()}[1]["speedup"] for s in sweep.values()]  # JSON keys are str
+        ax.plot(xs, batch1, "o-", label="best sparse layer kernel vs dense (batch 1)")
+        limit = [s["memory_ratio"] for s in sweep.values()]
+        ax.plot(xs, limit, "k--", label="memory-bound limit (dense bytes / sparse bytes)")
+        ax.plot([r["sparsity"] for r in runs], [r["bench"]["ratios"]["decode_speedup"] for r in runs], "s",
+                label="whole model decode, measured")
+        ax.axhline(1.0, color="gray", linewidth=0.8)
+
+    return [figure("perplexity_vs_sparsity.png", "sparsity", "perplexity (log)", perplexity),
+            figure("layer_sparsity.png", "layer (model order)", "sparsity", layers, legend_size=7),
+            figure("speedup_vs_sparsity.png", "sparsity", "speedup vs dense", speedup)]
 
 
 def write_report(results: dict, folder: Path, command: str) -> list[str]:
