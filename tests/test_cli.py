@@ -123,6 +123,8 @@ def test_hardware_cli(tiny_model_dir, tmp_path, capsys):
     assert code == 0 and len(out["verdicts"]) == 2 and out["verdicts"][1].startswith("2:4: ")
     assert json.loads((tmp_path / "hw.json").read_text())["report"]["rows"]
     assert main(["hardware", "--batches", "0"]) == 2
+    assert main(["hardware", "--patterns", "half%"]) == 2
+    assert main(["hardware", "--patterns", "5:4"]) == 2
 
 
 def test_bench_cli(tiny_model_dir, tmp_path, capsys):

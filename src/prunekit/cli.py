@@ -275,11 +275,19 @@ def _csv(text: str, kind=str) -> tuple:
 
 
 def cmd_hardware(args) -> dict:
-    from .hardware import PATTERNS, hardware_report
+    from .hardware import hardware_report
+    from .selection import parse_pattern
+
+    def valid(pattern: str) -> bool:  # "50%" or "N:M"
+        if ":" in pattern:
+            return parse_pattern(pattern) is not None
+        try:
+            return pattern.endswith("%") and 0 < float(pattern[:-1]) < 100
+        except ValueError:
+            return False
 
     patterns, batches = _csv(args.patterns), _csv(args.batches, int)
-    bad = [p for p in patterns if p not in PATTERNS and ":" not in p and not p.endswith("%")]
-    if bad or not patterns or not batches or min(batches) < 1:
+    if not patterns or not all(valid(p) for p in patterns) or not batches or min(batches) < 1:
         raise PrunekitError(f"patterns look like 50%% or 2:4 and batches are positive integers; got {args.patterns!r}, "
                             f"{args.batches!r}")
     report = hardware_report(args.model, patterns, batches, DTYPES[args.dtype], args.reps)
