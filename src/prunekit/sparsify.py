@@ -3,8 +3,8 @@
 For each layer the candidates (dense and every sparse layout) are timed side by side at batch 1
 (decode) on copies of that layer's own weight rotated past the CPU cache; the fastest wins, and a
 sparse layout must beat dense by ``margin``, be no larger than the dense weight and keep prefill-sized
-batches within ``prefill_floor`` of dense to be taken. Layers
-that share shape, dtype and sparsity (to 5%) share one measurement.
+batches within ``prefill_floor`` of dense to be taken. Layers that share shape, dtype and sparsity
+(to 5%) share one measurement.
 """
 
 from __future__ import annotations
