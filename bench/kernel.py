@@ -26,15 +26,11 @@ from prunekit import kernel
 from prunekit.hardware import cpu_info, pruned_weight
 from prunekit.manifest import build_manifest, write_json
 from prunekit.sparse_linear import SparseLinear
-from prunekit.sparsify import measure_layer
+from prunekit.sparsify import layout_bytes, measure_layer
 
 SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536), (4096, 4096), (11008, 4096)]
 PATTERNS = ["50%", "2:4", "70%", "90%"]
 TARGETS = {"50%": 1.25, "70%": 2.0, "90%": 4.5}
-
-
-def kernel_bytes(w: torch.Tensor, layout: str) -> int:
-    return sum(t.numel() * t.element_size() for t in kernel.pack(w, layout).values())
 
 
 def max_rel_error(w: torch.Tensor, layout: str) -> float:
@@ -57,10 +53,10 @@ def main() -> None:
         for shape in SHAPES:
             for pattern in PATTERNS:
                 w = pruned_weight(shape, pattern, dtype)
-                t = measure_layer(w, None, ("bitmask", "csr", "torch_csr"), args.reps, batch=1)
+                t = measure_layer(w, None, ("bitmask", "csr", "torch_csr"), args.reps)[1]
                 dense_bytes = w.numel() * w.element_size()
                 best = min(("bitmask", "csr"), key=t.get)
-                limit = dense_bytes / min(kernel_bytes(w, k) for k in ("bitmask", "csr"))
+                limit = dense_bytes / min(layout_bytes(w, ("bitmask", "csr")).values())
                 speedup = t["dense"] / t[best]
                 rows.append({"dtype": str(dtype).removeprefix("torch."), "shape": list(shape), "pattern": pattern,
                              "dense_us": round(t["dense"] * 1e6, 1), "best": best, "speedup": round(speedup, 2),

@@ -5,7 +5,8 @@ from collections import Counter
 import pytest
 import torch
 
-from prunekit.hardware import cpu_info, gpu_info, layer_shapes, microbench, pruned_weight, storage_bytes, summarize, verdict
+from prunekit.formats import format_bytes
+from prunekit.hardware import cpu_info, gpu_info, layer_shapes, microbench, pruned_weight, summarize, verdict
 from prunekit.selection import is_valid_nm
 
 
@@ -15,7 +16,7 @@ def test_pruned_weight_has_exactly_the_pattern(pattern, zeros):
     assert int((w == 0).sum()) == round(zeros * w.numel())
     if pattern == "2:4":
         assert is_valid_nm(w, 2, 4)
-        assert set(storage_bytes(w, pattern)) == {"nm", "bitmask", "csr"}
+        assert set(format_bytes(w, (2, 4))) == {"nm", "bitmask", "csr"}
 
 
 def test_summarize_weights_shapes_by_count_and_says_no_speedup():

@@ -73,7 +73,8 @@ def test_outputs_and_generation_unchanged(layout):
 @needs_kernel
 def test_auto_keeps_dense_layers_that_measure_slower(monkeypatch):
     monkeypatch.setattr("prunekit.sparsify.measure_layer",
-                        lambda w, b, layouts, reps, batch=1: {"dense": 1.0, **{k: 2.0 for k in layouts}})
+                        lambda w, b, layouts, reps, batches=(1,): {n: {"dense": 1.0, **{k: 2.0 for k in layouts}}
+                                                                   for n in batches})
     model = pruned_tiny()
     choices = sparsify(model)
     assert choices and all(c.layout == "dense" for c in choices)
@@ -98,7 +99,7 @@ def test_without_a_compiler_layers_stay_dense(monkeypatch, caplog):
 def test_measure_layer_reports_every_candidate():
     w = torch.randn(32, 48)
     w[w.abs() < 1] = 0
-    seconds = measure_layer(w, None, ("bitmask", "csr"), reps=3, batch=2)
+    seconds = measure_layer(w, None, ("bitmask", "csr"), reps=3, batches=(2,))[2]
     assert set(seconds) == {"dense", "bitmask", "csr"} and all(s > 0 for s in seconds.values())
 
 

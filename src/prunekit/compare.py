@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .config import METHODS, CalibConfig, PruneConfig
 from .data import load_text, sample_calibration
 from .errors import PrunekitError
-from .formats import encode, nbytes
+from .formats import format_bytes
 from .hardware import cpu_info, layer_shapes, microbench, summarize
 from .latency import bench_model
 from .models import load_model
@@ -81,13 +81,10 @@ def storage_mb(model: torch.nn.Module) -> dict[str, float]:
     nm_ok = True
     for target in find_targets(model).values():
         w = weight_view(target)
-        totals["dense"] += w.numel() * w.element_size()
-        totals["bitmask"] += nbytes(encode(w, "bitmask"))
-        totals["csr"] += nbytes(encode(w, "csr"))
-        if nm_ok and w.shape[1] % 4 == 0 and is_valid_nm(w, 2, 4):
-            totals["nm"] += nbytes(encode(w, "nm", (2, 4)))
-        else:
-            nm_ok = False
+        nm_ok = nm_ok and w.shape[1] % 4 == 0 and is_valid_nm(w, 2, 4)
+        sizes = format_bytes(w, (2, 4) if nm_ok else None) | {"dense": w.numel() * w.element_size()}
+        for k, v in sizes.items():
+            totals[k] += v
     return {k: round(v / 2**20, 1) for k, v in totals.items() if k != "nm" or nm_ok}
 
 

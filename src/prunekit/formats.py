@@ -112,3 +112,9 @@ def decode(parts: dict[str, torch.Tensor], fmt: str, shape: tuple[int, int], dty
 
 def nbytes(parts: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in parts.values())
+
+
+def format_bytes(weight: torch.Tensor, nm: tuple[int, int] | None = None) -> dict[str, int]:
+    """Bytes of one (rows, cols) weight in each lossless format (``nm`` only when given)."""
+    out = {"nm": nbytes(encode_nm(weight, *nm))} if nm else {}
+    return out | {"bitmask": nbytes(encode_bitmask(weight)), "csr": nbytes(encode_csr(weight))}

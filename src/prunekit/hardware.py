@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import kernel, semi_structured
-from .formats import encode, nbytes
+from .formats import format_bytes
 from .scores import select_mask
 from .selection import parse_pattern
 from .sparse_linear import LAYOUTS
@@ -54,19 +54,18 @@ def gpu_info() -> dict:
             "semi_structured_2to4": "available" if ok else why}
 
 
+def parse_nm(pattern: str) -> tuple[int, int] | None:
+    """"2:4" -> (2, 4); "50%" -> None."""
+    return parse_pattern(pattern) if ":" in pattern else None
+
+
 def pruned_weight(shape: tuple[int, int], pattern: str, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
     """A random (rows, cols) weight magnitude-pruned to ``pattern`` ("50%" or "2:4" style)."""
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(shape, generator=g)
-    nm = parse_pattern(pattern) if ":" in pattern else None
+    nm = parse_nm(pattern)
     sparsity = float(pattern.rstrip("%")) / 100 if nm is None else 1 - nm[0] / nm[1]
     return (w * select_mask(w.abs(), sparsity, "row", nm)).to(dtype)
-
-
-def storage_bytes(w: torch.Tensor, pattern: str) -> dict[str, int]:
-    """Bytes of the lossless storage formats (prunekit export) for one weight."""
-    out = {"nm": nbytes(encode(w, "nm", parse_pattern(pattern)))} if ":" in pattern else {}
-    return out | {"bitmask": nbytes(encode(w, "bitmask")), "csr": nbytes(encode(w, "csr"))}
 
 
 def microbench(shapes: Counter, patterns: tuple[str, ...] = PATTERNS, batches: tuple[int, ...] = (1, 8, 128),
@@ -74,12 +73,13 @@ def microbench(shapes: Counter, patterns: tuple[str, ...] = PATTERNS, batches: t
     """One row per (shape, pattern, batch): median seconds of dense and each layout."""
     layouts = LAYOUTS if kernel.available() else ("torch_csr",)
     rows = []
-    jobs = [(s, p, b) for s in shapes for p in patterns for b in batches]
-    for shape, pattern, batch in tqdm(jobs, desc="hardware micro-benchmark"):
+    for shape, pattern in tqdm([(s, p) for s in shapes for p in patterns], desc="hardware micro-benchmark"):
         w = pruned_weight(shape, pattern, dtype)
-        rows.append({"shape": list(shape), "count": shapes[shape], "pattern": pattern, "batch": batch,
-                     "dtype": str(dtype).removeprefix("torch."), "seconds": measure_layer(w, None, layouts, reps, batch),
-                     "dense_bytes": w.numel() * w.element_size(), "stored_bytes": storage_bytes(w, pattern)})
+        common = {"shape": list(shape), "count": shapes[shape], "pattern": pattern,
+                  "dtype": str(dtype).removeprefix("torch."), "dense_bytes": w.numel() * w.element_size(),
+                  "stored_bytes": format_bytes(w, parse_nm(pattern))}
+        for batch, seconds in measure_layer(w, None, layouts, reps, batches).items():
+            rows.append(common | {"batch": batch, "seconds": seconds})
     return rows
 
 

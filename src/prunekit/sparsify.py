@@ -41,18 +41,21 @@ class LayerChoice:
 
 
 def measure_layer(weight: torch.Tensor, bias: torch.Tensor | None, layouts: tuple[str, ...] = LAYOUTS,
-                  reps: int = 20, batch: int = 1) -> dict[str, float]:
-    """Median seconds of ``dense`` and each layout for one call on ``batch`` inputs, with the
-    weights rotated past the CPU cache (as in a real forward pass, where no layer stays cached)."""
+                  reps: int = 20, batches: tuple[int, ...] = (1,)) -> dict[int, dict[str, float]]:
+    """Per batch size: median seconds of ``dense`` and each layout for one call, with the weights
+    rotated past the CPU cache (as in a real forward pass, where no layer stays cached). The copies
+    and packed layouts are built once for all batch sizes."""
     n = copies_past_cache(weight.numel() * weight.element_size())
     dense = [weight.clone() for _ in range(n)]
-    x = torch.randn(batch, weight.shape[1], dtype=weight.dtype)
-    fns = {"dense": lambda i: F.linear(x, dense[i % n], bias)}
-    for layout in layouts:
-        mods = [SparseLinear(w, bias, layout) for w in dense]
-        fns[layout] = lambda i, mods=mods: mods[i % n](x)
+    sparse = {layout: [SparseLinear(w, bias, layout) for w in dense] for layout in layouts}
+    out = {}
     with torch.inference_mode():
-        return alternate(fns, reps=reps)
+        for batch in batches:
+            x = torch.randn(batch, weight.shape[1], dtype=weight.dtype)
+            fns = {"dense": lambda i, x=x: F.linear(x, dense[i % n], bias)}
+            fns |= {k: (lambda i, ms=ms, x=x: ms[i % n](x)) for k, ms in sparse.items()}
+            out[batch] = alternate(fns, reps=reps)
+    return out
 
 
 def pick(seconds: dict[str, float], margin: float, stored: dict[str, int] | None = None, dense_bytes: int = 0,
@@ -82,10 +85,9 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
     forces it."""
     if layout != "auto" and layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose auto or one of {LAYOUTS}")
-    needs_kernel = layout in ("bitmask", "csr") or (layout == "auto" and any(k != "torch_csr" for k in layouts))
-    if needs_kernel and not kernel.available():
-        layouts = tuple(k for k in layouts if k == "torch_csr")
-        if layout != "auto" or not layouts:
+    if any(k in kernel.KINDS for k in (layout, *layouts)) and not kernel.available():
+        layouts = tuple(k for k in layouts if k not in kernel.KINDS)  # stock torch CSR still works
+        if layout in kernel.KINDS or not layouts:
             log.warning("no compiled sparse kernel: layers stay dense")
             return []
     layers = {name: m for name, m in find_targets(model, include, exclude).items()
@@ -103,8 +105,8 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
         else:
             key = (tuple(w.shape), w.dtype, bias is not None, round(sparsity * 20))
             if key not in decided:
-                seconds = measure_layer(w, bias, layouts, reps)
-                prefill = measure_layer(w, bias, layouts, max(3, reps // 2), batch=prefill_batch)
+                timed = measure_layer(w, bias, layouts, reps, (1, prefill_batch))
+                seconds, prefill = timed[1], timed[prefill_batch]
                 best = pick(seconds, margin, layout_bytes(w, layouts), w.numel() * w.element_size(), prefill, prefill_floor)
                 decided[key] = (best, seconds, prefill)
             chosen, seconds, prefill = decided[key]
