@@ -102,3 +102,31 @@ def test_moe_expert_statistics_come_from_routed_tokens_only():
                                                       **inputs.kwargs[0])[0] + inputs.hidden[0])
     chosen = (h.reshape(-1, 64) @ block.mlp.gate.weight.T).argmax(-1)
     assert counts == torch.bincount(chosen, minlength=4).tolist()
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS) + ["mixtral"])
+@pytest.mark.parametrize("sequential", ["block", "sublayer"])
+def test_bf16_calibration_prunes_fp32_weights(arch, sequential):
+    # calib_dtype=bfloat16: the blocks run under autocast, the fp32 weights stay fp32 and are pruned exactly,
+    # and the masks agree closely with a full-precision run (bf16 rounding may flip near-ties only).
+    calib = torch.randint(0, 128, (3, 24), generator=torch.Generator().manual_seed(1))
+    runs = {}
+    for dtype in ("model", "bfloat16"):
+        model = _mixtral() if arch == "mixtral" else build(arch)
+        cfg = PruneConfig(method="sparsegpt", sparsity=0.5, blocksize=32, sequential=sequential, calib_dtype=dtype)
+        runs[dtype] = prune(model, cfg, calib, progress=False), model
+    (full, _), (low, model) = runs["model"], runs["bfloat16"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    agree = [float((full.masks[n] == low.masks[n]).float().mean()) for n in full.masks]
+    assert min(agree) > 0.8 and sum(agree) / len(agree) > 0.9
+    assert all(r.sparsity == pytest.approx(0.5, abs=1e-3) for r in low.layers)
+    assert torch.isfinite(model(calib).logits).all()
+
+
+def test_calib_dtype_wider_than_model_is_an_error():
+    from prunekit.errors import PrunekitError
+
+    model = build("llama-gqa").bfloat16()
+    calib = torch.randint(0, 128, (2, 24))
+    with pytest.raises(PrunekitError, match="wider"):
+        prune(model, PruneConfig(method="wanda", calib_dtype="float32"), calib, progress=False)

@@ -44,6 +44,7 @@ BAD = [
     (["--method", "wanda", "--calib", "NOTEXT"], "no 'text' field"),
     (["--method", "wanda", "--nsamples", "0"], "nsamples must be >= 1"),
     (["--out", "EXISTING"], "exists"),
+    (["--method", "wanda", "--dtype", "bfloat16", "--calib-dtype", "float32"], "wider than the model"),
 ]
 
 

@@ -156,3 +156,19 @@ def test_sublayer_sees_pruned_upstream_layers():
     expected = ~select_mask(wanda_scores(w, stats["o"].norms_sq), 0.5, "row")
     assert torch.equal(results["sublayer"], expected)
     assert not torch.equal(results["block"], expected)
+
+
+def test_reconstruction_sample_is_strided_over_all_batches():
+    from prunekit.calibrate import capture_inputs, collect_stats
+    from prunekit.targets import block_targets
+
+    model, calib = tiny_llama(), _calib()
+    block = model.model.layers[0]
+    inputs = capture_inputs(model, block, calib, batch_size=1)  # one window per batch
+    assert len(inputs.hidden) > 1
+    q = {"q": block_targets(block, "model.layers.0", find_targets(model))["model.layers.0.self_attn.q_proj"]}
+    tokens = calib.numel()
+    _, every, _ = collect_stats(block, q, inputs, False, sample_tokens=tokens)  # stride 1: all inputs
+    assert every["q"].shape[0] == tokens
+    _, some, _ = collect_stats(block, q, inputs, False, sample_tokens=10)
+    assert torch.equal(some["q"], every["q"][:: tokens // 10])

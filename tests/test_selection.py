@@ -13,6 +13,7 @@ from prunekit.selection import (
     row_smallest_mask,
     smallest_mask,
     split_count,
+    zero_pruned_,
 )
 
 
@@ -45,6 +46,58 @@ def test_ties_prune_exact_count():
     assert global_counts([torch.ones(10), torch.ones(6)], 0.5) == [8, 0]
     keep = nm_mask(torch.ones(3, 8), 2, 4)
     assert is_valid_nm(keep, 2, 4) and int(keep.sum()) == 12
+
+
+def test_ties_are_pruned_lowest_column_first():
+    assert row_smallest_mask(torch.tensor([[1.0, 1.0, 1.0, 1.0]]), 2).tolist() == [[False, False, True, True]]
+    # one below the tie value, then two of the three tied entries, from the left
+    keep = row_smallest_mask(torch.tensor([[2.0, 1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0, 4.0]]), 3)
+    assert keep.tolist() == [[True, False, False, True, False], [False, False, False, True, True]]
+    assert nm_mask(torch.tensor([[1.0, 1.0, 1.0, 1.0, 5.0, 2.0, 2.0, 0.0]]), 2, 4).tolist() == [
+        [False, False, True, True, True, False, True, False]
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 5), st.sampled_from([(1, 4), (2, 4), (4, 8), (3, 8), (8, 16)]), st.integers(0, 3))
+def test_nm_equals_stable_sort(rows, groups, nm, levels):
+    # the pairwise-rank path (M <= 8) and the sort path must agree with a stable sort, ties included
+    n, m = nm
+    gen = torch.Generator().manual_seed(rows * 100 + groups)
+    scores = torch.rand(rows, groups * m, generator=gen)
+    if levels:
+        scores = (scores * levels).round()  # many ties
+    g = scores.reshape(rows, groups, m)
+    idx = torch.sort(g, dim=2, stable=True).indices[..., : m - n]
+    expected = torch.ones_like(g, dtype=torch.bool).scatter_(2, idx, False).reshape(rows, groups * m)
+    assert torch.equal(nm_mask(scores, n, m), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 40), st.integers(0, 40), st.integers(0, 3), st.integers(0, 2))
+def test_row_counts_equal_stable_sort(rows, cols, base, levels, spread):
+    # per-row counts (one value, row scope's base/base+1, or many: the topk path) prune exactly the
+    # stable-sort order, ties included: the threshold path and the topk path agree
+    gen = torch.Generator().manual_seed(rows * 1000 + cols * 10 + base)
+    scores = torch.rand(rows, cols, generator=gen)
+    if levels:
+        scores = (scores * levels).round()
+    counts = [min(cols, base + (r % (spread + 1))) for r in range(rows)]
+    order = torch.sort(scores, dim=1, stable=True).indices  # (rows, cols)
+    expected = torch.ones(rows, cols, dtype=torch.bool)
+    for r, c in enumerate(counts):
+        expected[r, order[r, :c]] = False
+    keep = row_smallest_mask(scores, counts)
+    assert (~keep).sum(1).tolist() == counts
+    if spread < 2:  # the threshold path breaks ties lowest column first, as the stable sort
+        assert torch.equal(keep, expected)
+
+
+def test_zero_pruned_writes_positive_zeros_and_keeps_the_rest():
+    w = torch.tensor([[-1.5, 2.0, -0.25, 3.0]])
+    keep = torch.tensor([[False, True, False, True]])
+    zero_pruned_(w, keep)
+    assert w.tolist() == [[0.0, 2.0, 0.0, 3.0]] and not torch.signbit(w).any()
 
 
 def test_sparsity_zero_and_near_one():

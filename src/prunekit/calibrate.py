@@ -56,14 +56,20 @@ def _to(obj, device):
 
 @torch.no_grad()
 def capture_inputs(
-    model: nn.Module, first_block: nn.Module, calibration: torch.Tensor, batch_size: int, store: str = "cpu"
+    model: nn.Module,
+    first_block: nn.Module,
+    calibration: torch.Tensor,
+    batch_size: int,
+    store: str = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> BlockInputs:
-    """Run the model up to ``first_block`` on ``calibration`` (nsamples, seqlen) and record its inputs."""
+    """Run the model up to ``first_block`` on ``calibration`` (nsamples, seqlen) and record its inputs,
+    kept on ``store`` in ``dtype`` (default: as they come). The blocks then run in that dtype."""
     device = next(model.parameters()).device
     out = BlockInputs([], [], [])
 
     def grab(_module, args, kwargs):
-        out.hidden.append(args[0].detach().to(store))
+        out.hidden.append(args[0].detach().to(store, dtype))
         out.args.append(_to(args[1:], store))
         kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "past_key_value", "layer_past")}
         out.kwargs.append(_to(kwargs, store))
@@ -92,18 +98,23 @@ def run_block(block: nn.Module, inputs: BlockInputs, outputs: bool = True) -> Bl
 
     With ``outputs=False`` a hook may raise ``StopBlock`` once it has what it needs, skipping the
     rest of the block (the statistics pass does not need the block's output).
+    Activations in a lower precision than the block's weights (``capture_inputs(dtype=...)``) run the
+    block under autocast in that dtype; the weights themselves are not converted.
     """
-    device = next(block.parameters()).device
+    param = next(block.parameters())
     hidden = []
     for h, args, kwargs in inputs:
+        low = h.dtype in (torch.bfloat16, torch.float16) and h.dtype != param.dtype
+        cast = torch.autocast(param.device.type, dtype=h.dtype) if low else contextlib.nullcontext()
         try:
-            y = _hidden(block(h.to(device), *_to(args, device), **_to(kwargs, device)))
+            with cast:
+                y = _hidden(block(h.to(param.device), *_to(args, param.device), **_to(kwargs, param.device)))
         except StopBlock:
             if outputs:
                 raise
             continue
         if outputs:
-            hidden.append(y.to(h.device))
+            hidden.append(y.to(h.device, h.dtype))
     return BlockInputs(hidden, inputs.args, inputs.kwargs) if outputs else None
 
 
@@ -148,8 +159,8 @@ def collect_stats(
     outputs: bool = True,
     on_complete: Callable[[str, InputStats, torch.Tensor | None], None] | None = None,
 ) -> tuple[dict[str, InputStats], dict[str, torch.Tensor], BlockInputs | None]:
-    """Run ``block`` with hooks on ``targets``; return their input statistics, the first
-    ``sample_tokens`` input rows of each (for reconstruction error), and the block outputs
+    """Run ``block`` with hooks on ``targets``; return their input statistics, about ``sample_tokens``
+    input rows of each, evenly strided over all calibration tokens (for reconstruction error), and the block outputs
     (``outputs=False`` skips what follows the last target, e.g. the final down projection).
 
     Layers fed the same tensor (q/k/v) share one XᵀX computation. Mixture-of-experts layers see
@@ -162,8 +173,14 @@ def collect_stats(
     if on_complete is not None and len(inputs.hidden) != 1:
         raise ValueError("on_complete needs the calibration data as a single batch")
     stats = {name: InputStats(weight_view(t).shape[1], hessian, weight_view(t).device) for name, t in targets.items()}
-    samples: dict[str, list[torch.Tensor]] = {name: [] for name in targets}
-    seen: dict[str, int] = dict.fromkeys(targets, 0)
+    seen: dict[str, int] = dict.fromkeys(targets, 0)  # tokens that reached each target so far
+    tokens = sum(h.shape[:-1].numel() for h in inputs.hidden)
+    stride = max(1, tokens // sample_tokens) if sample_tokens else 0
+    # Sample buffers are allocated up front: small long-lived tensors allocated between each batch's large
+    # temporaries kept glibc from reusing the freed space, and RSS grew ~20 MB per batch.
+    capacity = -(-tokens // stride) if stride else 0  # (rows,) at most; experts see fewer tokens
+    samples = {name: torch.empty(capacity, s.cols) for name, s in stats.items()}  # (capacity, cols)
+    taken: dict[str, int] = dict.fromkeys(targets, 0)
     last: list = [None, None]  # (input tensor, its BatchSums) shared by layers fed the same tensor
     fired: set[str] = set()  # targets that have seen the current batch
 
@@ -171,12 +188,14 @@ def collect_stats(
         if last[0] is not x:
             last[0], last[1] = x, BatchSums.of(x, hessian)
         stats[name].add(x, last[1])
-        if seen[name] < sample_tokens:
-            take = x.reshape(-1, x.shape[-1])[: sample_tokens - seen[name]].float()
-            samples[name].append(take.to("cpu", copy=True))
-            seen[name] += take.shape[0]
+        flat = x.reshape(-1, x.shape[-1])
+        if stride:  # every stride-th token of the whole calibration set
+            rows = flat[(-seen[name]) % stride :: stride]
+            samples[name][taken[name] : taken[name] + rows.shape[0]] = rows
+            taken[name] += rows.shape[0]
+        seen[name] += flat.shape[0]
         if on_complete is not None:
-            on_complete(name, stats[name], torch.cat(samples[name]) if samples[name] else None)
+            on_complete(name, stats[name], samples[name][: taken[name]] if taken[name] else None)
         fired.add(name)
         if not outputs and len(fired) == len(targets):
             raise StopBlock
@@ -193,5 +212,5 @@ def collect_stats(
         for h in handles:
             h.remove()
         last.clear()
-    sample = {n: torch.cat(s) for n, s in samples.items() if s}
+    sample = {n: s[: taken[n]] for n, s in samples.items() if taken[n]}
     return stats, sample, result

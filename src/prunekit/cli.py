@@ -68,10 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seqlen", type=int, default=2048, help="calibration window length")
     p.add_argument("--calib-sampling", default="auto", choices=["auto", "documents", "stream"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8, help="calibration windows per forward pass")
+    p.add_argument("--batch-size", type=int, default=2, help="calibration windows per forward pass (block mode)")
     p.add_argument("--sequential", default="block", choices=["block", "sublayer"],
                    help="block: prune a block from its dense statistics, then rerun it (2 passes); "
                         "sublayer: one pass, each layer pruned before its own matmul")
+    p.add_argument("--calib-dtype", default="model", choices=["model", "bfloat16", "float16", "float32"],
+                   help="dtype of the calibration forward passes (autocast); weights and statistics keep "
+                        "full precision. bfloat16 about halves the forward time on CPUs with bf16 support")
     p.add_argument("--percdamp", type=float, default=0.01)
     p.add_argument("--blocksize", type=int, default=128)
     p.add_argument("--owl-m", type=float, default=5.0)
@@ -166,7 +169,7 @@ def cmd_prune(args) -> dict:
         min_layer_sparsity=args.min_layer_sparsity, max_layer_sparsity=args.max_layer_sparsity,
         strict=args.strict, percdamp=args.percdamp, blocksize=args.blocksize, owl_m=args.owl_m,
         owl_lambda=args.owl_lambda, batch_size=args.batch_size, sequential=args.sequential,
-        refine=args.refine, admm_iters=args.admm_iters,
+        refine=args.refine, admm_iters=args.admm_iters, calib_dtype=args.calib_dtype,
     )
     check_output_dir(args.out, args.overwrite)
     calib_cfg = calib_source = None

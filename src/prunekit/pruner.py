@@ -17,13 +17,14 @@ from .config import PruneConfig
 from .errors import PrunekitError
 from .models import check_finite
 from .scores import magnitude_scores, select_mask, wanda_scores
+from .selection import zero_pruned_
 from .sparsegpt import sparsegpt_prune
 from .targets import block_targets, find_blocks, find_targets, weight_view
 from .timing import peak_rss_bytes, reset_peak_rss, rss_bytes
 
 log = logging.getLogger(__name__)
 
-RECON_TOKENS = 4096  # calibration tokens per layer on which reconstruction error is measured
+RECON_TOKENS = 1024  # calibration tokens per layer (evenly strided) on which reconstruction error is measured
 
 
 @dataclass
@@ -150,7 +151,7 @@ def _prune_layer(
     else:
         scores = magnitude_scores(w) if config.method == "magnitude" else wanda_scores(w, stats.norms_sq)
         keep = select_mask(scores, sparsity, config.scope, config.nm)
-        w.masked_fill_(~keep, 0)
+        zero_pruned_(w, keep)
     if config.refine == "admm":
         w.copy_(admm_update(old, keep, stats.hessian, start=w, iters=config.admm_iters, percdamp=config.percdamp))
     solve = time.perf_counter() - t0
@@ -160,6 +161,17 @@ def _prune_layer(
         solve_seconds=round(solve, 4),
     )
     return mask, report, escalations
+
+
+def _calib_dtype(config: PruneConfig, block: nn.Module) -> torch.dtype:
+    """The dtype calibration activations are kept and the blocks run in (autocast, never upcast)."""
+    weights = next(block.parameters()).dtype
+    if config.calib_dtype == "model":
+        return weights
+    dtype = getattr(torch, config.calib_dtype)
+    if dtype.itemsize > weights.itemsize:
+        raise PrunekitError(f"calib_dtype {config.calib_dtype} is wider than the model's {weights}; use 'model'")
+    return dtype
 
 
 @torch.no_grad()
@@ -191,7 +203,7 @@ def prune(
     block_name, block_list = blocks
     sublayer = config.sequential == "sublayer"
     batch = calibration.shape[0] if sublayer else config.batch_size
-    inputs = capture_inputs(model, block_list[0], calibration, batch)
+    inputs = capture_inputs(model, block_list[0], calibration, batch, dtype=_calib_dtype(config, block_list[0]))
     sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks)
     if config.method == "magnitude":  # OWL needed calibration for the allocation only
         return magnitude_all(sparsities, block_s)

@@ -44,46 +44,71 @@ def row_smallest_mask(scores: torch.Tensor, k: int | list[int]) -> torch.Tensor:
     """Keep-mask pruning exactly the ``k`` smallest scores of every row of a 2-D tensor
     (``k`` may be a list with one count per row)."""
     rows, cols = scores.shape
+    counts = torch.as_tensor(k, dtype=torch.long).expand(rows).clamp(0, cols)  # (rows,)
+    if rows == 0 or int(counts.max()) == 0:
+        return torch.ones(rows, cols, dtype=torch.bool, device=scores.device)
+    if int(counts.max() - counts.min()) <= 1:  # one count, or row scope's base and base + 1
+        return _row_threshold_mask(scores.float(), counts.to(scores.device))
+    kmax = int(counts.max())
     keep = torch.ones(rows, cols, dtype=torch.bool, device=scores.device)
-    if isinstance(k, int):  # same count everywhere: a per-row threshold, exact even with ties
-        if k <= 0 or rows == 0:
-            return keep
-        return _row_threshold_mask(scores.float(), min(k, cols))
-    counts = torch.as_tensor(k, device=scores.device)  # (rows,)
-    kmax = int(counts.max()) if rows else 0
-    if kmax > 0:
-        idx = torch.topk(scores.float(), kmax, dim=1, largest=False, sorted=True).indices  # (rows, kmax)
-        pruned = torch.arange(kmax, device=scores.device)[None, :] < counts[:, None]
-        keep.scatter_(1, idx, ~pruned)
-    return keep
+    idx = torch.topk(scores.float(), kmax, dim=1, largest=False, sorted=True).indices  # (rows, kmax)
+    pruned = torch.arange(kmax, device=scores.device)[None, :] < counts.to(scores.device)[:, None]
+    return keep.scatter_(1, idx, ~pruned)
 
 
-def _row_threshold_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Prune the ``k`` smallest of each row: below-or-at the row's k-th smallest value (numpy's
-    introselect on CPU, ~4x faster than topk), then rows where ties at that value would prune more
-    than ``k`` are redone with topk, so every row prunes exactly ``k``."""
+def _row_threshold_mask(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Prune the ``counts[r]`` smallest of each row r (counts differ by at most 1): everything below
+    the row's counts[r]-th smallest value (numpy's introselect on CPU, ~4x faster than topk), then as
+    many entries equal to it as the count still needs, lowest column first, so every row prunes
+    exactly its count even with ties."""
+    hi = int(counts.max())
     if scores.device.type == "cpu":
-        kth = torch.from_numpy(np.partition(scores.numpy(), k - 1, axis=1)[:, k - 1])  # (rows,)
+        part = torch.from_numpy(np.partition(scores.numpy(), hi - 1, axis=1))  # (rows, cols)
     else:
-        kth = torch.kthvalue(scores, k, dim=1).values
+        part = torch.sort(scores, dim=1).values
+    kth = part[:, hi - 1]  # (rows,) the hi-th smallest
+    if hi > 1:  # the (hi - 1)-th smallest is the largest of the entries before it
+        kth = torch.where(counts == hi, kth, part[:, : hi - 1].amax(1))
+    kth = kth.masked_fill(counts == 0, -torch.inf)
     keep = scores > kth[:, None]
-    tied = ((~keep).sum(1) != k).nonzero().squeeze(1)
+    short = counts - (scores.shape[1] - keep.sum(1))  # (rows,) < 0 where entries tie at the k-th value
+    tied = (short < 0).nonzero().squeeze(1)
     if tied.numel():
-        idx = torch.topk(scores[tied], k, dim=1, largest=False, sorted=False).indices
-        keep[tied] = torch.ones_like(keep[tied]).scatter_(1, idx, False)
+        sub = scores[tied]
+        at = sub == kth[tied, None]
+        prune_at = at & (at.cumsum(1) <= (at.sum(1) + short[tied])[:, None])
+        keep[tied] = ~((sub < kth[tied, None]) | prune_at)
     return keep
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Keep-mask keeping the ``n`` largest of every ``m`` consecutive entries along dim 1."""
+    """Keep-mask keeping the ``n`` largest of every ``m`` consecutive entries along dim 1
+    (ties: the lower column is pruned first)."""
     rows, cols = scores.shape
     if cols % m:
         raise PrunekitError(f"width {cols} is not divisible by M={m}")
     groups = scores.float().reshape(rows, cols // m, m)  # (rows, groups, m)
-    idx = torch.topk(groups, m - n, dim=2, largest=False, sorted=False).indices
-    keep = torch.ones_like(groups, dtype=torch.bool)
-    keep.scatter_(2, idx, False)
+    if m > 8:  # a stable sort; the pairwise ranks below cost m(m-1) comparisons
+        idx = torch.sort(groups, dim=2, stable=True).indices[..., : m - n]
+        keep = torch.ones_like(groups, dtype=torch.bool)
+        return keep.scatter_(2, idx, False).reshape(rows, cols)
+    # rank of entry i in its group = entries below it, ties counted for lower columns; keep the top n
+    # (4x faster than topk for 2:4, and the same result as a stable sort)
+    entries = [groups[..., i] for i in range(m)]  # m × (rows, groups)
+    keep = torch.empty_like(groups, dtype=torch.bool)
+    for i, x in enumerate(entries):
+        rank = torch.zeros(x.shape, dtype=torch.int8, device=x.device)
+        for j, y in enumerate(entries):
+            if j != i:
+                rank += (y <= x) if j < i else (y < x)
+        keep[..., i] = rank >= m - n
     return keep.reshape(rows, cols)
+
+
+def zero_pruned_(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Set ``weight`` to +0.0 where ``keep`` is False, in place (finite weights). A multiply by the mask
+    is ~5x faster than ``masked_fill_`` on CPU; adding 0 turns the -0.0 of negative pruned entries into +0.0."""
+    return weight.mul_(keep).add_(0)
 
 
 def is_valid_nm(tensor: torch.Tensor, n: int, m: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -17,9 +18,38 @@ class BatchSums:
 
     @classmethod
     def of(cls, x: torch.Tensor, hessian: bool) -> BatchSums:
-        flat = x.reshape(-1, x.shape[-1]).float()  # (tokens, cols)
-        sq = torch.linalg.vector_norm(flat, dim=0).square()  # no (tokens, cols) temporary
-        return cls(flat.shape[0], sq, flat.T @ flat if hessian else None)
+        flat = x.reshape(-1, x.shape[-1])  # (tokens, cols), any float dtype
+        cols = flat.shape[1]
+        sq = torch.zeros(cols, dtype=torch.float32, device=x.device)
+        xtx = torch.zeros(cols, cols, dtype=torch.float32, device=x.device) if hessian else None
+        for chunk in flat.split(CHUNK_TOKENS):  # one float32 copy of a chunk at a time, never of all tokens
+            c = chunk.to(torch.float32, copy=True)
+            if xtx is not None:
+                xtx += gram(c)
+            else:
+                sq += c.square_().sum(0)
+        if xtx is not None:
+            sq = xtx.diagonal().clone()  # Σx² is the diagonal of XᵀX
+        return cls(flat.shape[0], sq, xtx)
+
+
+# Tokens per float32 chunk: 4096 × 1536 floats stay under glibc's 32 MB mmap threshold, so the
+# chunk's memory is reused from the heap instead of page-faulted fresh on every batch.
+CHUNK_TOKENS = 4096
+
+
+def gram(x: torch.Tensor) -> torch.Tensor:
+    """XᵀX of x (tokens, cols) from its upper-triangular column blocks only (about a third fewer
+    multiply-adds than ``x.T @ x``); the lower triangle is mirrored, so the result is exactly symmetric."""
+    cols = x.shape[1]
+    parts = max(1, min(4, cols // 128))
+    edges = [round(i * cols / parts) for i in range(parts + 1)]
+    out = torch.empty(cols, cols, dtype=x.dtype, device=x.device)  # (cols, cols)
+    for a, b in itertools.pairwise(edges):
+        band = x[:, a:b].T @ x[:, a:]  # (b - a, cols - a)
+        out[a:b, a:] = band
+    upper = out.triu()
+    return upper + upper.triu(1).T
 
 
 class InputStats:

@@ -374,7 +374,7 @@ AVX2 void csr_rows_avx2(const Args& a, int64_t r0, int64_t r1) {
 // ---------------------------------------------------------------- dispatch
 
 int64_t resolve_isa(int64_t requested) {
-  int64_t best = detect_isa();
+  static const int64_t best = detect_isa();  // once per process, not per call
   return requested < 0 || requested > best ? best : requested;
 }
 

@@ -1,0 +1,37 @@
+"""Streaming statistics: the symmetric Gram product, chunking, and low-precision inputs."""
+
+import pytest
+import torch
+
+from prunekit import stats
+from prunekit.stats import BatchSums, InputStats, gram
+
+
+@pytest.mark.parametrize("cols", [1, 7, 127, 128, 300, 1000])
+def test_gram_equals_full_product(cols):
+    x = torch.randn(50, cols, generator=torch.Generator().manual_seed(cols), dtype=torch.float64)
+    torch.testing.assert_close(gram(x), x.T @ x, rtol=1e-12, atol=1e-12)
+    assert torch.equal(gram(x), gram(x).T)  # exactly symmetric, not just close
+
+
+def test_chunked_sums_equal_one_chunk(monkeypatch):
+    x = torch.randn(3, 40, 16, generator=torch.Generator().manual_seed(0))
+    whole = BatchSums.of(x, hessian=True)
+    monkeypatch.setattr(stats, "CHUNK_TOKENS", 7)  # 120 tokens in 18 chunks, last one short
+    parts = BatchSums.of(x, hessian=True)
+    assert parts.count == whole.count == 120
+    torch.testing.assert_close(parts.sq_sum, whole.sq_sum)
+    torch.testing.assert_close(parts.xtx, whole.xtx)
+    flat = x.reshape(-1, 16)
+    torch.testing.assert_close(whole.xtx, flat.T @ flat)
+    torch.testing.assert_close(whole.sq_sum, (flat * flat).sum(0))
+
+
+def test_bf16_inputs_accumulate_in_float32():
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0)).bfloat16()
+    s = InputStats(8, hessian=True)
+    s.add(x)
+    ref = x.double().reshape(-1, 8)
+    assert s.xtx.dtype == torch.float32 and s.sq_sum.dtype == torch.float32
+    torch.testing.assert_close(s.hessian.double(), 2 * ref.T @ ref / 64, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(s.norms_sq.double(), (ref * ref).mean(0), rtol=1e-6, atol=1e-6)
