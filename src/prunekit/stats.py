@@ -23,11 +23,10 @@ class BatchSums:
         sq = torch.zeros(cols, dtype=torch.float32, device=x.device)
         xtx = torch.zeros(cols, cols, dtype=torch.float32, device=x.device) if hessian else None
         for chunk in flat.split(CHUNK_TOKENS):  # one float32 copy of a chunk at a time, never of all tokens
-            c = chunk.to(torch.float32, copy=True)
             if xtx is not None:
-                xtx += gram(c)
+                xtx += gram(chunk.float())
             else:
-                sq += c.square_().sum(0)
+                sq += chunk.to(torch.float32, copy=True).square_().sum(0)  # copy: never square the activations
         if xtx is not None:
             sq = xtx.diagonal().clone()  # Σx² is the diagonal of XᵀX
         return cls(flat.shape[0], sq, xtx)
