@@ -40,6 +40,22 @@ def test_methods_by_pattern(method, pattern, sequential):
         assert all(r.recon_error is not None and r.recon_error >= 0 for r in result.layers)
 
 
+@pytest.mark.parametrize("method", ["magnitude", "wanda"])
+def test_masks_report_kept_weights_that_are_zero(method):
+    # Half of every weight is already 0; pruning 20% takes only zeros (they score 0), so the other 30%
+    # zeros are kept: the masks must say so, not just mirror weight != 0.
+    model = tiny_llama()
+    with torch.no_grad():
+        for module in find_targets(model).values():
+            weight_view(module)[:, ::2] = 0
+    result = prune(model, PruneConfig(method=method, sparsity=0.2), _calib(), progress=False)
+    for name, module in find_targets(model).items():
+        w, keep = weight_view(module), result.masks[name]
+        assert int((~keep).sum()) == count_to_prune(w.numel(), 0.2), name
+        assert bool(keep[w != 0].all()) and int((keep & (w == 0)).sum()) == w.numel() // 2 - int((~keep).sum())
+    assert result.sparsity == pytest.approx(0.2, abs=0.01)
+
+
 def test_scopes_differ_as_defined():
     # Scale block 1 up: one global threshold must prune it less than block 0; layer scope must not.
     base = tiny_llama()

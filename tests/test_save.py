@@ -8,7 +8,7 @@ from conftest import byte_tokenizer, tiny_llama
 from prunekit import PruneConfig, PrunekitError, prune
 from prunekit.fsutil import atomic_dir
 from prunekit.info import layer_table
-from prunekit.masks_io import load_masks, pack_mask, save_masks, unpack_mask
+from prunekit.masks_io import PackedMasks, load_masks, pack_mask, save_masks, unpack_mask
 from prunekit.save import save_pruned
 
 
@@ -16,6 +16,20 @@ from prunekit.save import save_pruned
 def test_pack_roundtrip(shape):
     m = torch.rand(shape) > 0.5
     assert torch.equal(unpack_mask(pack_mask(m), shape), m)
+
+
+def test_packed_masks_hold_one_bit_per_weight_and_count_without_unpacking(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    masks = {"a": torch.rand(7, 9, generator=g) > 0.3, "b": torch.zeros(3, dtype=torch.bool), "c": torch.ones(5, 5) > 0}
+    packed = PackedMasks(masks)
+    assert list(packed) == ["a", "b", "c"] and len(packed) == 3
+    assert all(torch.equal(packed[n], m) for n, m in masks.items())
+    assert packed.kept() == sum(int(m.sum()) for m in masks.values())  # padding bits do not count
+    assert packed.numel() == 63 + 3 + 25
+    assert packed.packed("a")[0].numel() == 8  # ceil(63 / 8) bytes
+    save_masks(packed, tmp_path / "p.safetensors")
+    loaded = load_masks(tmp_path / "p.safetensors")
+    assert list(loaded) == list(masks) and all(torch.equal(loaded[n], m) for n, m in masks.items())
 
 
 def test_save_load_roundtrip_bit_exact(tmp_path):

@@ -4,14 +4,20 @@ import pytest
 import torch
 
 from prunekit import stats
-from prunekit.stats import BatchSums, InputStats, gram
+from prunekit.stats import BatchSums, InputStats, gram_add_
 
 
 @pytest.mark.parametrize("cols", [1, 7, 127, 128, 300, 1000])
-def test_gram_equals_full_product(cols):
-    x = torch.randn(50, cols, generator=torch.Generator().manual_seed(cols), dtype=torch.float64)
-    torch.testing.assert_close(gram(x), x.T @ x, rtol=1e-12, atol=1e-12)
-    assert torch.equal(gram(x), gram(x).T)  # exactly symmetric, not just close
+def test_gram_add_equals_full_product(cols):
+    g = torch.Generator().manual_seed(cols)
+    x = torch.randn(50, cols, generator=g, dtype=torch.float64)
+    zero = gram_add_(torch.zeros(cols, cols, dtype=torch.float64), x)
+    torch.testing.assert_close(zero, x.T @ x, rtol=1e-12, atol=1e-12)
+    assert torch.equal(zero, zero.T)  # exactly symmetric, not just close
+    y = torch.randn(30, cols, generator=g, dtype=torch.float64)
+    both = gram_add_(zero.clone(), y)  # accumulating keeps it exactly symmetric
+    torch.testing.assert_close(both, x.T @ x + y.T @ y, rtol=1e-12, atol=1e-12)
+    assert torch.equal(both, both.T)
 
 
 def test_chunked_sums_equal_one_chunk(monkeypatch):

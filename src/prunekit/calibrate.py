@@ -54,6 +54,17 @@ def _to(obj, device):
     return obj
 
 
+def _same(a, b) -> bool:
+    """Equal tensors (same shape, dtype, values) or equal nested containers of them."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a is b or (type(a) is type(b) and not isinstance(a, torch.Tensor) and a == b)
+
+
 @torch.no_grad()
 def capture_inputs(
     model: nn.Module,
@@ -64,15 +75,29 @@ def capture_inputs(
     dtype: torch.dtype | None = None,
 ) -> BlockInputs:
     """Run the model up to ``first_block`` on ``calibration`` (nsamples, seqlen) and record its inputs,
-    kept on ``store`` in ``dtype`` (default: as they come). The blocks then run in that dtype."""
+    kept on ``store`` in ``dtype`` (default: as they come). The blocks then run in that dtype.
+
+    The hidden states go into one preallocated (nsamples, seqlen, hidden) tensor, so these long-lived
+    activations do not fragment the heap among each batch's temporaries; arguments equal to the
+    previous batch's (rotary tables, masks) are stored once and shared.
+    """
     device = next(model.parameters()).device
     out = BlockInputs([], [], [])
+    whole: list[torch.Tensor] = []  # (nsamples, seqlen, hidden), allocated at the first batch
 
     def grab(_module, args, kwargs):
-        out.hidden.append(args[0].detach().to(store, dtype))
-        out.args.append(_to(args[1:], store))
+        h = args[0].detach()
+        if not whole:
+            whole.append(torch.empty((calibration.shape[0], *h.shape[1:]), dtype=dtype or h.dtype, device=store))
+        start = sum(x.shape[0] for x in out.hidden)
+        out.hidden.append(whole[0][start : start + h.shape[0]].copy_(h))
+        rest = _to(args[1:], store)
         kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "past_key_value", "layer_past")}
-        out.kwargs.append(_to(kwargs, store))
+        kwargs = _to(kwargs, store)
+        if out.args and _same(rest, out.args[-1]) and _same(kwargs, out.kwargs[-1]):
+            rest, kwargs = out.args[-1], out.kwargs[-1]
+        out.args.append(rest)
+        out.kwargs.append(kwargs)
         raise _Captured
 
     handle = first_block.register_forward_pre_hook(grab, with_kwargs=True)
@@ -93,11 +118,14 @@ def _hidden(output) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_block(block: nn.Module, inputs: BlockInputs, outputs: bool = True) -> BlockInputs | None:
+def run_block(
+    block: nn.Module, inputs: BlockInputs, outputs: bool = True, inplace: bool = False
+) -> BlockInputs | None:
     """Run one block over every batch; the outputs become the next block's inputs.
 
     With ``outputs=False`` a hook may raise ``StopBlock`` once it has what it needs, skipping the
-    rest of the block (the statistics pass does not need the block's output).
+    rest of the block (the statistics pass does not need the block's output). With ``inplace`` each
+    batch's output overwrites its input, so only one set of activations is ever held.
     Activations in a lower precision than the block's weights (``capture_inputs(dtype=...)``) run the
     block under autocast in that dtype; the weights themselves are not converted.
     """
@@ -114,7 +142,8 @@ def run_block(block: nn.Module, inputs: BlockInputs, outputs: bool = True) -> Bl
                 raise
             continue
         if outputs:
-            hidden.append(y.to(h.device, h.dtype))
+            hidden.append(h.copy_(y) if inplace else y.to(h.device, h.dtype))
+        del y  # before the next batch allocates its own temporaries
     return BlockInputs(hidden, inputs.args, inputs.kwargs) if outputs else None
 
 
@@ -158,10 +187,12 @@ def collect_stats(
     sample_tokens: int = 0,
     outputs: bool = True,
     on_complete: Callable[[str, InputStats, torch.Tensor | None], None] | None = None,
+    inplace: bool = False,
 ) -> tuple[dict[str, InputStats], dict[str, torch.Tensor], BlockInputs | None]:
     """Run ``block`` with hooks on ``targets``; return their input statistics, about ``sample_tokens``
     input rows of each, evenly strided over all calibration tokens (for reconstruction error), and the block outputs
-    (``outputs=False`` skips what follows the last target, e.g. the final down projection).
+    (``outputs=False`` skips what follows the last target, e.g. the final down projection; ``inplace``
+    writes them over ``inputs``).
 
     Layers fed the same tensor (q/k/v) share one XᵀX computation. Mixture-of-experts layers see
     only the tokens routed to them, because the statistics are taken at each expert's own matmul.
@@ -179,7 +210,8 @@ def collect_stats(
     # Sample buffers are allocated up front: small long-lived tensors allocated between each batch's large
     # temporaries kept glibc from reusing the freed space, and RSS grew ~20 MB per batch.
     capacity = -(-tokens // stride) if stride else 0  # (rows,) at most; experts see fewer tokens
-    samples = {name: torch.empty(capacity, s.cols) for name, s in stats.items()}  # (capacity, cols)
+    # Kept in the activations' storage dtype (bf16 halves them under --calib-dtype bfloat16).
+    samples = {name: torch.empty(capacity, s.cols, dtype=inputs.hidden[0].dtype) for name, s in stats.items()}
     taken: dict[str, int] = dict.fromkeys(targets, 0)
     last: list = [None, None]  # (input tensor, its BatchSums) shared by layers fed the same tensor
     fired: set[str] = set()  # targets that have seen the current batch
@@ -207,7 +239,7 @@ def collect_stats(
     spy = _ExpertSpy(experts) if experts else contextlib.nullcontext()
     try:
         with _eager_experts(block), spy:
-            result = run_block(block, inputs, outputs)
+            result = run_block(block, inputs, outputs, inplace)
     finally:
         for h in handles:
             h.remove()

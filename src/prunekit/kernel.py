@@ -20,7 +20,7 @@ import torch
 from .models import cache_dir
 
 log = logging.getLogger(__name__)
-SOURCE = Path(__file__).parent / "csrc" / "sparse_linear.cpp"
+SOURCES = [Path(__file__).parent / "csrc" / f for f in ("sparse_linear.cpp", "memory_pool.cpp")]
 ISAS = {"scalar": 0, "avx2": 1, "avx512": 2, "avx512_bf16": 3}
 KINDS = ("bitmask", "csr")
 PAD = 32  # zeros after the packed values, so vector loads never leave the buffer
@@ -42,7 +42,7 @@ def load(verbose: bool = False) -> ModuleType:
         os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
     build = cache_dir() / "kernels" / torch.__version__.replace("+", "_")
     build.mkdir(parents=True, exist_ok=True)
-    return cpp_extension.load(name="prunekit_sparse_linear", sources=[str(SOURCE)], build_directory=str(build),
+    return cpp_extension.load(name="prunekit_sparse_linear", sources=[str(s) for s in SOURCES], build_directory=str(build),
                               extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=verbose)
 
 

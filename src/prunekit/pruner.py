@@ -15,6 +15,8 @@ from .allocation import clamp, global_allocation, outlier_ratio, owl_sparsities
 from .calibrate import BlockInputs, capture_inputs, collect_stats, run_block
 from .config import PruneConfig
 from .errors import PrunekitError
+from .masks_io import PackedMasks
+from .memory_pool import pooled_cpu_memory
 from .models import check_finite
 from .scores import magnitude_scores, select_mask, wanda_scores
 from .selection import zero_pruned_
@@ -42,7 +44,7 @@ class LayerReport:
 class PruneResult:
     """Masks (True = kept) and what the run did, for the manifest."""
 
-    masks: dict[str, torch.Tensor]
+    masks: PackedMasks  # name -> bool mask, unpacked on access
     layers: list[LayerReport]
     seconds: float
     peak_rss_mb: float
@@ -52,9 +54,8 @@ class PruneResult:
 
     @property
     def sparsity(self) -> float:
-        total = sum(m.numel() for m in self.masks.values())
-        kept = sum(int(m.sum()) for m in self.masks.values())
-        return 1 - kept / total if total else 0.0
+        total = self.masks.numel()
+        return 1 - self.masks.kept() / total if total else 0.0
 
     def to_dict(self) -> dict:
         return {
@@ -97,7 +98,7 @@ def _recon_error(old: torch.Tensor, new: torch.Tensor, x: torch.Tensor | None) -
     """‖WX − ŴX‖² / ‖WX‖² on the sampled calibration inputs x (tokens, cols)."""
     if x is None or x.numel() == 0:
         return None
-    x = x.to(old.device)
+    x = x.to(old.device, torch.float32)
     ref = x @ old.float().T
     denom = float((ref * ref).sum())
     diff = x @ (old.float() - new.float()).T
@@ -121,7 +122,10 @@ def _layer_sparsities(
     owl_blocks: list[tuple[list[str], float, int]] = []  # (layer names, outlier ratio, parameters)
     for i, block in enumerate(tqdm(block_list, desc="allocation pre-pass", unit="block")):
         local = block_targets(block, f"{block_name}.{i}", targets)
-        stats, _, inputs = collect_stats(block, local, inputs, hessian=False, outputs=i + 1 < len(block_list))
+        # The first block's inputs are kept for the pruning pass; later ones are the pre-pass's own.
+        stats, _, inputs = collect_stats(
+            block, local, inputs, hessian=False, outputs=i + 1 < len(block_list), inplace=i > 0
+        )
         scores = {n: wanda_scores(weight_view(m), stats[n].norms_sq) for n, m in local.items()}
         if config.allocation == "global":
             global_scores.update(scores)
@@ -155,12 +159,30 @@ def _prune_layer(
     if config.refine == "admm":
         w.copy_(admm_update(old, keep, stats.hessian, start=w, iters=config.admm_iters, percdamp=config.percdamp))
     solve = time.perf_counter() - t0
-    mask = keep.cpu()
     report = LayerReport(
-        name, tuple(w.shape), sparsity, 1 - float(mask.float().mean()), _recon_error(old, w, sample),
+        name, tuple(w.shape), sparsity, 1 - int(keep.count_nonzero()) / keep.numel(), _recon_error(old, w, sample),
         solve_seconds=round(solve, 4),
     )
-    return mask, report, escalations
+    return keep, report, escalations
+
+
+def _kept_zeros(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Flat indices of the weights that are kept but exactly zero (almost always none)."""
+    return ((weight == 0) & keep).flatten().nonzero().squeeze(1).cpu()
+
+
+def _final_masks(targets: dict[str, nn.Module], kept_zeros: dict[str, torch.Tensor]) -> PackedMasks:
+    """The keep masks, rebuilt from the pruned weights once pruning is done: nonzero, or a kept zero.
+
+    Holding every layer's mask during pruning would cost memory at its peak; this costs nothing then.
+    """
+    masks = PackedMasks()
+    for name in targets:
+        if name in kept_zeros:
+            keep = (weight_view(targets[name]) != 0).contiguous()  # (rows, cols); Conv1D views are transposed
+            keep.view(-1)[kept_zeros[name].to(keep.device)] = True
+            masks.add(name, keep)
+    return masks
 
 
 def _calib_dtype(config: PruneConfig, block: nn.Module) -> torch.dtype:
@@ -184,14 +206,16 @@ def prune(
     info: dict = {"rss_start_mb": round(rss_bytes() / 2**20, 1)}  # the model is resident already
     t0 = time.perf_counter()
     targets, reports = _usable_targets(model, config)
-    masks: dict[str, torch.Tensor] = {}
+    kept_zeros: dict[str, torch.Tensor] = {}  # per pruned layer: flat indices of kept weights that are 0
     if config.needs_calibration and (calibration is None or calibration.numel() == 0):
         raise PrunekitError(f"method {config.method!r} with allocation {config.allocation!r} needs calibration data")
 
     def magnitude_all(sparsities: dict[str, float], block_s: list[float] | None) -> PruneResult:
         for name, module in tqdm(targets.items(), desc="magnitude", unit="layer", disable=not progress):
-            masks[name], report, _ = _prune_layer(config, name, module, sparsities[name])
+            keep, report, _ = _prune_layer(config, name, module, sparsities[name])
+            kept_zeros[name] = _kept_zeros(weight_view(module), keep)
             reports.append(report)
+        masks = _final_masks(targets, kept_zeros)
         return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), 0, block_s, info)
 
     if not config.needs_calibration:
@@ -201,35 +225,39 @@ def prune(
     if blocks is None:
         raise PrunekitError("calibrated pruning needs a model with repeated blocks (an nn.ModuleList)")
     block_name, block_list = blocks
-    sublayer = config.sequential == "sublayer"
-    batch = calibration.shape[0] if sublayer else config.batch_size
-    inputs = capture_inputs(model, block_list[0], calibration, batch, dtype=_calib_dtype(config, block_list[0]))
-    sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks)
-    if config.method == "magnitude":  # OWL needed calibration for the allocation only
-        return magnitude_all(sparsities, block_s)
-    hessian = config.method == "sparsegpt" or config.refine == "admm"
-    escalations = [0]
+    with pooled_cpu_memory() as trim:  # same-size temporaries reuse pages: RSS stays at the working set
+        sublayer = config.sequential == "sublayer"
+        batch = calibration.shape[0] if sublayer else config.batch_size
+        inputs = capture_inputs(model, block_list[0], calibration, batch, dtype=_calib_dtype(config, block_list[0]))
+        sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks)
+        if config.method == "magnitude":  # OWL needed calibration for the allocation only
+            return magnitude_all(sparsities, block_s)
+        hessian = config.method == "sparsegpt" or config.refine == "admm"
+        escalations = [0]
 
-    def prune_one(name: str, stats, sample) -> None:
-        masks[name], report, esc = _prune_layer(config, name, targets[name], sparsities[name], stats, sample)
-        escalations[0] += esc
-        reports.append(report)
+        def prune_one(name: str, stats, sample) -> None:
+            keep, report, esc = _prune_layer(config, name, targets[name], sparsities[name], stats, sample)
+            kept_zeros[name] = _kept_zeros(weight_view(targets[name]), keep)
+            escalations[0] += esc
+            reports.append(report)
 
-    for i, block in enumerate(tqdm(block_list, desc=config.method, unit="block", disable=not progress)):
-        local = block_targets(block, f"{block_name}.{i}", targets)
-        last = i + 1 == len(block_list)
-        if not local:
-            inputs = inputs if last else run_block(block, inputs)
-            continue
-        if sublayer:  # one pass: each layer is pruned inside its own pre-hook
-            _, _, inputs = collect_stats(block, local, inputs, hessian, RECON_TOKENS, not last, prune_one)
-            continue
-        stats, sample, _ = collect_stats(block, local, inputs, hessian, RECON_TOKENS, outputs=False)
-        for name in local:
-            prune_one(name, stats[name], sample.get(name))
-        del stats, sample
-        if not last:
-            inputs = run_block(block, inputs)
+        for i, block in enumerate(tqdm(block_list, desc=config.method, unit="block", disable=not progress)):
+            trim()  # the previous block's free pages go back to the system
+            local = block_targets(block, f"{block_name}.{i}", targets)
+            last = i + 1 == len(block_list)
+            if not local:
+                inputs = inputs if last else run_block(block, inputs, inplace=True)
+                continue
+            if sublayer:  # one pass: each layer is pruned inside its own pre-hook
+                _, _, inputs = collect_stats(block, local, inputs, hessian, RECON_TOKENS, not last, prune_one, inplace=True)
+                continue
+            stats, sample, _ = collect_stats(block, local, inputs, hessian, RECON_TOKENS, outputs=False)
+            for name in local:  # each layer's statistics are freed once it is pruned
+                prune_one(name, stats.pop(name), sample.pop(name, None))
+            if not last:
+                inputs = run_block(block, inputs, inplace=True)
+        del inputs
+    masks = _final_masks(targets, kept_zeros)
     order = {n: k for k, n in enumerate(targets)}
     reports.sort(key=lambda r: order.get(r.name, -1))
     # solve: scoring, selection and weight update; the rest is calibration forward passes

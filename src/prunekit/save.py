@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from .masks_io import MASKS_FILE, save_masks
 def save_pruned(
     model: nn.Module,
     out: str | Path,
-    masks: dict[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
     tokenizer=None,
     overwrite: bool = False,
     manifest: dict[str, Any] | None = None,

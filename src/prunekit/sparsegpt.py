@@ -24,13 +24,17 @@ def inverse_cholesky(hessian: torch.Tensor, percdamp: float, name: str = "") -> 
     diag_mean = torch.diag(H).mean().item()
     if not diag_mean > 0:
         diag_mean = 1.0
-    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
     damp = percdamp
     for attempt in range(MAX_DAMP_TRIES):
-        L, info = torch.linalg.cholesky_ex(H + damp * diag_mean * eye)
+        damped = H.clone()  # (cols, cols); each intermediate is freed as soon as the next exists
+        damped.diagonal().add_(damp * diag_mean)
+        L, info = torch.linalg.cholesky_ex(damped)
+        del damped
         if info == 0:
             Hinv = torch.cholesky_inverse(L)
+            del L
             U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
+            del Hinv
             if info == 0 and torch.isfinite(U).all():
                 return U, attempt
         log.warning("%s: Cholesky failed at damping %.3g; escalating to %.3g", name, damp, damp * 10)
@@ -56,10 +60,12 @@ def sparsegpt_prune(
     """
     W = weight.detach().clone().float()  # (rows, cols)
     rows, cols = W.shape
-    H = hessian.detach().clone().float()  # (cols, cols)
+    H = hessian.detach().float()  # (cols, cols), not modified
     dead = torch.diag(H) == 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
+    if dead.any():
+        H = H.clone()
+        H[dead, dead] = 1.0
+        W[:, dead] = 0.0
     Hinv, escalations = inverse_cholesky(H, percdamp, name)
     del H
 

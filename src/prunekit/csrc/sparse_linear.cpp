@@ -639,10 +639,13 @@ std::string isa_name(int64_t isa) {
 
 }  // namespace
 
+void bind_memory_pool(pybind11::module_& m);  // memory_pool.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bitmask_linear", &bitmask_linear, "y = x W^T for a bitmask-compressed W");
   m.def("csr_linear", &csr_linear, "y = x W^T for a CSR W");
   m.def("bitmask_linear_tiled", &bitmask_linear_tiled, "large-batch path: unpack row tiles, dense GEMM");
   m.def("csr_linear_tiled", &csr_linear_tiled, "large-batch path: unpack row tiles, dense GEMM");
   m.def("isa_name", &isa_name, "the ISA a call with this request would use");
+  bind_memory_pool(m);
 }
