@@ -64,11 +64,12 @@ def main() -> None:
         }
         results_path.write_text(json.dumps(results, indent=2))
         (folder / "model.safetensors").unlink()  # keep masks and manifest, not 540 MB of weights
-    print("| run | sparsity | perplexity | prune s | solve s | RSS at start MB | peak RSS MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| run | sparsity | perplexity | prune s | solve s | RSS at start MB | peak RSS MB | bound MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for key, r in results.items():
         print(f"| {key} | {r['sparsity']:.4f} | {r['ppl_pruned']:.2f} | {r['prune_seconds']:.0f} | "
-              f"{r.get('solve_seconds')} | {r.get('rss_at_start_mb', '–')} | {r['peak_rss_mb']:.0f} |")
+              f"{r.get('solve_seconds')} | {r.get('rss_at_start_mb', '–')} | {r['peak_rss_mb']:.0f} | "
+              f"{r.get('memory_bound_mb') or '–'} |")
     print(results_path)
 
 

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seqlen", type=int, default=2048, help="calibration window length")
     p.add_argument("--calib-sampling", default="auto", choices=["auto", "documents", "stream"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=2, help="calibration windows per forward pass (block mode)")
+    p.add_argument("--batch-size", type=int, default=1, help="calibration windows per forward pass (block mode)")
     p.add_argument("--sequential", default="block", choices=["block", "sublayer"],
                    help="block: prune a block from its dense statistics, then rerun it (2 passes); "
                         "sublayer: one pass, each layer pruned before its own matmul")
@@ -195,6 +195,7 @@ def cmd_prune(args) -> dict:
         "model": args.model, "out": args.out, "method": config.method, "pattern": config.pattern,
         "sparsity": round(result.sparsity, 6), "prune_seconds": round(result.seconds, 2),
         "peak_rss_mb": round(result.peak_rss_mb, 1), "rss_at_start_mb": result.info["rss_start_mb"],
+        "memory_bound_mb": result.info.get("memory_bound", {}).get("bound_mb"),
     }
     for key, ev in evaluation.items():
         summary[f"ppl_{key}"] = round(ev["perplexity"], 4)

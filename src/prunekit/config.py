@@ -54,7 +54,7 @@ class PruneConfig:
     blocksize: int = 128
     owl_m: float = 5.0
     owl_lambda: float = 0.08
-    batch_size: int = 2
+    batch_size: int = 1
     sequential: str = "block"
     refine: str = "none"
     admm_iters: int = 30

@@ -166,6 +166,21 @@ def _prune_layer(
     return keep, report, escalations
 
 
+def _nbytes(stats: dict, sample: dict) -> int:
+    return sum(s.nbytes for s in stats.values()) + sum(x.nbytes for x in sample.values())
+
+
+def _memory_bound(rss_start_mb: float, activation_bytes: int, stats_bytes: int) -> dict:
+    """Issue 3's peak-memory bound, in parts: the process at the start of ``prune()`` (dense model
+    resident), plus one block's statistics, plus the calibration activations, counted as the
+    original implementations hold them: the block's inputs and its outputs (prunekit overwrites the
+    inputs in place, so the second set's room holds one sample's forward temporaries instead)."""
+    mb = 2**20
+    parts = {"rss_start_mb": rss_start_mb, "activations_in_out_mb": round(2 * activation_bytes / mb, 1),
+             "block_stats_mb": round(stats_bytes / mb, 1)}
+    return parts | {"bound_mb": round(sum(parts.values()), 1)}
+
+
 def _kept_zeros(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Flat indices of the weights that are kept but exactly zero (almost always none)."""
     return ((weight == 0) & keep).flatten().nonzero().squeeze(1).cpu()
@@ -229,11 +244,13 @@ def prune(
         sublayer = config.sequential == "sublayer"
         batch = calibration.shape[0] if sublayer else config.batch_size
         inputs = capture_inputs(model, block_list[0], calibration, batch, dtype=_calib_dtype(config, block_list[0]))
+        activation_bytes = sum(h.nbytes for h in inputs.hidden)
         sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks)
         if config.method == "magnitude":  # OWL needed calibration for the allocation only
             return magnitude_all(sparsities, block_s)
         hessian = config.method == "sparsegpt" or config.refine == "admm"
         escalations = [0]
+        stats_bytes = 0  # the most any one block's statistics and reconstruction samples took
 
         def prune_one(name: str, stats, sample) -> None:
             keep, report, esc = _prune_layer(config, name, targets[name], sparsities[name], stats, sample)
@@ -249,9 +266,13 @@ def prune(
                 inputs = inputs if last else run_block(block, inputs, inplace=True)
                 continue
             if sublayer:  # one pass: each layer is pruned inside its own pre-hook
-                _, _, inputs = collect_stats(block, local, inputs, hessian, RECON_TOKENS, not last, prune_one, inplace=True)
+                stats, sample, inputs = collect_stats(
+                    block, local, inputs, hessian, RECON_TOKENS, not last, prune_one, inplace=True
+                )
+                stats_bytes = max(stats_bytes, _nbytes(stats, sample))
                 continue
             stats, sample, _ = collect_stats(block, local, inputs, hessian, RECON_TOKENS, outputs=False)
+            stats_bytes = max(stats_bytes, _nbytes(stats, sample))
             for name in local:  # each layer's statistics are freed once it is pruned
                 prune_one(name, stats.pop(name), sample.pop(name, None))
             if not last:
@@ -262,5 +283,6 @@ def prune(
     reports.sort(key=lambda r: order.get(r.name, -1))
     # solve: scoring, selection and weight update; the rest is calibration forward passes
     info |= {"calibration_tokens": int(calibration.numel()),
-             "solve_seconds": round(sum(r.solve_seconds for r in reports), 2)}
+             "solve_seconds": round(sum(r.solve_seconds for r in reports), 2),
+             "memory_bound": _memory_bound(info["rss_start_mb"], activation_bytes, stats_bytes)}
     return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations[0], block_s, info)

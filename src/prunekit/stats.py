@@ -76,6 +76,10 @@ class InputStats:
             self.xtx += sums.xtx
 
     @property
+    def nbytes(self) -> int:
+        return self.sq_sum.nbytes + (self.xtx.nbytes if self.xtx is not None else 0)
+
+    @property
     def norms_sq(self) -> torch.Tensor:
         """Mean squared activation per input, E[x_j²]; ‖X_j‖₂ up to a constant factor."""
         return self.sq_sum / max(self.count, 1)
