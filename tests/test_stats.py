@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from prunekit import stats
-from prunekit.stats import BatchSums, InputStats, gram_add_
+from prunekit.stats import InputStats, gram_add_
 
 
 @pytest.mark.parametrize("cols", [1, 7, 127, 128, 300, 1000])
@@ -20,17 +20,22 @@ def test_gram_add_equals_full_product(cols):
     assert torch.equal(both, both.T)
 
 
-def test_chunked_sums_equal_one_chunk(monkeypatch):
+@pytest.mark.parametrize("hessian", [False, True])
+def test_chunked_sums_equal_one_chunk(monkeypatch, hessian):
     x = torch.randn(3, 40, 16, generator=torch.Generator().manual_seed(0))
-    whole = BatchSums.of(x, hessian=True)
+    whole = InputStats(16, hessian)
+    whole.add(x)
     monkeypatch.setattr(stats, "CHUNK_TOKENS", 7)  # 120 tokens in 18 chunks, last one short
-    parts = BatchSums.of(x, hessian=True)
+    parts = InputStats(16, hessian)
+    parts.add(x)
     assert parts.count == whole.count == 120
-    torch.testing.assert_close(parts.sq_sum, whole.sq_sum)
-    torch.testing.assert_close(parts.xtx, whole.xtx)
     flat = x.reshape(-1, 16)
-    torch.testing.assert_close(whole.xtx, flat.T @ flat)
-    torch.testing.assert_close(whole.sq_sum, (flat * flat).sum(0))
+    torch.testing.assert_close(parts.norms_sq, whole.norms_sq)
+    torch.testing.assert_close(whole.norms_sq, (flat * flat).mean(0))
+    if hessian:
+        torch.testing.assert_close(parts.xtx, whole.xtx)
+        torch.testing.assert_close(whole.xtx, flat.T @ flat)
+        assert whole.sq_sum is None  # Σx² is read off the diagonal
 
 
 def test_bf16_inputs_accumulate_in_float32():
@@ -38,6 +43,6 @@ def test_bf16_inputs_accumulate_in_float32():
     s = InputStats(8, hessian=True)
     s.add(x)
     ref = x.double().reshape(-1, 8)
-    assert s.xtx.dtype == torch.float32 and s.sq_sum.dtype == torch.float32
+    assert s.xtx.dtype == torch.float32 and s.norms_sq.dtype == torch.float32
     torch.testing.assert_close(s.hessian.double(), 2 * ref.T @ ref / 64, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(s.norms_sq.double(), (ref * ref).mean(0), rtol=1e-6, atol=1e-6)

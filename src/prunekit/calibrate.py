@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .stats import BatchSums, InputStats
+from .stats import InputStats
 from .targets import ExpertSlice, Target, is_fused_experts, weight_view
 
 
@@ -194,7 +194,8 @@ def collect_stats(
     (``outputs=False`` skips what follows the last target, e.g. the final down projection; ``inplace``
     writes them over ``inputs``).
 
-    Layers fed the same tensor (q/k/v) share one XᵀX computation. Mixture-of-experts layers see
+    Layers fed the same tensor (q/k/v, gate/up) share one statistics object and one sample: one XᵀX
+    accumulator instead of three, computed once. Mixture-of-experts layers see
     only the tokens routed to them, because the statistics are taken at each expert's own matmul.
 
     ``on_complete(name, stats, sample)`` is called right before a target's own matmul once its
@@ -213,19 +214,27 @@ def collect_stats(
     # Kept in the activations' storage dtype (bf16 halves them under --calib-dtype bfloat16).
     samples = {name: torch.empty(capacity, s.cols, dtype=inputs.hidden[0].dtype) for name, s in stats.items()}
     taken: dict[str, int] = dict.fromkeys(targets, 0)
-    last: list = [None, None]  # (input tensor, its BatchSums) shared by layers fed the same tensor
+    owner: dict[str, str] = {}  # target -> the earlier target fed the same tensor, whose statistics it shares
+    last: list = [None, None]  # (tensor, target) of the latest observation
     fired: set[str] = set()  # targets that have seen the current batch
 
     def observe(name: str, x: torch.Tensor) -> None:
-        if last[0] is not x:
-            last[0], last[1] = x, BatchSums.of(x, hessian)
-        stats[name].add(x, last[1])
         flat = x.reshape(-1, x.shape[-1])
-        if stride:  # every stride-th token of the whole calibration set
-            rows = flat[(-seen[name]) % stride :: stride]
-            samples[name][taken[name] : taken[name] + rows.shape[0]] = rows
-            taken[name] += rows.shape[0]
+        if seen[name] == 0 and last[0] is x:  # first batch, same tensor as the last target: share (q/k/v)
+            owner[name] = owner.get(last[1], last[1])
+            stats[name], samples[name] = stats[owner[name]], samples[owner[name]]  # unused buffer never touched
+        if name in owner:  # the owner has already taken this batch
+            if seen[owner[name]] != seen[name] + flat.shape[0]:
+                raise RuntimeError(f"{name} and {owner[name]} were fed the same tensor once but not every batch")
+            taken[name] = taken[owner[name]]
+        else:
+            stats[name].add(x)
+            if stride:  # every stride-th token of the whole calibration set
+                rows = flat[(-seen[name]) % stride :: stride]
+                samples[name][taken[name] : taken[name] + rows.shape[0]] = rows
+                taken[name] += rows.shape[0]
         seen[name] += flat.shape[0]
+        last[0], last[1] = x, name
         if on_complete is not None:
             on_complete(name, stats[name], samples[name][: taken[name]] if taken[name] else None)
         fired.add(name)

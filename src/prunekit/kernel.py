@@ -1,6 +1,7 @@
 """The compiled CPU sparse kernel: build it with the machine's compiler, load it, call it.
 
-The C++ source (``csrc/sparse_linear.cpp``) is compiled once by ``torch.utils.cpp_extension``
+The C++ sources (``csrc/sparse_linear.cpp``, and ``csrc/memory_pool.cpp`` for ``memory_pool``) are
+compiled once, into one extension, by ``torch.utils.cpp_extension``
 into ``<cache>/kernels/<torch version>/`` (``scripts/setup.sh`` does it at install time; otherwise the
 first use does). Without a working compiler ``available()`` is False and callers fall back to dense.
 """

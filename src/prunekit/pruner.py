@@ -167,7 +167,10 @@ def _prune_layer(
 
 
 def _nbytes(stats: dict, sample: dict) -> int:
-    return sum(s.nbytes for s in stats.values()) + sum(x.nbytes for x in sample.values())
+    """Bytes of a block's statistics and samples, each shared object counted once."""
+    distinct = {("stats", id(s)): s.nbytes for s in stats.values()}
+    distinct |= {("sample", x.data_ptr()): x.nbytes for x in sample.values()}
+    return sum(distinct.values())
 
 
 def _memory_bound(rss_start_mb: float, activation_bytes: int, stats_bytes: int) -> dict:

@@ -3,34 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import torch
-
-
-@dataclass(frozen=True)
-class BatchSums:
-    """Sums over one batch of inputs, computed once and shared by layers fed the same tensor."""
-
-    count: int
-    sq_sum: torch.Tensor  # (cols,)
-    xtx: torch.Tensor | None  # (cols, cols)
-
-    @classmethod
-    def of(cls, x: torch.Tensor, hessian: bool) -> BatchSums:
-        flat = x.reshape(-1, x.shape[-1])  # (tokens, cols), any float dtype
-        cols = flat.shape[1]
-        sq = torch.zeros(cols, dtype=torch.float32, device=x.device)
-        xtx = torch.zeros(cols, cols, dtype=torch.float32, device=x.device) if hessian else None
-        for chunk in flat.split(CHUNK_TOKENS):  # one float32 copy of a chunk at a time, never of all tokens
-            if xtx is not None:
-                gram_add_(xtx, chunk.float())
-            else:
-                sq += chunk.to(torch.float32, copy=True).square_().sum(0)  # copy: never square the activations
-        if xtx is not None:
-            sq = xtx.diagonal().clone()  # Σx² is the diagonal of XᵀX
-        return cls(flat.shape[0], sq, xtx)
-
 
 # Tokens per float32 chunk: the copy is the largest temporary of a statistics pass (1024 × 1536
 # floats = 6.3 MB, as big as one bf16 MLP activation of a 2048-token sample). XᵀX of 32768 × 1536 took
@@ -64,25 +38,29 @@ class InputStats:
     def __init__(self, cols: int, hessian: bool, device: torch.device | str = "cpu") -> None:
         self.cols = cols
         self.count = 0
-        self.sq_sum = torch.zeros(cols, dtype=torch.float32, device=device)  # (cols,)
-        self.xtx = torch.zeros(cols, cols, dtype=torch.float32, device=device) if hessian else None
+        # Σx² is the diagonal of XᵀX, so only one of the two is kept.
+        self.xtx = torch.zeros(cols, cols, dtype=torch.float32, device=device) if hessian else None  # (cols, cols)
+        self.sq_sum = None if hessian else torch.zeros(cols, dtype=torch.float32, device=device)  # (cols,)
 
-    def add(self, x: torch.Tensor, sums: BatchSums | None = None) -> None:
-        """Add a batch of inputs ``x`` (..., cols); ``sums`` may pass precomputed sums for this x."""
-        sums = sums or BatchSums.of(x, self.xtx is not None)
-        self.count += sums.count
-        self.sq_sum += sums.sq_sum
-        if self.xtx is not None:
-            self.xtx += sums.xtx
+    def add(self, x: torch.Tensor) -> None:
+        """Add a batch of inputs ``x`` (..., cols), any float dtype, one float32 chunk at a time."""
+        flat = x.reshape(-1, x.shape[-1])  # (tokens, cols)
+        self.count += flat.shape[0]
+        for chunk in flat.split(CHUNK_TOKENS):  # never a float32 copy of all tokens
+            if self.xtx is not None:
+                gram_add_(self.xtx, chunk.float())
+            else:
+                self.sq_sum += chunk.to(torch.float32, copy=True).square_().sum(0)  # copy: never square the activations
 
     @property
     def nbytes(self) -> int:
-        return self.sq_sum.nbytes + (self.xtx.nbytes if self.xtx is not None else 0)
+        return self.xtx.nbytes if self.xtx is not None else self.sq_sum.nbytes
 
     @property
     def norms_sq(self) -> torch.Tensor:
         """Mean squared activation per input, E[x_j²]; ‖X_j‖₂ up to a constant factor."""
-        return self.sq_sum / max(self.count, 1)
+        sums = self.xtx.diagonal() if self.xtx is not None else self.sq_sum
+        return sums / max(self.count, 1)
 
     @property
     def hessian(self) -> torch.Tensor:
