@@ -2,8 +2,9 @@
 
 Each calibration batch allocates the same temporaries; glibc serves them from a heap it never
 compacts, so RSS kept growing through a prune while live memory stayed flat. Inside
-``pooled_cpu_memory()`` CPU tensors of at least ``min_bytes`` come from mmap'ed blocks that are reused
-by exact size, and ``trim()`` returns the idle ones to the system.
+``pooled_cpu_memory()`` CPU tensors of at least ``min_bytes`` are carved first-fit from one reserved
+address range (free ranges coalesced), so every batch reuses the same pages, and ``trim()`` gives the
+free pages back to the system.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ MIN_BYTES = 1 << 16  # smaller requests stay with torch's own allocator
 
 @contextlib.contextmanager
 def pooled_cpu_memory(min_bytes: int = MIN_BYTES) -> Iterator[Callable[[], int]]:
-    """Route CPU allocations of ``min_bytes`` or more through the pool; yields ``trim`` (unmap idle
-    blocks, returns the bytes released). Without the compiled extension it changes nothing."""
+    """Route CPU allocations of ``min_bytes`` or more through the pool; yields ``trim`` (give free
+    pages back, returns the bytes released). Without the compiled extension it changes nothing."""
     if not kernel.available():
         yield lambda: 0
         return

@@ -243,7 +243,7 @@ def prune(
     if blocks is None:
         raise PrunekitError("calibrated pruning needs a model with repeated blocks (an nn.ModuleList)")
     block_name, block_list = blocks
-    with pooled_cpu_memory() as trim:  # same-size temporaries reuse pages: RSS stays at the working set
+    with pooled_cpu_memory() as trim:  # every batch reuses the same pages: RSS stays at the working set
         sublayer = config.sequential == "sublayer"
         batch = calibration.shape[0] if sublayer else config.batch_size
         inputs = capture_inputs(model, block_list[0], calibration, batch, dtype=_calib_dtype(config, block_list[0]))
