@@ -1,13 +1,15 @@
-"""Issue 5's kernel targets: prunekit's CPU sparse kernel vs dense ``F.linear``, one layer at a time.
+"""Issue 5's kernel targets: prunekit's CPU sparse kernel vs dense, one layer at a time.
 
 Every linear shape of SmolLM2-135M plus 4096×4096 and 11008×4096; 50%, 70%, 90% unstructured and
-2:4; batch 1; float32, and bfloat16 values against dense bfloat16. Weights are random, pruned per row
-by magnitude, and rotated over enough copies to exceed twice the last-level cache, so every call
-reads its weight from memory as in a real forward pass. Dense and each sparse layout alternate
-call by call in this one process; medians. "limit" is the memory-bound speedup: dense bytes ÷
-bytes of the smaller kernel layout; "of limit" is how much of it the faster layout reached (over
-100% where dense GEMV itself falls short of memory bandwidth). Also checks each output against
-dense (max error relative to max |y|).
+2:4; batch 1; float32, and bfloat16 values against dense bfloat16. Weights are random, pruned per
+row by magnitude, and rotated over enough copies to exceed twice the last-level cache, so every call
+reads its weight from memory as in a real forward pass. Dense and each sparse layout alternate call
+by call in this one process; medians. Two comparisons: the modules a model calls (``nn.Linear`` vs
+``SparseLinear``; the target columns), and the bare calls under them (``F.linear`` vs
+``kernel.forward``), which shows how much of a small layer's time is call overhead. "limit" is the
+memory-bound speedup: dense bytes ÷ bytes of the smaller kernel layout; "of limit" is how much of it
+the faster layout reached (over 100% where dense GEMV itself falls short of memory bandwidth). Also
+checks each output against dense (max error relative to max |y|).
 
     .venv/bin/python bench/kernel.py [--dtypes float32,bfloat16] [--reps 30] [--out runs/bench-kernel.json]
 """
@@ -27,6 +29,7 @@ from prunekit.hardware import cpu_info, pruned_weight
 from prunekit.manifest import build_manifest, write_json
 from prunekit.sparse_linear import SparseLinear
 from prunekit.sparsify import layout_bytes, measure_layer
+from prunekit.timing import alternate, copies_past_cache
 
 SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536), (4096, 4096), (11008, 4096)]
 PATTERNS = ["50%", "2:4", "70%", "90%"]
@@ -38,6 +41,21 @@ def max_rel_error(w: torch.Tensor, layout: str) -> float:
     ref = F.linear(x.double(), w.double())
     y = SparseLinear(w, None, layout)(x).double()
     return float((y - ref).abs().max() / ref.abs().max())
+
+
+def bare_seconds(w: torch.Tensor, reps: int) -> dict[str, float]:
+    """Median seconds of bare ``F.linear`` and of the compiled call under ``SparseLinear`` (per layout)."""
+    n = copies_past_cache(w.numel() * w.element_size())
+    dense = [w.clone() for _ in range(n)]
+    call, isa = kernel.load().sparse_forward, kernel.forced_isa()
+    x = torch.randn(1, w.shape[1], dtype=w.dtype)
+    fns = {"dense": lambda i: F.linear(x, dense[i % n])}
+    for k in kernel.KINDS:
+        packed = [kernel.pack(d, k) for d in dense]
+        args = [(kernel.KINDS.index(k), *(pk[p] for p in kernel.PARTS[k]), w.shape[0]) for pk in packed]
+        fns[k] = lambda i, args=args: call(x, *args[i % n], None, isa, 16, 0)
+    with torch.inference_mode():
+        return alternate(fns, reps=reps)
 
 
 def main() -> None:
@@ -58,17 +76,21 @@ def main() -> None:
                 best = min(("bitmask", "csr"), key=t.get)
                 limit = dense_bytes / min(layout_bytes(w, ("bitmask", "csr")).values())
                 speedup = t["dense"] / t[best]
+                bare = bare_seconds(w, args.reps)
                 rows.append({"dtype": str(dtype).removeprefix("torch."), "shape": list(shape), "pattern": pattern,
                              "dense_us": round(t["dense"] * 1e6, 1), "best": best, "speedup": round(speedup, 2),
                              "bitmask": round(t["dense"] / t["bitmask"], 2), "csr": round(t["dense"] / t["csr"], 2),
                              "torch_csr": round(t["dense"] / t["torch_csr"], 2), "limit": round(limit, 2),
                              "of_limit": round(speedup / limit, 2), "target": TARGETS.get(pattern),
                              "dense_gb_s": round(dense_bytes / t["dense"] / 1e9, 1),
+                             "bare_dense_us": round(bare["dense"] * 1e6, 1),
+                             "bare_speedup": round(bare["dense"] / min(bare["bitmask"], bare["csr"]), 2),
                              "max_rel_error": max_rel_error(w, best)})
                 r = rows[-1]
                 print(f"{r['dtype']:>8} {shape[0]:>5}x{shape[1]:<5} {pattern:>4}  dense {r['dense_us']:>8.1f} us "
                       f"({r['dense_gb_s']:>5.1f} GB/s)  bitmask {r['bitmask']:>5.2f}x  csr {r['csr']:>5.2f}x  "
-                      f"torch_csr {r['torch_csr']:>5.2f}x  limit {r['limit']:>5.2f}x ({r['of_limit']:.0%})  "
+                      f"torch_csr {r['torch_csr']:>5.2f}x  bare {r['bare_speedup']:>5.2f}x  "
+                      f"limit {r['limit']:>5.2f}x ({r['of_limit']:.0%})  "
                       f"target {r['target'] or '-'}  err {r['max_rel_error']:.1e}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_json(build_manifest(command=sys.argv, machine=cpu_info(), kernel_isa=kernel.isa(), reps=args.reps, rows=rows),

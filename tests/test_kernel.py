@@ -15,7 +15,7 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 SHAPES = ((1, 1), (1, 17), (7, 37), (5, 16), (33, 100), (64, 576))
 
 
-@pytest.fixture(params=["avx512_bf16", "avx512", "avx2", "scalar"])
+@pytest.fixture(params=["avx512_permute", "avx512_bf16", "avx512", "avx2", "scalar"])
 def isa(request, monkeypatch):
     monkeypatch.setenv("PRUNEKIT_KERNEL_ISA", request.param)
     if kernel.isa() != request.param:
@@ -134,3 +134,29 @@ def test_bf16_inputs_with_bf16_values(isa, shape):
         ref = reference(x.float(), w.float(), None)
         assert y.dtype == torch.bfloat16
         assert (y.float() - ref).abs().max().item() <= 1e-2 * max(ref.abs().max().item(), 1.0)  # y rounded to bf16
+
+
+@pytest.mark.parametrize("shape", SHAPES + ((3, 4096),))
+def test_permute_path_equals_expand_path_bit_for_bit(monkeypatch, shape):
+    """avx512_permute replaces vpexpandw by a computed permute: the same lanes, so the same bits."""
+    monkeypatch.setenv("PRUNEKIT_KERNEL_ISA", "avx512_permute")
+    if kernel.isa() != "avx512_permute":
+        pytest.skip("this CPU does not take the avx512_permute path")
+    w = sparse_weight(*shape, 0.7, torch.bfloat16)
+    packed = kernel.pack(w, "bitmask")
+    x = torch.randn(1, shape[1]).to(torch.bfloat16)
+    y = kernel.forward(x, "bitmask", packed, shape[0], isa=kernel.ISAS["avx512_permute"])
+    assert torch.equal(y, kernel.forward(x, "bitmask", packed, shape[0], isa=kernel.ISAS["avx512_bf16"]))
+
+
+@pytest.mark.parametrize("layout", kernel.KINDS)
+def test_forward_keeps_leading_dims_and_picks_the_path_by_batch(layout):
+    w = sparse_weight(24, 40, 0.5)
+    bias = torch.randn(24)
+    packed = kernel.pack(w, layout)
+    x = torch.randn(2, 3, 40)  # (batch, tokens, in): 6 rows
+    ref = reference(x.reshape(6, 40), w, bias).reshape(2, 3, 24)
+    for small_batch in (6, 5):  # the sparse kernel, then the tiled dense path
+        y = kernel.forward(x, layout, packed, 24, bias, small_batch=small_batch, tile_rows=7)
+        assert y.shape == (2, 3, 24)
+        assert_matches(y, ref)

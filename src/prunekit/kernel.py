@@ -22,12 +22,13 @@ from .models import cache_dir
 
 log = logging.getLogger(__name__)
 SOURCES = [Path(__file__).parent / "csrc" / f for f in ("sparse_linear.cpp", "memory_pool.cpp")]
-ISAS = {"scalar": 0, "avx2": 1, "avx512": 2, "avx512_bf16": 3}
+ISAS = {"scalar": 0, "avx2": 1, "avx512": 2, "avx512_bf16": 3, "avx512_permute": 4}
 KINDS = ("bitmask", "csr")
+PARTS = {"bitmask": ("mask", "values", "row_ptr"), "csr": ("crow", "col", "values")}  # in the kernel's argument order
 PAD = 32  # zeros after the packed values, so vector loads never leave the buffer
 
 
-def _forced_isa() -> int:
+def forced_isa() -> int:
     """``PRUNEKIT_KERNEL_ISA=avx512|avx2|scalar`` caps the instruction set (to test every path on one machine)."""
     name = os.environ.get("PRUNEKIT_KERNEL_ISA", "")
     return ISAS.get(name, -1)
@@ -59,7 +60,7 @@ def available() -> bool:
 
 def isa() -> str:
     """The instruction set the kernel uses on this machine (after any ``PRUNEKIT_KERNEL_ISA`` cap)."""
-    return load().isa_name(_forced_isa())
+    return load().isa_name(forced_isa())
 
 
 def pack_bitmask(weight: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -109,19 +110,25 @@ def unpack(packed: dict[str, torch.Tensor], kind: str, shape: tuple[int, int]) -
     return dense
 
 
+def forward(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: int, bias: torch.Tensor | None = None,
+            small_batch: int = 16, tile_rows: int = 0, isa: int | None = None) -> torch.Tensor:
+    """nn.Linear's forward for a packed W, in one compiled call: x is (..., cols), y (..., rows) in x's
+    dtype. Up to ``small_batch`` rows of x run the sparse kernel (computed in float32); more unpack
+    tiles of ``tile_rows`` rows (0: ~8 MB) and multiply each with dense GEMM."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kernel layout {kind!r}; choose one of {KINDS}")
+    isa = forced_isa() if isa is None else isa
+    parts = [packed[name] for name in PARTS[kind]]
+    return load().sparse_forward(x, KINDS.index(kind), *parts, rows, bias, isa, small_batch, tile_rows)
+
+
 def linear(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: int,
            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """y = x·Wᵀ (+ bias) for a packed W: (batch, cols) → (batch, rows), in x's dtype (computed in float32)."""
-    if kind == "bitmask":
-        return load().bitmask_linear(x, packed["mask"], packed["values"], packed["row_ptr"], bias, _forced_isa())
-    return load().csr_linear(x, packed["crow"], packed["col"], packed["values"], rows, bias, _forced_isa())
+    """y = x·Wᵀ (+ bias) through the sparse kernel at any batch: (batch, cols) → (batch, rows)."""
+    return forward(x, kind, packed, rows, bias, small_batch=x.shape[0])
 
 
 def linear_tiled(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: int,
                  bias: torch.Tensor | None = None, tile_rows: int = 0) -> torch.Tensor:
     """Large batches: unpack tiles of rows (~8 MB) and multiply each with dense GEMM."""
-    tile_rows = tile_rows or max(64, (1 << 21) // max(x.shape[1], 1))
-    if kind == "bitmask":
-        return load().bitmask_linear_tiled(x, packed["mask"], packed["values"], packed["row_ptr"], bias, tile_rows,
-                                           _forced_isa())
-    return load().csr_linear_tiled(x, packed["crow"], packed["col"], packed["values"], rows, bias, tile_rows)
+    return forward(x, kind, packed, rows, bias, small_batch=-1, tile_rows=tile_rows)

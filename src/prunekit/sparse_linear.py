@@ -34,12 +34,14 @@ class SparseLinear(nn.Module):
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
                 self.csr = weight.float().to_sparse_csr()
-            self.parts: list[str] = []
+            self.parts: tuple[str, ...] = ()
         else:
             packed = kernel.pack(weight, layout)
             for name, t in packed.items():
                 self.register_buffer(name, t)
-            self.parts = list(packed)
+            self.parts = kernel.PARTS[layout]
+            self._kind = kernel.KINDS.index(layout)
+            self._isa = kernel.forced_isa()  # read once: a per-call environment lookup costs ~0.5 µs
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
 
     @classmethod
@@ -50,18 +52,15 @@ class SparseLinear(nn.Module):
         return {name: self._buffers[name] for name in self.parts}  # _buffers: no nn.Module.__getattr__ per call
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)  # (batch, in); the kernel converts to float32 and back
-        if self.layout == "torch_csr":  # stock torch: sparse kernel at every batch size
-            y = torch.sparse.mm(self.csr, x2.float().t()).t()
-            if self.bias is not None:
-                y = y + self.bias
-            y = y.to(x.dtype)
-        elif x2.shape[0] <= SMALL_BATCH:
-            y = kernel.linear(x2, self.layout, self._packed(), self.out_features, self._buffers["bias"])
-        else:
-            y = kernel.linear_tiled(x2, self.layout, self._packed(), self.out_features, self._buffers["bias"])
-        return y.reshape(*lead, self.out_features)
+        b = self._buffers  # not nn.Module.__getattr__: a small layer's call is a few µs, most of it Python
+        if self.layout != "torch_csr":  # one compiled call: reshape, kernel or tiled dense GEMM, reshape back
+            return kernel.load().sparse_forward(x, self._kind, *[b[n] for n in self.parts], self.out_features,
+                                                b["bias"], self._isa, SMALL_BATCH, 0)
+        x2 = x.reshape(-1, self.in_features)  # (batch, in); stock torch: sparse kernel at every batch size
+        y = torch.sparse.mm(self.csr, x2.float().t()).t()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
     def dense_weight(self) -> torch.Tensor:
         """The (out, in) weight back, exactly, in its original dtype."""

@@ -13,7 +13,6 @@ import logging
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -40,21 +39,28 @@ class LayerChoice:
         return asdict(self)
 
 
+def dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """An ``nn.Linear`` around these very tensors (no copy, no initialisation)."""
+    linear = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=False, device="meta")
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    linear.bias = None if bias is None else nn.Parameter(bias.to(weight.dtype), requires_grad=False)
+    return linear
+
+
 def measure_layer(weight: torch.Tensor, bias: torch.Tensor | None, layouts: tuple[str, ...] = LAYOUTS,
                   reps: int = 20, batches: tuple[int, ...] = (1,)) -> dict[int, dict[str, float]]:
-    """Per batch size: median seconds of ``dense`` and each layout for one call, with the weights
-    rotated past the CPU cache (as in a real forward pass, where no layer stays cached). The copies
-    and packed layouts are built once for all batch sizes."""
+    """Per batch size: median seconds of one call of ``dense`` (an ``nn.Linear``) and of each layout
+    (a ``SparseLinear``): the modules a model calls, so both pay the same module-call overhead. The
+    weights are rotated past the CPU cache (as in a real forward pass, where no layer stays cached);
+    the copies and packed layouts are built once for all batch sizes."""
     n = copies_past_cache(weight.numel() * weight.element_size())
-    dense = [weight.clone() for _ in range(n)]
-    sparse = {layout: [SparseLinear(w, bias, layout) for w in dense] for layout in layouts}
+    modules = {"dense": [dense_linear(weight.clone(), bias) for _ in range(n)]}
+    modules |= {layout: [SparseLinear(m.weight, bias, layout) for m in modules["dense"]] for layout in layouts}
     out = {}
     with torch.inference_mode():
         for batch in batches:
             x = torch.randn(batch, weight.shape[1], dtype=weight.dtype)
-            fns = {"dense": lambda i, x=x: F.linear(x, dense[i % n], bias)}
-            fns |= {k: (lambda i, ms=ms, x=x: ms[i % n](x)) for k, ms in sparse.items()}
-            out[batch] = alternate(fns, reps=reps)
+            out[batch] = alternate({k: (lambda i, ms=ms, x=x: ms[i % n](x)) for k, ms in modules.items()}, reps=reps)
     return out
 
 

@@ -10,6 +10,12 @@
 //
 // Parallel over output rows (at::parallel_for). The ISA is chosen at run time: AVX-512, AVX2+FMA,
 // or portable scalar code; `isa` may force a lower one (used by the tests).
+//
+// Decompressing 32 bf16 values under a mask is one vpexpandw. On AMD Zen it is slow (measured
+// here: one per ~5 cycles), so on AMD the bf16 batch-1 path computes each lane's source index (the
+// popcount of the mask bits below it) and permutes instead: 1.6-2.2x faster on a 4096x4096 layer at
+// 70-50% sparsity, with bit-identical results (the `avx512_permute` level). For float32, and for
+// unpacking prefill tiles, expand and permute measured the same.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -18,17 +24,20 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace {
 
-enum Isa : int64_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
+enum Isa : int64_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3, kAvx512Permute = 4 };
 enum Dtype : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
 int64_t detect_isa() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) {
     bool bf16 = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vbmi2");
-    return bf16 ? kAvx512Bf16 : kAvx512;
+    if (!bf16) return kAvx512;
+    bool permute = __builtin_cpu_is("amd") && __builtin_cpu_supports("avx512bitalg");
+    return permute ? kAvx512Permute : kAvx512Bf16;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kAvx2;
   return kScalar;
@@ -212,39 +221,70 @@ AVX512BF16 void bitmask_tile_bf16dp(const Args& a, int64_t r, int64_t b0) {
   for (int t = 0; t < BT; ++t) a.y[(b0 + t) * a.rows + r] = _mm512_reduce_add_ps(acc[t]) + bias;
 }
 
-// Batch 1: four accumulators over four 32-column steps hide the dot-product latency.
-AVX512BF16 void bitmask_row1_bf16dp(const Args& a, int64_t r, int64_t b) {
-  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-  const uint32_t* mrow = reinterpret_cast<const uint32_t*>(a.mask + r * a.chunks);  // 2 words = 32 columns
-  const uint16_t* values = static_cast<const uint16_t*>(a.values);
-  const uint16_t* x = a.xb + b * a.xb_stride;
-  int64_t v = a.row_ptr[r], steps = a.chunks / 2, s = 0;
-  for (; s + 4 <= steps; s += 4) {
-    uint32_t m[4];
-    std::memcpy(m, mrow + s, sizeof(m));
-    int64_t off[4] = {v, 0, 0, 0};
-    for (int k = 1; k < 4; ++k) off[k] = off[k - 1] + _mm_popcnt_u32(m[k - 1]);
-    for (int k = 0; k < 4; ++k) {
-      __m512i w = _mm512_maskz_expand_epi16(m[k], _mm512_loadu_si512(values + off[k]));
-      acc[k] = _mm512_dpbf16_ps(acc[k], (__m512bh)w, (__m512bh)_mm512_loadu_si512(x + (s + k) * 32));
-    }
-    v = off[3] + _mm_popcnt_u32(m[3]);
-  }
-  for (int64_t c = s * 2; c < a.chunks; c += 2) {
-    uint32_t m = a.mask[r * a.chunks + c] | (c + 1 < a.chunks ? static_cast<uint32_t>(a.mask[r * a.chunks + c + 1]) << 16 : 0u);
-    __m512i w = _mm512_maskz_expand_epi16(m, _mm512_loadu_si512(values + v));
-    v += _mm_popcnt_u32(m);
-    acc[0] = _mm512_dpbf16_ps(acc[0], (__m512bh)w, (__m512bh)_mm512_loadu_si512(x + c * 16));
-  }
-  __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+// Batch 1: four accumulators over four 32-column steps hide the dot-product latency. EXPAND(mask,
+// values) decompresses 32 bf16 lanes (vpexpandw, or a permute on the avx512_permute level).
+#define BITMASK_ROW1_BF16(EXPAND)                                                                       \
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()}; \
+  const uint32_t* mrow = reinterpret_cast<const uint32_t*>(a.mask + r * a.chunks); /* 32 columns */   \
+  const uint16_t* values = static_cast<const uint16_t*>(a.values);                                      \
+  const uint16_t* x = a.xb + b * a.xb_stride;                                                           \
+  int64_t v = a.row_ptr[r], steps = a.chunks / 2, s = 0;                                                \
+  for (; s + 4 <= steps; s += 4) {                                                                      \
+    uint32_t m[4];                                                                                      \
+    std::memcpy(m, mrow + s, sizeof(m));                                                                \
+    int64_t off[4] = {v, 0, 0, 0};                                                                      \
+    for (int k = 1; k < 4; ++k) off[k] = off[k - 1] + _mm_popcnt_u32(m[k - 1]);                        \
+    for (int k = 0; k < 4; ++k) {                                                                       \
+      __m512i w = EXPAND(m[k], _mm512_loadu_si512(values + off[k]));                                    \
+      acc[k] = _mm512_dpbf16_ps(acc[k], (__m512bh)w, (__m512bh)_mm512_loadu_si512(x + (s + k) * 32));   \
+    }                                                                                                   \
+    v = off[3] + _mm_popcnt_u32(m[3]);                                                                  \
+  }                                                                                                     \
+  for (int64_t c = s * 2; c < a.chunks; c += 2) {                                                       \
+    uint32_t m = a.mask[r * a.chunks + c] |                                                             \
+                 (c + 1 < a.chunks ? static_cast<uint32_t>(a.mask[r * a.chunks + c + 1]) << 16 : 0u);   \
+    __m512i w = EXPAND(m, _mm512_loadu_si512(values + v));                                              \
+    v += _mm_popcnt_u32(m);                                                                             \
+    acc[0] = _mm512_dpbf16_ps(acc[0], (__m512bh)w, (__m512bh)_mm512_loadu_si512(x + c * 16));           \
+  }                                                                                                     \
+  __m512 sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));             \
   a.y[b * a.rows + r] = _mm512_reduce_add_ps(sum) + (a.bias ? a.bias[r] : 0.f);
-}
+
+AVX512BF16 void bitmask_row1_bf16dp(const Args& a, int64_t r, int64_t b) { BITMASK_ROW1_BF16(_mm512_maskz_expand_epi16) }
 
 AVX512BF16 void bitmask_rows_bf16dp(const Args& a, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     int64_t b = 0;
     for (; b + 4 <= a.batch; b += 4) bitmask_tile_bf16dp<4>(a, r, b);
     for (; b < a.batch; ++b) bitmask_row1_bf16dp(a, r, b);
+  }
+}
+
+// ---------------------------------------------------------------- AVX512_BF16 with permutes (AMD)
+
+#define AVX512PERMUTE \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vbmi2,avx512bitalg,popcnt")))
+
+// vpexpandw as a permute over 32 16-bit lanes: lanes 0-15 rank within the low mask half, lanes 16-31
+// within the high half plus the low half's count.
+alignas(64) const uint16_t kBelow16[32] = {0, 1, 3, 7, 15, 31, 63, 127, 255, 511, 1023, 2047, 4095, 8191, 16383, 32767,
+                                           0, 1, 3, 7, 15, 31, 63, 127, 255, 511, 1023, 2047, 4095, 8191, 16383, 32767};
+
+AVX512PERMUTE inline __m512i permute_expand_epi16(uint32_t m, __m512i packed) {
+  __m512i halves = _mm512_mask_set1_epi16(_mm512_set1_epi16(static_cast<int16_t>(m)), 0xFFFF0000u, static_cast<int16_t>(m >> 16));
+  __m512i src = _mm512_popcnt_epi16(_mm512_and_si512(halves, _mm512_load_si512(kBelow16)));
+  src = _mm512_mask_add_epi16(src, 0xFFFF0000u, src, _mm512_set1_epi16(static_cast<int16_t>(_mm_popcnt_u32(m & 0xFFFF))));
+  return _mm512_maskz_permutexvar_epi16(m, src, packed);
+}
+
+AVX512PERMUTE void bitmask_row1_bf16_permute(const Args& a, int64_t r, int64_t b) { BITMASK_ROW1_BF16(permute_expand_epi16) }
+
+// Batch tiles keep vpexpandw: one expand serves every input of the tile.
+AVX512PERMUTE void bitmask_rows_bf16_permute(const Args& a, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    int64_t b = 0;
+    for (; b + 4 <= a.batch; b += 4) bitmask_tile_bf16dp<4>(a, r, b);
+    for (; b < a.batch; ++b) bitmask_row1_bf16_permute(a, r, b);
   }
 }
 
@@ -449,7 +489,7 @@ Args csr_args(const at::Tensor& x, at::Tensor& y, const at::Tensor& crow, const 
 at::Tensor bitmask_linear(const at::Tensor& x_in, const at::Tensor& mask, const at::Tensor& values, const at::Tensor& row_ptr,
                           const c10::optional<at::Tensor>& bias, int64_t isa) {
   int64_t level = resolve_isa(isa);
-  bool bf16dp = level == kAvx512Bf16 && x_in.scalar_type() == at::kBFloat16 && values.scalar_type() == at::kBFloat16;
+  bool bf16dp = level >= kAvx512Bf16 && x_in.scalar_type() == at::kBFloat16 && values.scalar_type() == at::kBFloat16;
   at::Tensor x = bf16dp ? x_in.contiguous() : as_f32(x_in);
   at::Tensor y = at::empty({x.size(0), mask.size(0)}, x.options().dtype(at::kFloat));
   Args a = bitmask_args(x, y, mask, values, row_ptr, bias);
@@ -461,10 +501,12 @@ at::Tensor bitmask_linear(const at::Tensor& x_in, const at::Tensor& mask, const 
     }
     a.xb = reinterpret_cast<const uint16_t*>(xb.data_ptr<at::BFloat16>());
     a.xb_stride = xb.size(1);
-    run_rows(a, bitmask_rows_bf16dp);
+    run_rows(a, level == kAvx512Permute ? bitmask_rows_bf16_permute : bitmask_rows_bf16dp);
     return like(y, x_in);
   }
-  switch (level == kAvx512Bf16 ? kAvx512 : level) {
+  switch (level) {
+    case kAvx512Permute:
+    case kAvx512Bf16:
     case kAvx512: run_rows(a, bitmask_rows_avx512); break;
     case kAvx2: run_rows(a, bitmask_rows_avx2); break;
     default: run_rows(a, bitmask_rows_scalar);
@@ -615,7 +657,7 @@ at::Tensor bitmask_linear_tiled(const at::Tensor& x_in, const at::Tensor& mask, 
   at::Tensor x = x_in.contiguous(), unused;
   Args a = bitmask_args(x, unused, mask, values, row_ptr, bias);
   int64_t level = resolve_isa(isa);
-  if (level == kAvx512Bf16) return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows_avx512, bitmask_unpack_rows16_vbmi2);
+  if (level >= kAvx512Bf16) return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows_avx512, bitmask_unpack_rows16_vbmi2);
   if (level == kAvx512) return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows_avx512, bitmask_unpack_rows16);
   return linear_tiled(a, x, bias, tile_rows, bitmask_unpack_rows, bitmask_unpack_rows16);
 }
@@ -628,8 +670,29 @@ at::Tensor csr_linear_tiled(const at::Tensor& x_in, const at::Tensor& crow, cons
   return linear_tiled(a, x, bias, tile_rows, csr_unpack_rows, csr_unpack_rows16);
 }
 
+// nn.Linear's forward for a packed weight, in one call (Python-side overhead is most of a small
+// layer's time): x of any shape (..., cols); batches up to `small_batch` rows run the sparse kernel,
+// larger ones the tiled dense path. `kind` 0 = bitmask (mask, values, row_ptr), 1 = csr (crow, col, values).
+at::Tensor sparse_forward(const at::Tensor& x, int64_t kind, const at::Tensor& p0, const at::Tensor& p1,
+                          const at::Tensor& p2, int64_t rows, const c10::optional<at::Tensor>& bias, int64_t isa,
+                          int64_t small_batch, int64_t tile_rows) {
+  TORCH_CHECK(x.dim() >= 1, "x must have a last dimension of in_features");
+  int64_t cols = x.size(-1);
+  at::Tensor x2 = x.reshape({-1, cols});  // (batch, cols)
+  if (tile_rows <= 0) tile_rows = std::max<int64_t>(64, (int64_t{1} << 21) / std::max<int64_t>(cols, 1));  // ~8 MB
+  bool small = x2.size(0) <= small_batch;
+  at::Tensor y = kind == 0 ? (small ? bitmask_linear(x2, p0, p1, p2, bias, isa)
+                                    : bitmask_linear_tiled(x2, p0, p1, p2, bias, tile_rows, isa))
+                           : (small ? csr_linear(x2, p0, p1, p2, rows, bias, isa)
+                                    : csr_linear_tiled(x2, p0, p1, p2, rows, bias, tile_rows));
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = rows;
+  return y.view(shape);
+}
+
 std::string isa_name(int64_t isa) {
   switch (resolve_isa(isa)) {
+    case kAvx512Permute: return "avx512_permute";
     case kAvx512Bf16: return "avx512_bf16";
     case kAvx512: return "avx512";
     case kAvx2: return "avx2";
@@ -642,10 +705,7 @@ std::string isa_name(int64_t isa) {
 void bind_memory_pool(pybind11::module_& m);  // memory_pool.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("bitmask_linear", &bitmask_linear, "y = x W^T for a bitmask-compressed W");
-  m.def("csr_linear", &csr_linear, "y = x W^T for a CSR W");
-  m.def("bitmask_linear_tiled", &bitmask_linear_tiled, "large-batch path: unpack row tiles, dense GEMM");
-  m.def("csr_linear_tiled", &csr_linear_tiled, "large-batch path: unpack row tiles, dense GEMM");
+  m.def("sparse_forward", &sparse_forward, "nn.Linear forward for a packed W: any leading dims, small or tiled path");
   m.def("isa_name", &isa_name, "the ISA a call with this request would use");
   bind_memory_pool(m);
 }
