@@ -136,17 +136,20 @@ def test_bf16_inputs_with_bf16_values(isa, shape):
         assert (y.float() - ref).abs().max().item() <= 1e-2 * max(ref.abs().max().item(), 1.0)  # y rounded to bf16
 
 
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
 @pytest.mark.parametrize("shape", SHAPES + ((3, 4096),))
-def test_permute_path_equals_expand_path_bit_for_bit(monkeypatch, shape):
-    """avx512_permute replaces vpexpandw by a computed permute: the same lanes, so the same bits."""
+def test_permute_path_equals_expand_path_bit_for_bit(monkeypatch, dtype, shape):
+    """avx512_permute replaces vexpand by a computed permute: the same lanes, so the same bits, at
+    batch 1 and in every batch tile."""
     monkeypatch.setenv("PRUNEKIT_KERNEL_ISA", "avx512_permute")
     if kernel.isa() != "avx512_permute":
         pytest.skip("this CPU does not take the avx512_permute path")
-    w = sparse_weight(*shape, 0.7, torch.bfloat16)
+    w = sparse_weight(*shape, 0.7, dtype)
     packed = kernel.pack(w, "bitmask")
-    x = torch.randn(1, shape[1]).to(torch.bfloat16)
-    y = kernel.forward(x, "bitmask", packed, shape[0], isa=kernel.ISAS["avx512_permute"])
-    assert torch.equal(y, kernel.forward(x, "bitmask", packed, shape[0], isa=kernel.ISAS["avx512_bf16"]))
+    for batch in (1, 2, 3, 4, 8, 9):
+        x = torch.randn(batch, shape[1]).to(dtype)
+        y = kernel.forward(x, "bitmask", packed, shape[0], isa=kernel.ISAS["avx512_permute"])
+        assert torch.equal(y, kernel.forward(x, "bitmask", packed, shape[0], isa=kernel.ISAS["avx512_bf16"]))
 
 
 @pytest.mark.parametrize("layout", kernel.KINDS)
