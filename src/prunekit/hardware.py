@@ -24,7 +24,8 @@ from .sparsify import measure_layer
 from .timing import llc_bytes
 
 PATTERNS = ("50%", "2:4", "70%", "90%")
-FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "asimd", "sve")
+FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_bf16", "avx512_bitalg", "avx512_vpopcntdq", "avx512_fp16",
+         "amx_tile", "amx_bf16", "asimd", "sve")
 SPEEDUP = 1.03  # below this a ratio is reported as "no speedup"
 
 

@@ -12,11 +12,11 @@
 // or portable scalar code; `isa` may force a lower one (used by the tests).
 //
 // Decompressing values under a mask is one vexpand instruction. On AMD Zen it is slow (measured
-// here: one per ~5 cycles), so on AMD (the `avx512_permute` level) the kernels compute each lane's
-// source index (the popcount of the mask bits below it) and permute instead, with bit-identical
-// results: bf16 at batch 1 runs 1.6-2.2x faster on a 4096x4096 layer at 70-50% sparsity, batch
-// tiles of 2-8 inputs 1.1-2.5x faster. The float32 batch-1 path and the unpacking of prefill tiles
-// measured the same either way and keep vexpand.
+// here: one per ~5 cycles, slower still on 2:4 masks), so on AMD (the `avx512_permute` level) the
+// kernels compute each lane's source index (the popcount of the mask bits below it) and permute
+// instead, with bit-identical results. Measured on 4096x4096 at batch 1: bf16 1.6-2.2x faster at
+// 70-50% sparsity, fp32 1.1-1.2x at 50-90% and 2.1x on 2:4; batch tiles of 2-8 inputs up to 2.6x.
+// Unpacking prefill tiles measured the same either way and keeps vexpand.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -165,30 +165,32 @@ AVX512 inline __m512 load_x(const float* x, int64_t c, int64_t cols) {
 template <int BT>
 AVX512 void bitmask_tile_avx512(const Args& a, int64_t r, int64_t b0) { BITMASK_TILE_F32(_mm512_maskz_expand_ps) }
 
-// Batch 1: four independent accumulators hide the FMA latency.
-AVX512 void bitmask_row1_avx512(const Args& a, int64_t r, int64_t b) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-  const uint16_t* mrow = a.mask + r * a.chunks;
-  const float* x = a.x + b * a.cols;
-  int64_t v = a.row_ptr[r];
-  int64_t full = a.cols / 16, c = 0;
-  for (; c + 4 <= full; c += 4) {
-    __mmask16 m0 = mrow[c], m1 = mrow[c + 1], m2 = mrow[c + 2], m3 = mrow[c + 3];
-    int64_t v1 = v + _mm_popcnt_u32(m0), v2 = v1 + _mm_popcnt_u32(m1), v3 = v2 + _mm_popcnt_u32(m2);
-    acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m0, load16(a.values, a.dtype, v)), _mm512_loadu_ps(x + c * 16), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m1, load16(a.values, a.dtype, v1)), _mm512_loadu_ps(x + c * 16 + 16), acc1);
-    acc2 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m2, load16(a.values, a.dtype, v2)), _mm512_loadu_ps(x + c * 16 + 32), acc2);
-    acc3 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m3, load16(a.values, a.dtype, v3)), _mm512_loadu_ps(x + c * 16 + 48), acc3);
-    v = v3 + _mm_popcnt_u32(m3);
-  }
-  for (; c < a.chunks; ++c) {
-    __mmask16 m = mrow[c];
-    acc0 = _mm512_fmadd_ps(_mm512_maskz_expand_ps(m, load16(a.values, a.dtype, v)), load_x(x, c, a.cols), acc0);
-    v += _mm_popcnt_u32(m);
-  }
-  float bias = a.bias ? a.bias[r] : 0.f;
+// Batch 1: four independent accumulators hide the FMA latency. EXPAND(mask, values) decompresses
+// 16 float32 lanes (vexpandps, or a permute on the avx512_permute level).
+#define BITMASK_ROW1_F32(EXPAND)                                                                                                \
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;                                                     \
+  const uint16_t* mrow = a.mask + r * a.chunks;                                                                                 \
+  const float* x = a.x + b * a.cols;                                                                                            \
+  int64_t v = a.row_ptr[r];                                                                                                     \
+  int64_t full = a.cols / 16, c = 0;                                                                                            \
+  for (; c + 4 <= full; c += 4) {                                                                                               \
+    __mmask16 m0 = mrow[c], m1 = mrow[c + 1], m2 = mrow[c + 2], m3 = mrow[c + 3];                                               \
+    int64_t v1 = v + _mm_popcnt_u32(m0), v2 = v1 + _mm_popcnt_u32(m1), v3 = v2 + _mm_popcnt_u32(m2);                            \
+    acc0 = _mm512_fmadd_ps(EXPAND(m0, load16(a.values, a.dtype, v)), _mm512_loadu_ps(x + c * 16), acc0);                        \
+    acc1 = _mm512_fmadd_ps(EXPAND(m1, load16(a.values, a.dtype, v1)), _mm512_loadu_ps(x + c * 16 + 16), acc1);                  \
+    acc2 = _mm512_fmadd_ps(EXPAND(m2, load16(a.values, a.dtype, v2)), _mm512_loadu_ps(x + c * 16 + 32), acc2);                  \
+    acc3 = _mm512_fmadd_ps(EXPAND(m3, load16(a.values, a.dtype, v3)), _mm512_loadu_ps(x + c * 16 + 48), acc3);                  \
+    v = v3 + _mm_popcnt_u32(m3);                                                                                                \
+  }                                                                                                                             \
+  for (; c < a.chunks; ++c) {                                                                                                   \
+    __mmask16 m = mrow[c];                                                                                                      \
+    acc0 = _mm512_fmadd_ps(EXPAND(m, load16(a.values, a.dtype, v)), load_x(x, c, a.cols), acc0);                                \
+    v += _mm_popcnt_u32(m);                                                                                                     \
+  }                                                                                                                             \
+  float bias = a.bias ? a.bias[r] : 0.f;                                                                                        \
   a.y[b * a.rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3))) + bias;
-}
+
+AVX512 void bitmask_row1_avx512(const Args& a, int64_t r, int64_t b) { BITMASK_ROW1_F32(_mm512_maskz_expand_ps) }
 
 AVX512 void bitmask_rows_avx512(const Args& a, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
@@ -294,14 +296,15 @@ AVX512PERMUTE inline __m512 permute_expand_ps(__mmask16 m, __m512 packed) {
 template <int BT>
 AVX512PERMUTE void bitmask_tile_f32_permute(const Args& a, int64_t r, int64_t b0) { BITMASK_TILE_F32(permute_expand_ps) }
 
-// Batch 1 keeps vexpandps (measured as fast as the permute there); batch tiles permute.
+AVX512PERMUTE void bitmask_row1_f32_permute(const Args& a, int64_t r, int64_t b) { BITMASK_ROW1_F32(permute_expand_ps) }
+
 AVX512PERMUTE void bitmask_rows_f32_permute(const Args& a, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     int64_t b = 0;
     for (; b + 8 <= a.batch; b += 8) bitmask_tile_f32_permute<8>(a, r, b);
     for (; b + 4 <= a.batch; b += 4) bitmask_tile_f32_permute<4>(a, r, b);
     for (; b + 2 <= a.batch; b += 2) bitmask_tile_f32_permute<2>(a, r, b);
-    for (; b < a.batch; ++b) bitmask_row1_avx512(a, r, b);
+    for (; b < a.batch; ++b) bitmask_row1_f32_permute(a, r, b);
   }
 }
 
