@@ -12,7 +12,7 @@ from prunekit import kernel
 from prunekit.config import PruneConfig
 from prunekit.pruner import prune
 from prunekit.sparse_linear import SparseLinear
-from prunekit.sparsify import measure_layer, pick, sparsify
+from prunekit.sparsify import dense_linear, measure_layer, pick, sparsify
 
 needs_kernel = pytest.mark.skipif(not kernel.available(), reason="no C++ compiler: the sparse kernel cannot be built")
 
@@ -101,6 +101,35 @@ def test_measure_layer_reports_every_candidate():
     w[w.abs() < 1] = 0
     seconds = measure_layer(w, None, ("bitmask", "csr"), reps=3, batches=(2,))[2]
     assert set(seconds) == {"dense", "bitmask", "csr"} and all(s > 0 for s in seconds.values())
+
+
+@needs_kernel
+def test_measure_layer_times_modules_on_both_sides(monkeypatch):
+    """Dense is timed as the nn.Linear a model calls (module overhead included), as SparseLinear is."""
+    calls = {"dense": 0, "sparse": 0}
+    linear_forward, sparse_forward = torch.nn.Linear.forward, SparseLinear.forward
+
+    def count(kind, forward):
+        def wrapped(self, x):
+            calls[kind] += 1
+            return forward(self, x)
+        return wrapped
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", count("dense", linear_forward))
+    monkeypatch.setattr(SparseLinear, "forward", count("sparse", sparse_forward))
+    w = torch.randn(16, 40)
+    w[w.abs() < 1] = 0
+    measure_layer(w, torch.randn(16), ("bitmask",), reps=3, batches=(1, 4))
+    assert calls == {"dense": 2 * (3 + 2), "sparse": 2 * (3 + 2)}  # (reps + warm-up) per batch size
+
+
+def test_dense_linear_wraps_the_same_tensors():
+    w, b = torch.randn(6, 5), torch.randn(6)
+    linear = dense_linear(w, b)
+    assert linear.weight.data_ptr() == w.data_ptr() and not linear.weight.requires_grad
+    x = torch.randn(3, 5)
+    torch.testing.assert_close(linear(x), torch.nn.functional.linear(x, w, b))
+    assert dense_linear(w, None).bias is None
 
 
 def test_bad_layout():

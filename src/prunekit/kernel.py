@@ -29,7 +29,8 @@ PAD = 32  # zeros after the packed values, so vector loads never leave the buffe
 
 
 def forced_isa() -> int:
-    """``PRUNEKIT_KERNEL_ISA=avx512|avx2|scalar`` caps the instruction set (to test every path on one machine)."""
+    """``PRUNEKIT_KERNEL_ISA=avx512_bf16|avx512|avx2|scalar`` caps the instruction set (to test every
+    path on one machine); ``SparseLinear`` reads it when the layer is built."""
     name = os.environ.get("PRUNEKIT_KERNEL_ISA", "")
     return ISAS.get(name, -1)
 
