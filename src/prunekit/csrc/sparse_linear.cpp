@@ -192,14 +192,18 @@ AVX512 void bitmask_tile_avx512(const Args& a, int64_t r, int64_t b0) { BITMASK_
 
 AVX512 void bitmask_row1_avx512(const Args& a, int64_t r, int64_t b) { BITMASK_ROW1_F32(_mm512_maskz_expand_ps) }
 
-AVX512 void bitmask_rows_avx512(const Args& a, int64_t r0, int64_t r1) {
-  for (int64_t r = r0; r < r1; ++r) {
-    int64_t b = 0;
-    for (; b + 8 <= a.batch; b += 8) bitmask_tile_avx512<8>(a, r, b);
-    for (; b + 4 <= a.batch; b += 4) bitmask_tile_avx512<4>(a, r, b);
-    for (; b + 2 <= a.batch; b += 2) bitmask_tile_avx512<2>(a, r, b);
-    for (; b < a.batch; ++b) bitmask_row1_avx512(a, r, b);
+// Rows [r0, r1) of every input: batch tiles of 8, 4 and 2 inputs, then single inputs.
+#define BITMASK_ROWS_F32(TILE, ROW1)                       \
+  for (int64_t r = r0; r < r1; ++r) {                      \
+    int64_t b = 0;                                         \
+    for (; b + 8 <= a.batch; b += 8) TILE<8>(a, r, b);     \
+    for (; b + 4 <= a.batch; b += 4) TILE<4>(a, r, b);     \
+    for (; b + 2 <= a.batch; b += 2) TILE<2>(a, r, b);     \
+    for (; b < a.batch; ++b) ROW1(a, r, b);                \
   }
+
+AVX512 void bitmask_rows_avx512(const Args& a, int64_t r0, int64_t r1) {
+  BITMASK_ROWS_F32(bitmask_tile_avx512, bitmask_row1_avx512)
 }
 
 // bf16 values and bf16 inputs (AVX512_BF16 + VBMI2): 32 columns per step, one 16-bit expand and
@@ -259,12 +263,16 @@ AVX512BF16 void bitmask_tile_bf16dp(const Args& a, int64_t r, int64_t b0) { BITM
 
 AVX512BF16 void bitmask_row1_bf16dp(const Args& a, int64_t r, int64_t b) { BITMASK_ROW1_BF16(_mm512_maskz_expand_epi16) }
 
-AVX512BF16 void bitmask_rows_bf16dp(const Args& a, int64_t r0, int64_t r1) {
-  for (int64_t r = r0; r < r1; ++r) {
-    int64_t b = 0;
-    for (; b + 4 <= a.batch; b += 4) bitmask_tile_bf16dp<4>(a, r, b);
-    for (; b < a.batch; ++b) bitmask_row1_bf16dp(a, r, b);
+// Rows [r0, r1) of every input: batch tiles of 4 inputs, then single inputs.
+#define BITMASK_ROWS_BF16(TILE, ROW1)                      \
+  for (int64_t r = r0; r < r1; ++r) {                      \
+    int64_t b = 0;                                         \
+    for (; b + 4 <= a.batch; b += 4) TILE<4>(a, r, b);     \
+    for (; b < a.batch; ++b) ROW1(a, r, b);                \
   }
+
+AVX512BF16 void bitmask_rows_bf16dp(const Args& a, int64_t r0, int64_t r1) {
+  BITMASK_ROWS_BF16(bitmask_tile_bf16dp, bitmask_row1_bf16dp)
 }
 
 // ---------------------------------------------------------------- AVX-512 with permutes (AMD)
@@ -299,24 +307,14 @@ AVX512PERMUTE void bitmask_tile_f32_permute(const Args& a, int64_t r, int64_t b0
 AVX512PERMUTE void bitmask_row1_f32_permute(const Args& a, int64_t r, int64_t b) { BITMASK_ROW1_F32(permute_expand_ps) }
 
 AVX512PERMUTE void bitmask_rows_f32_permute(const Args& a, int64_t r0, int64_t r1) {
-  for (int64_t r = r0; r < r1; ++r) {
-    int64_t b = 0;
-    for (; b + 8 <= a.batch; b += 8) bitmask_tile_f32_permute<8>(a, r, b);
-    for (; b + 4 <= a.batch; b += 4) bitmask_tile_f32_permute<4>(a, r, b);
-    for (; b + 2 <= a.batch; b += 2) bitmask_tile_f32_permute<2>(a, r, b);
-    for (; b < a.batch; ++b) bitmask_row1_f32_permute(a, r, b);
-  }
+  BITMASK_ROWS_F32(bitmask_tile_f32_permute, bitmask_row1_f32_permute)
 }
 
 template <int BT>
 AVX512PERMUTE void bitmask_tile_bf16_permute(const Args& a, int64_t r, int64_t b0) { BITMASK_TILE_BF16(permute_expand_epi16) }
 
 AVX512PERMUTE void bitmask_rows_bf16_permute(const Args& a, int64_t r0, int64_t r1) {
-  for (int64_t r = r0; r < r1; ++r) {
-    int64_t b = 0;
-    for (; b + 4 <= a.batch; b += 4) bitmask_tile_bf16_permute<4>(a, r, b);
-    for (; b < a.batch; ++b) bitmask_row1_bf16_permute(a, r, b);
-  }
+  BITMASK_ROWS_BF16(bitmask_tile_bf16_permute, bitmask_row1_bf16_permute)
 }
 
 AVX512 inline __m512i load_cols16(const Args& a, int64_t i, __mmask16 k) {
