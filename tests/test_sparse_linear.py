@@ -60,3 +60,12 @@ def test_compressed_is_smaller_and_bad_input():
         SparseLinear.from_linear(lin, "coo")
     with pytest.raises(ValueError, match="2-D"):
         SparseLinear(torch.zeros(2, 3, 4), None, "bitmask")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_input_of_the_wrong_width_is_an_error(layout):
+    """A wrong width must not be reshaped into place, nor read past the end of x."""
+    sparse = SparseLinear(torch.randn(8, 48), None, layout)
+    for width in (40, 47, 96):  # narrower (the same number of 16-column chunks at 47), or a multiple
+        with pytest.raises((ValueError, RuntimeError), match="48 features"):
+            sparse(torch.randn(2, width))

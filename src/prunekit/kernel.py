@@ -120,7 +120,8 @@ def forward(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: i
         raise ValueError(f"unknown kernel layout {kind!r}; choose one of {KINDS}")
     isa = forced_isa() if isa is None else isa
     parts = [packed[name] for name in PARTS[kind]]
-    return load().sparse_forward(x, KINDS.index(kind), *parts, rows, bias, isa, small_batch, tile_rows)
+    cols = x.shape[-1] if x.dim() else 0  # the packed layouts do not record their width: SparseLinear checks it
+    return load().sparse_forward(x, KINDS.index(kind), *parts, rows, cols, bias, isa, small_batch, tile_rows)
 
 
 def linear(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: int,

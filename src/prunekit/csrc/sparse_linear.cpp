@@ -699,14 +699,14 @@ at::Tensor csr_linear_tiled(const at::Tensor& x_in, const at::Tensor& crow, cons
   return linear_tiled(a, x, bias, tile_rows, csr_unpack_rows, csr_unpack_rows16);
 }
 
-// nn.Linear's forward for a packed weight, in one call (Python-side overhead is most of a small
-// layer's time): x of any shape (..., cols); batches up to `small_batch` rows run the sparse kernel,
+// nn.Linear's forward for a packed (rows, cols) weight, in one call (Python-side overhead is most
+// of a small layer's time): x of any shape (..., cols); batches up to `small_batch` rows run the sparse kernel,
 // larger ones the tiled dense path. `kind` 0 = bitmask (mask, values, row_ptr), 1 = csr (crow, col, values).
 at::Tensor sparse_forward(const at::Tensor& x, int64_t kind, const at::Tensor& p0, const at::Tensor& p1,
-                          const at::Tensor& p2, int64_t rows, const c10::optional<at::Tensor>& bias, int64_t isa,
-                          int64_t small_batch, int64_t tile_rows) {
-  TORCH_CHECK(x.dim() >= 1, "x must have a last dimension of in_features");
-  int64_t cols = x.size(-1);
+                          const at::Tensor& p2, int64_t rows, int64_t cols, const c10::optional<at::Tensor>& bias,
+                          int64_t isa, int64_t small_batch, int64_t tile_rows) {
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == cols, "x must end in a dimension of ", cols, " features, got shape ",
+              x.sizes());
   at::Tensor x2 = x.reshape({-1, cols});  // (batch, cols)
   if (tile_rows <= 0) tile_rows = std::max<int64_t>(64, (int64_t{1} << 21) / std::max<int64_t>(cols, 1));  // ~8 MB
   bool small = x2.size(0) <= small_batch;
