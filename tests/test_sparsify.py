@@ -40,6 +40,14 @@ def test_pick_never_grows_memory():
     assert pick(seconds, 1.03, {"csr": 130, "bitmask": 120}, dense_bytes=100) == "dense"
 
 
+def test_pick_prefers_the_smaller_layout_unless_the_bigger_is_clearly_faster():
+    stored = {"csr": 120, "bitmask": 72, "torch_csr": 200}
+    seconds = {"dense": 1.0, "csr": 0.40, "bitmask": 0.41, "torch_csr": 0.9}  # csr 2.5% faster: within the margin
+    assert pick(seconds, 1.03, stored, dense_bytes=200) == "bitmask"
+    assert pick(seconds | {"csr": 0.35}, 1.03, stored, dense_bytes=200) == "csr"  # 17% faster: worth its bytes
+    assert pick(seconds, 1.03) == "csr"  # without sizes: the fastest
+
+
 def test_pick_keeps_prefill_near_dense():
     seconds = {"dense": 1.0, "csr": 0.5, "bitmask": 0.6}
     prefill = {"dense": 1.0, "csr": 1.25, "bitmask": 1.05}  # csr would make prefill 0.8× dense

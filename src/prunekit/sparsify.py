@@ -68,13 +68,17 @@ def pick(seconds: dict[str, float], margin: float, stored: dict[str, int] | None
          prefill: dict[str, float] | None = None, prefill_floor: float = 0.0) -> str:
     """The fastest candidate at batch 1; a sparse one only if it beats dense by ``margin``, takes no
     more memory than the dense weight (given ``stored`` bytes per layout) and, given ``prefill``
-    timings, keeps at least ``prefill_floor`` of dense speed at the prefill batch."""
+    timings, keeps at least ``prefill_floor`` of dense speed at the prefill batch. Between sparse
+    layouts, a bigger one must also beat a smaller one by ``margin``: one layer timed alone does not
+    see the cache and memory traffic its extra bytes cost the rest of the model."""
     def ok(k: str) -> bool:
         small = stored is None or stored[k] <= dense_bytes
         return small and (prefill is None or prefill["dense"] >= prefill_floor * prefill[k])
 
     eligible = {k: t for k, t in seconds.items() if k == "dense" or ok(k)}
     best = min(eligible, key=eligible.get)
+    if best != "dense" and stored is not None:
+        best = min((k for k in eligible if k != "dense" and seconds[k] <= margin * seconds[best]), key=stored.get)
     return best if best != "dense" and seconds["dense"] >= margin * seconds[best] else "dense"
 
 
