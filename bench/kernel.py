@@ -5,8 +5,8 @@ Every linear shape of SmolLM2-135M plus 4096×4096 and 11008×4096; 50%, 70%, 90
 row by magnitude, and rotated over enough copies to exceed twice the last-level cache, so every call
 reads its weight from memory as in a real forward pass. Dense and each sparse layout alternate call
 by call in this one process; medians. Two comparisons: the modules a model calls (``nn.Linear`` vs
-``SparseLinear``; the target columns), and the bare calls under them (``F.linear`` vs
-``kernel.forward``), which shows how much of a small layer's time is call overhead. "limit" is the
+``SparseLinear``; the target columns), and the bare calls under them (``F.linear`` vs the compiled
+``sparse_forward``), which shows how much of a small layer's time is call overhead. "limit" is the
 memory-bound speedup: dense bytes ÷ bytes of the smaller kernel layout; "of limit" is how much of it
 the faster layout reached (over 100% where dense GEMV itself falls short of memory bandwidth). Also
 checks each output against dense (max error relative to max |y|).
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from prunekit import kernel
 from prunekit.hardware import cpu_info, pruned_weight
 from prunekit.manifest import build_manifest, write_json
-from prunekit.sparse_linear import SparseLinear
+from prunekit.sparse_linear import SMALL_BATCH, SparseLinear
 from prunekit.sparsify import layout_bytes, measure_layer
 from prunekit.timing import alternate, copies_past_cache
 
@@ -53,7 +53,7 @@ def bare_seconds(w: torch.Tensor, reps: int) -> dict[str, float]:
     for k in kernel.KINDS:
         packed = [kernel.pack(d, k) for d in dense]
         args = [(kernel.KINDS.index(k), *(pk[p] for p in kernel.PARTS[k]), *w.shape) for pk in packed]
-        fns[k] = lambda i, args=args: call(x, *args[i % n], None, isa, 16, 0)
+        fns[k] = lambda i, args=args: call(x, *args[i % n], None, isa, SMALL_BATCH, 0)
     with torch.inference_mode():
         return alternate(fns, reps=reps)
 

@@ -280,20 +280,6 @@ AVX512BF16 void bitmask_rows_bf16dp(const Args& a, int64_t r0, int64_t r1) {
 #define AVX512PERMUTE \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vbmi2,avx512bitalg,avx512vpopcntdq,f16c,fma,popcnt")))
 
-// vpexpandw as a permute over 32 16-bit lanes: lanes 0-15 rank within the low mask half, lanes 16-31
-// within the high half plus the low half's count.
-alignas(64) const uint16_t kBelow16[32] = {0, 1, 3, 7, 15, 31, 63, 127, 255, 511, 1023, 2047, 4095, 8191, 16383, 32767,
-                                           0, 1, 3, 7, 15, 31, 63, 127, 255, 511, 1023, 2047, 4095, 8191, 16383, 32767};
-
-AVX512PERMUTE inline __m512i permute_expand_epi16(uint32_t m, __m512i packed) {
-  __m512i halves = _mm512_mask_set1_epi16(_mm512_set1_epi16(static_cast<int16_t>(m)), 0xFFFF0000u, static_cast<int16_t>(m >> 16));
-  __m512i src = _mm512_popcnt_epi16(_mm512_and_si512(halves, _mm512_load_si512(kBelow16)));
-  src = _mm512_mask_add_epi16(src, 0xFFFF0000u, src, _mm512_set1_epi16(static_cast<int16_t>(_mm_popcnt_u32(m & 0xFFFF))));
-  return _mm512_maskz_permutexvar_epi16(m, src, packed);
-}
-
-AVX512PERMUTE void bitmask_row1_bf16_permute(const Args& a, int64_t r, int64_t b) { BITMASK_ROW1_BF16(permute_expand_epi16) }
-
 // vexpandps as a permute: lane j takes source lane popcount(m & ((1 << j) - 1)) when bit j is set.
 AVX512PERMUTE inline __m512 permute_expand_ps(__mmask16 m, __m512 packed) {
   const __m512i below = _mm512_setr_epi32(0, 1, 3, 7, 15, 31, 63, 127, 255, 511, 1023, 2047, 4095, 8191, 16383, 32767);
@@ -309,6 +295,20 @@ AVX512PERMUTE void bitmask_row1_f32_permute(const Args& a, int64_t r, int64_t b)
 AVX512PERMUTE void bitmask_rows_f32_permute(const Args& a, int64_t r0, int64_t r1) {
   BITMASK_ROWS_F32(bitmask_tile_f32_permute, bitmask_row1_f32_permute)
 }
+
+// vpexpandw as a permute over 32 16-bit lanes: lanes 0-15 rank within the low mask half, lanes 16-31
+// within the high half plus the low half's count.
+alignas(64) const uint16_t kBelow16[32] = {0, 1, 3, 7, 15, 31, 63, 127, 255, 511, 1023, 2047, 4095, 8191, 16383, 32767,
+                                           0, 1, 3, 7, 15, 31, 63, 127, 255, 511, 1023, 2047, 4095, 8191, 16383, 32767};
+
+AVX512PERMUTE inline __m512i permute_expand_epi16(uint32_t m, __m512i packed) {
+  __m512i halves = _mm512_mask_set1_epi16(_mm512_set1_epi16(static_cast<int16_t>(m)), 0xFFFF0000u, static_cast<int16_t>(m >> 16));
+  __m512i src = _mm512_popcnt_epi16(_mm512_and_si512(halves, _mm512_load_si512(kBelow16)));
+  src = _mm512_mask_add_epi16(src, 0xFFFF0000u, src, _mm512_set1_epi16(static_cast<int16_t>(_mm_popcnt_u32(m & 0xFFFF))));
+  return _mm512_maskz_permutexvar_epi16(m, src, packed);
+}
+
+AVX512PERMUTE void bitmask_row1_bf16_permute(const Args& a, int64_t r, int64_t b) { BITMASK_ROW1_BF16(permute_expand_epi16) }
 
 template <int BT>
 AVX512PERMUTE void bitmask_tile_bf16_permute(const Args& a, int64_t r, int64_t b0) { BITMASK_TILE_BF16(permute_expand_epi16) }
@@ -700,8 +700,9 @@ at::Tensor csr_linear_tiled(const at::Tensor& x_in, const at::Tensor& crow, cons
 }
 
 // nn.Linear's forward for a packed (rows, cols) weight, in one call (Python-side overhead is most
-// of a small layer's time): x of any shape (..., cols); batches up to `small_batch` rows run the sparse kernel,
-// larger ones the tiled dense path. `kind` 0 = bitmask (mask, values, row_ptr), 1 = csr (crow, col, values).
+// of a small layer's time): x of any shape (..., cols); batches up to `small_batch` rows run the
+// sparse kernel, larger ones the tiled dense path. `kind` 0 = bitmask (mask, values, row_ptr),
+// 1 = csr (crow, col, values).
 at::Tensor sparse_forward(const at::Tensor& x, int64_t kind, const at::Tensor& p0, const at::Tensor& p1,
                           const at::Tensor& p2, int64_t rows, int64_t cols, const c10::optional<at::Tensor>& bias,
                           int64_t isa, int64_t small_batch, int64_t tile_rows) {
