@@ -2,7 +2,7 @@
 
 For each sparsity the default model is magnitude-pruned (per layer, all block linears) and run by
 ``prunekit.latency.bench_model``: the dense copy (zeros multiplied) and the sparsified copy (per-layer
-measured choice of dense / bitmask / csr / torch CSR) alternate in one process; medians and ratios.
+measured choice of dense / bitmask / sell / torch CSR) alternate in one process; medians and ratios.
 Targets: decode ≥ 1.5× dense at 70%, and never below 0.97× at any sparsity.
 
     .venv/bin/python bench/decode.py [--sparsities 0.1,0.3,0.5,0.7,0.9] [--dtype float32|bfloat16] [--reps 5]

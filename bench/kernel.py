@@ -52,7 +52,7 @@ def bare_seconds(w: torch.Tensor, reps: int) -> dict[str, float]:
     fns = {"dense": lambda i: F.linear(x, dense[i % n])}
     for k in kernel.KINDS:
         packed = [kernel.pack(d, k) for d in dense]
-        args = [(kernel.KINDS.index(k), *(pk[p] for p in kernel.PARTS[k]), *w.shape) for pk in packed]
+        args = [(kernel.KINDS.index(k), *kernel.call_parts(pk, k), *w.shape) for pk in packed]
         fns[k] = lambda i, args=args: call(x, *args[i % n], None, isa, SMALL_BATCH, 0)
     with torch.inference_mode():
         return alternate(fns, reps=reps)
@@ -71,24 +71,24 @@ def main() -> None:
         for shape in SHAPES:
             for pattern in PATTERNS:
                 w = pruned_weight(shape, pattern, dtype)
-                t = measure_layer(w, None, ("bitmask", "csr", "torch_csr"), args.reps)[1]
+                t = measure_layer(w, None, ("bitmask", "sell", "torch_csr"), args.reps)[1]
                 dense_bytes = w.numel() * w.element_size()
-                best = min(("bitmask", "csr"), key=t.get)
-                limit = dense_bytes / min(layout_bytes(w, ("bitmask", "csr")).values())
+                best = min(("bitmask", "sell"), key=t.get)
+                limit = dense_bytes / min(layout_bytes(w, ("bitmask", "sell")).values())
                 speedup = t["dense"] / t[best]
                 bare = bare_seconds(w, args.reps)
                 rows.append({"dtype": str(dtype).removeprefix("torch."), "shape": list(shape), "pattern": pattern,
                              "dense_us": round(t["dense"] * 1e6, 1), "best": best, "speedup": round(speedup, 2),
-                             "bitmask": round(t["dense"] / t["bitmask"], 2), "csr": round(t["dense"] / t["csr"], 2),
+                             "bitmask": round(t["dense"] / t["bitmask"], 2), "sell": round(t["dense"] / t["sell"], 2),
                              "torch_csr": round(t["dense"] / t["torch_csr"], 2), "limit": round(limit, 2),
                              "of_limit": round(speedup / limit, 2), "target": TARGETS.get(pattern),
                              "dense_gb_s": round(dense_bytes / t["dense"] / 1e9, 1),
                              "bare_dense_us": round(bare["dense"] * 1e6, 1),
-                             "bare_speedup": round(bare["dense"] / min(bare["bitmask"], bare["csr"]), 2),
+                             "bare_speedup": round(bare["dense"] / min(bare["bitmask"], bare["sell"]), 2),
                              "max_rel_error": max_rel_error(w, best)})
                 r = rows[-1]
                 print(f"{r['dtype']:>8} {shape[0]:>5}x{shape[1]:<5} {pattern:>4}  dense {r['dense_us']:>8.1f} us "
-                      f"({r['dense_gb_s']:>5.1f} GB/s)  bitmask {r['bitmask']:>5.2f}x  csr {r['csr']:>5.2f}x  "
+                      f"({r['dense_gb_s']:>5.1f} GB/s)  bitmask {r['bitmask']:>5.2f}x  sell {r['sell']:>5.2f}x  "
                       f"torch_csr {r['torch_csr']:>5.2f}x  bare {r['bare_speedup']:>5.2f}x  "
                       f"limit {r['limit']:>5.2f}x ({r['of_limit']:.0%})  "
                       f"target {r['target'] or '-'}  err {r['max_rel_error']:.1e}", flush=True)

@@ -22,22 +22,22 @@ def test_pruned_weight_has_exactly_the_pattern(pattern, zeros):
 def test_summarize_weights_shapes_by_count_and_says_no_speedup():
     """Hand-computed: two shapes, the second three times as common."""
     rows = [
-        {"shape": [8, 8], "count": 1, "pattern": "50%", "batch": 1, "seconds": {"dense": 4.0, "bitmask": 1.0, "csr": 2.0},
-         "dense_bytes": 100, "stored_bytes": {"bitmask": 50, "csr": 70}},
-        {"shape": [8, 16], "count": 3, "pattern": "50%", "batch": 1, "seconds": {"dense": 2.0, "bitmask": 1.0, "csr": 4.0},
-         "dense_bytes": 200, "stored_bytes": {"bitmask": 110, "csr": 120}},
-        {"shape": [8, 8], "count": 1, "pattern": "50%", "batch": 128, "seconds": {"dense": 1.0, "bitmask": 1.5, "csr": 1.1},
-         "dense_bytes": 100, "stored_bytes": {"bitmask": 50, "csr": 70}},
+        {"shape": [8, 8], "count": 1, "pattern": "50%", "batch": 1, "seconds": {"dense": 4.0, "bitmask": 1.0, "sell": 2.0},
+         "dense_bytes": 100, "stored_bytes": {"bitmask": 50, "sell": 70}},
+        {"shape": [8, 16], "count": 3, "pattern": "50%", "batch": 1, "seconds": {"dense": 2.0, "bitmask": 1.0, "sell": 4.0},
+         "dense_bytes": 200, "stored_bytes": {"bitmask": 110, "sell": 120}},
+        {"shape": [8, 8], "count": 1, "pattern": "50%", "batch": 128, "seconds": {"dense": 1.0, "bitmask": 1.5, "sell": 1.1},
+         "dense_bytes": 100, "stored_bytes": {"bitmask": 50, "sell": 70}},
     ]
     s = summarize(rows)["50%"]
-    assert s["speed"][1] == {"layout": "bitmask", "speedup": 2.5, "per_layout": {"bitmask": 2.5, "csr": 0.71}}  # 10/4, 10/14
+    assert s["speed"][1] == {"layout": "bitmask", "speedup": 2.5, "per_layout": {"bitmask": 2.5, "sell": 0.71}}  # 10/4 10/14
     assert s["speed"][128]["speedup"] == 0.91 and s["memory_format"] == "bitmask"
     assert s["memory_ratio"] == round(700 / 380, 2)
     assert "no speedup at batch 128" in s["verdict"] and "2.50× faster at batch 1 (bitmask)" in s["verdict"]
 
 
 def test_verdict_text():
-    text = verdict("2:4", {1: {"layout": "csr", "speedup": 1.02}}, "nm", 1.88)
+    text = verdict("2:4", {1: {"layout": "sell", "speedup": 1.02}}, "nm", 1.88)
     assert text == "2:4: no speedup at batch 1 (1.02× at best); 1.88× less weight memory with the nm format"
 
 

@@ -105,10 +105,35 @@ def test_pack_bitmask_layout():
     assert p["row_ptr"].tolist() == [0, 3, 4]
 
 
-def test_pack_csr_narrow_indices():
-    w = sparse_weight(3, 40, 0.5)
-    assert kernel.pack_csr(w)["col"].dtype == torch.int16
-    assert kernel.pack_csr(sparse_weight(2, 40000, 0.99))["col"].dtype == torch.int32
+@pytest.mark.parametrize("layout", kernel.KINDS)
+def test_uneven_rows_split_between_threads(isa, layout):
+    """Rows from empty to full in shuffled order (sell sorts them and splits slices between tasks by
+    stored entries, not by count): small batches and the tiled path (batch 17) against F.linear."""
+    g = torch.Generator().manual_seed(3)
+    density = torch.linspace(0, 1, 203)[torch.randperm(203, generator=g)]
+    w = torch.randn(203, 300, generator=g) * (torch.rand(203, 300, generator=g) < density[:, None])
+    bias = torch.randn(203)
+    packed = kernel.pack(w, layout)
+    for batch in (1, 3, 17):
+        x = torch.randn(batch, 300, generator=g)
+        assert_matches(kernel.forward(x, layout, packed, 203, bias, tile_rows=40), reference(x, w, bias))
+
+
+def test_pack_sell_layout():
+    """Hand-checked: rows sorted by nonzero count (stable), one slice of 16 lanes (lanes 3-15 pad),
+    slot k holding each row's k-th nonzero; the short rows pad with column 0, value 0."""
+    w = torch.zeros(3, 5)
+    w[0, 4] = 1.0
+    w[1, 0], w[1, 2], w[1, 3] = 2.0, 3.0, 4.0
+    w[2, 1], w[2, 3] = 5.0, 6.0
+    p = kernel.pack_sell(w)
+    assert p["perm"].tolist() == [1, 2, 0] + [-1] * 13
+    assert p["slice_ptr"].tolist() == [0, 48]  # width 3 (row 1's count) × 16 lanes
+    pad = [0] * 13
+    assert p["col"].tolist() == [0, 1, 4] + pad + [2, 3, 0] + pad + [3, 0, 0] + pad
+    assert p["values"].tolist() == [2.0, 5.0, 1.0] + pad + [3.0, 6.0, 0.0] + pad + [4.0, 0.0, 0.0] + pad
+    assert kernel.pack_sell(w)["col"].dtype == torch.int16
+    assert kernel.pack_sell(sparse_weight(2, 40000, 0.99))["col"].dtype == torch.int32
 
 
 def test_bad_input_is_a_clear_error():

@@ -25,7 +25,7 @@ def pruned_tiny(sparsity: float = 0.7):
 
 @pytest.mark.parametrize(("seconds", "expected"), [
     ({"dense": 1.0, "bitmask": 0.99}, "dense"),             # within the margin: keep dense
-    ({"dense": 1.0, "bitmask": 0.5, "csr": 0.6}, "bitmask"),
+    ({"dense": 1.0, "bitmask": 0.5, "sell": 0.6}, "bitmask"),
     ({"dense": 1.0, "bitmask": 1.2, "torch_csr": 0.9}, "torch_csr"),
     ({"dense": 0.5, "bitmask": 0.9}, "dense"),
 ])
@@ -35,28 +35,28 @@ def test_pick(seconds, expected):
 
 def test_pick_never_grows_memory():
     """At low sparsity CSR can be faster than torch's dense GEMV yet bigger: it is not taken."""
-    seconds = {"dense": 1.0, "csr": 0.5, "bitmask": 0.8}
-    assert pick(seconds, 1.03, {"csr": 130, "bitmask": 95}, dense_bytes=100) == "bitmask"
-    assert pick(seconds, 1.03, {"csr": 130, "bitmask": 120}, dense_bytes=100) == "dense"
+    seconds = {"dense": 1.0, "sell": 0.5, "bitmask": 0.8}
+    assert pick(seconds, 1.03, {"sell": 130, "bitmask": 95}, dense_bytes=100) == "bitmask"
+    assert pick(seconds, 1.03, {"sell": 130, "bitmask": 120}, dense_bytes=100) == "dense"
 
 
 def test_pick_prefers_the_smaller_layout_unless_the_bigger_is_clearly_faster():
-    stored = {"csr": 120, "bitmask": 72, "torch_csr": 200}
-    seconds = {"dense": 1.0, "csr": 0.40, "bitmask": 0.41, "torch_csr": 0.9}  # csr 2.5% faster: within the margin
+    stored = {"sell": 120, "bitmask": 72, "torch_csr": 200}
+    seconds = {"dense": 1.0, "sell": 0.40, "bitmask": 0.41, "torch_csr": 0.9}  # csr 2.5% faster: within the margin
     assert pick(seconds, 1.03, stored, dense_bytes=200) == "bitmask"
-    assert pick(seconds | {"csr": 0.35}, 1.03, stored, dense_bytes=200) == "csr"  # 17% faster: worth its bytes
-    assert pick(seconds, 1.03) == "csr"  # without sizes: the fastest
+    assert pick(seconds | {"sell": 0.35}, 1.03, stored, dense_bytes=200) == "sell"  # 17% faster: worth its bytes
+    assert pick(seconds, 1.03) == "sell"  # without sizes: the fastest
 
 
 def test_pick_keeps_prefill_near_dense():
-    seconds = {"dense": 1.0, "csr": 0.5, "bitmask": 0.6}
-    prefill = {"dense": 1.0, "csr": 1.25, "bitmask": 1.05}  # csr would make prefill 0.8× dense
+    seconds = {"dense": 1.0, "sell": 0.5, "bitmask": 0.6}
+    prefill = {"dense": 1.0, "sell": 1.25, "bitmask": 1.05}  # sell would make prefill 0.8× dense
     assert pick(seconds, 1.03, prefill=prefill, prefill_floor=0.9) == "bitmask"
     assert pick(seconds, 1.03, prefill=prefill | {"bitmask": 1.2}, prefill_floor=0.9) == "dense"
 
 
 @needs_kernel
-@pytest.mark.parametrize("layout", ["auto", "bitmask", "csr", "torch_csr"])
+@pytest.mark.parametrize("layout", ["auto", "bitmask", "sell", "torch_csr"])
 def test_outputs_and_generation_unchanged(layout):
     model = pruned_tiny()
     ids = torch.randint(0, 256, (1, 20))
@@ -107,8 +107,8 @@ def test_without_a_compiler_layers_stay_dense(monkeypatch, caplog):
 def test_measure_layer_reports_every_candidate():
     w = torch.randn(32, 48)
     w[w.abs() < 1] = 0
-    seconds = measure_layer(w, None, ("bitmask", "csr"), reps=3, batches=(2,))[2]
-    assert set(seconds) == {"dense", "bitmask", "csr"} and all(s > 0 for s in seconds.values())
+    seconds = measure_layer(w, None, ("bitmask", "sell"), reps=3, batches=(2,))[2]
+    assert set(seconds) == {"dense", "bitmask", "sell"} and all(s > 0 for s in seconds.values())
 
 
 @needs_kernel

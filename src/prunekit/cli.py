@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prompt-tokens", type=int, default=512)
     b.add_argument("--new-tokens", type=int, default=32)
     b.add_argument("--reps", type=int, default=5)
-    b.add_argument("--layout", default="auto", help="auto (measure per layer), bitmask, csr or torch_csr")
+    b.add_argument("--layout", default="auto", help="auto (measure per layer), bitmask, sell or torch_csr")
     b.add_argument("--out", default=None, help="also write the JSON here")
 
     c = sub.add_parser("compare", help="every method × pattern: perplexity, cost, memory and speed, as a report")

@@ -23,8 +23,9 @@ from .models import cache_dir
 log = logging.getLogger(__name__)
 SOURCES = [Path(__file__).parent / "csrc" / f for f in ("sparse_linear.cpp", "memory_pool.cpp")]
 ISAS = {"scalar": 0, "avx2": 1, "avx512": 2, "avx512_bf16": 3, "avx512_permute": 4}
-KINDS = ("bitmask", "csr")
-PARTS = {"bitmask": ("mask", "values", "row_ptr"), "csr": ("crow", "col", "values")}  # in the kernel's argument order
+KINDS = ("bitmask", "sell")
+PARTS = {"bitmask": ("mask", "values", "row_ptr"), "sell": ("slice_ptr", "col", "values", "perm")}  # kernel argument order
+SLICE = 16  # rows per sell slice: one AVX-512 vector of float32
 PAD = 32  # zeros after the packed values, so vector loads never leave the buffer
 
 
@@ -79,20 +80,40 @@ def pack_bitmask(weight: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"mask": mask, "values": torch.cat([values, values.new_zeros(PAD)]).contiguous(), "row_ptr": row_ptr}
 
 
-def pack_csr(weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    """(rows, cols) → int64 row pointers, int16 (or int32 when cols > 32767) columns, values."""
+def pack_sell(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(rows, cols) → sliced ELLPACK: rows sorted by nonzero count (``perm``, -1 pads the last
+    slice) in slices of 16; slice s's entries ``[slice_ptr[s], slice_ptr[s+1])`` hold, slot by slot,
+    the k-th nonzero of each of its rows (``col``: int16, or int32 when cols > 32767; ``values``).
+    Rows shorter than their slice's longest pad with column 0, value 0."""
     rows, cols = weight.shape
     keep = weight != 0
-    crow = torch.zeros(rows + 1, dtype=torch.int64)
-    crow[1:] = keep.sum(1).cumsum(0)
-    col = keep.nonzero()[:, 1].to(torch.int16 if cols <= 32767 else torch.int32)
-    return {"crow": crow, "col": col.contiguous(), "values": weight[keep].contiguous()}
+    count = keep.sum(1)  # (rows,)
+    order = torch.sort(count, descending=True, stable=True).indices
+    slices = -(-rows // SLICE)
+    perm = torch.full((slices * SLICE,), -1, dtype=torch.int32)
+    perm[:rows] = order.to(torch.int32)
+    width = torch.zeros(slices * SLICE, dtype=torch.int64)
+    width[:rows] = count[order]
+    slice_ptr = torch.zeros(slices + 1, dtype=torch.int64)
+    slice_ptr[1:] = (width.view(slices, SLICE).amax(1) * SLICE).cumsum(0)
+    position = torch.empty(rows, dtype=torch.int64)  # each row's place in slice order
+    position[order] = torch.arange(rows)
+    r, c = keep.nonzero(as_tuple=True)  # row-major
+    k = torch.arange(r.numel()) - (count.cumsum(0) - count)[r]  # rank of each nonzero within its row
+    p = position[r]
+    at = slice_ptr[p // SLICE] + SLICE * k + p % SLICE
+    total = int(slice_ptr[-1])
+    col = torch.zeros(total, dtype=torch.int16 if cols <= 32767 else torch.int32)
+    col[at] = c.to(col.dtype)
+    values = weight.new_zeros(total)
+    values[at] = weight[r, c]
+    return {"slice_ptr": slice_ptr, "col": col, "values": values, "perm": perm}
 
 
 def pack(weight: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
     if kind not in KINDS:
         raise ValueError(f"unknown kernel layout {kind!r}; choose one of {KINDS}")
-    return pack_bitmask(weight) if kind == "bitmask" else pack_csr(weight)
+    return pack_bitmask(weight) if kind == "bitmask" else pack_sell(weight)
 
 
 def unpack(packed: dict[str, torch.Tensor], kind: str, shape: tuple[int, int]) -> torch.Tensor:
@@ -106,8 +127,12 @@ def unpack(packed: dict[str, torch.Tensor], kind: str, shape: tuple[int, int]) -
         keep = bits.reshape(rows, -1)[:, :cols].bool()
         dense[keep] = values[: int(packed["row_ptr"][-1])]
     else:
-        row = torch.repeat_interleave(torch.arange(rows), packed["crow"].diff())
-        dense[row, packed["col"].long()] = values
+        slice_ptr, perm = packed["slice_ptr"], packed["perm"]
+        at = torch.arange(int(slice_ptr[-1]))
+        s = torch.searchsorted(slice_ptr, at, right=True) - 1  # the slice of each entry
+        row = perm[s * SLICE + (at - slice_ptr[s]) % SLICE].long()
+        stored = values != 0  # padding is the only zero stored
+        dense[row[stored], packed["col"][stored].long()] = values[stored]
     return dense
 
 
@@ -119,10 +144,14 @@ def forward(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: i
     if kind not in KINDS:
         raise ValueError(f"unknown kernel layout {kind!r}; choose one of {KINDS}")
     isa = forced_isa() if isa is None else isa
-    parts = [packed[name] for name in PARTS[kind]]
     cols = x.shape[-1] if x.dim() else 0  # the packed layouts do not record their width: SparseLinear checks it
-    return load().sparse_forward(x, KINDS.index(kind), *parts, rows, cols, bias, isa, small_batch, tile_rows)
+    return load().sparse_forward(x, KINDS.index(kind), *call_parts(packed, kind), rows, cols, bias, isa, small_batch,
+                                 tile_rows)
 
+
+def call_parts(packed: dict[str, torch.Tensor], kind: str) -> list[torch.Tensor | None]:
+    """The four tensor arguments of ``sparse_forward`` for a layout (bitmask has no fourth)."""
+    return [packed[name] for name in PARTS[kind]] + [None] * (4 - len(PARTS[kind]))
 
 def linear(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: int,
            bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """``SparseLinear``: a drop-in for ``nn.Linear`` whose weight is stored compressed and run sparse.
 
-Layouts: ``bitmask`` and ``csr`` (prunekit's compiled CPU kernel, see ``kernel.py``) or ``torch_csr``
+Layouts: ``bitmask`` and ``sell`` (prunekit's compiled CPU kernel, see ``kernel.py``) or ``torch_csr``
 (stock ``torch.sparse``). Batches of up to ``SMALL_BATCH`` rows (decode) run the sparse kernel;
 larger ones (prefill) unpack tiles of rows and use dense GEMM, so they cost about what dense does.
 Which layout (or plain dense) a layer gets is decided by measuring, in ``sparsify.py``.
@@ -15,7 +15,7 @@ from torch import nn
 
 from . import kernel
 
-LAYOUTS = ("bitmask", "csr", "torch_csr")
+LAYOUTS = ("bitmask", "sell", "torch_csr")
 SMALL_BATCH = 16  # measured crossover: above it the kernel loses to dense GEMM on these CPUs
 
 
@@ -54,8 +54,9 @@ class SparseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self._buffers  # not nn.Module.__getattr__: a small layer's call is a few µs, most of it Python
         if self.layout != "torch_csr":  # one compiled call: reshape, kernel or tiled dense GEMM, reshape back
-            return kernel.load().sparse_forward(x, self._kind, *[b[n] for n in self.parts], self.out_features,
-                                                self.in_features, b["bias"], self._isa, SMALL_BATCH, 0)
+            return kernel.load().sparse_forward(x, self._kind, b[self.parts[0]], b[self.parts[1]], b[self.parts[2]],
+                                                b.get("perm"), self.out_features, self.in_features, b["bias"],
+                                                self._isa, SMALL_BATCH, 0)
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must end in a dimension of {self.in_features} features, got shape {tuple(x.shape)}")
         x2 = x.reshape(-1, self.in_features)  # (batch, in); stock torch: sparse kernel at every batch size
