@@ -12,8 +12,8 @@
 // Values may be float32, bfloat16 or float16; so may x (computed in float32, y returned in x's dtype).
 // With bf16 values, bf16 x and AVX512_BF16, products of bf16 pairs accumulate in float32 (vdpbf16ps).
 //
-// Parallel over output rows (at::parallel_for). The ISA is chosen at run time: AVX-512, AVX2+FMA,
-// or portable scalar code; `isa` may force a lower one (used by the tests).
+// Parallel over output rows (bitmask) or slices (sell) with at::parallel_for. The ISA is chosen at
+// run time: AVX-512, AVX2+FMA, or portable scalar code; `isa` may force a lower one (the tests do).
 //
 // Decompressing values under a mask is one vexpand instruction. On AMD Zen it is slow (measured
 // here: one per ~5 cycles, slower still on 2:4 masks), so on AMD (the `avx512_permute` level) the
