@@ -120,14 +120,15 @@ def test_uneven_rows_split_between_threads(isa, layout):
 
 
 def test_pack_sell_layout():
-    """Hand-checked: rows sorted by nonzero count (stable), one slice of 16 lanes (lanes 3-15 pad),
-    slot k holding each row's k-th nonzero; the short rows pad with column 0, value 0."""
+    """Hand-checked: rows sorted by nonzero count (stable) into lanes (row 1 → lane 0, row 2 → 1,
+    row 0 → 2; lanes 3-15 pad), slot k holding each row's k-th nonzero; short rows pad with column 0,
+    value 0."""
     w = torch.zeros(3, 5)
     w[0, 4] = 1.0
     w[1, 0], w[1, 2], w[1, 3] = 2.0, 3.0, 4.0
     w[2, 1], w[2, 3] = 5.0, 6.0
     p = kernel.pack_sell(w)
-    assert p["perm"].tolist() == [1, 2, 0] + [-1] * 13
+    assert p["where"].tolist() == [2, 0, 1]
     assert p["slice_ptr"].tolist() == [0, 48]  # width 3 (row 1's count) × 16 lanes
     pad = [0] * 13
     assert p["col"].tolist() == [0, 1, 4] + pad + [2, 3, 0] + pad + [3, 0, 0] + pad

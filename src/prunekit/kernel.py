@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 SOURCES = [Path(__file__).parent / "csrc" / f for f in ("sparse_linear.cpp", "memory_pool.cpp")]
 ISAS = {"scalar": 0, "avx2": 1, "avx512": 2, "avx512_bf16": 3, "avx512_permute": 4}
 KINDS = ("bitmask", "sell")
-PARTS = {"bitmask": ("mask", "values", "row_ptr"), "sell": ("slice_ptr", "col", "values", "perm")}  # kernel argument order
+PARTS = {"bitmask": ("mask", "values", "row_ptr"), "sell": ("slice_ptr", "col", "values", "where")}  # kernel argument order
 SLICE = 16  # rows per sell slice: one AVX-512 vector of float32
 PAD = 32  # zeros after the packed values, so vector loads never leave the buffer
 
@@ -81,33 +81,31 @@ def pack_bitmask(weight: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def pack_sell(weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    """(rows, cols) → sliced ELLPACK: rows sorted by nonzero count (``perm``, -1 pads the last
-    slice) in slices of 16; slice s's entries ``[slice_ptr[s], slice_ptr[s+1])`` hold, slot by slot,
-    the k-th nonzero of each of its rows (``col``: int16, or int32 when cols > 32767; ``values``).
+    """(rows, cols) → sliced ELLPACK: rows sorted by nonzero count, 16 per slice (``where``: each
+    row's lane, 16 · slice + lane); slice s's entries ``[slice_ptr[s], slice_ptr[s+1])`` hold, slot by
+    slot, the k-th nonzero of each of its rows (``col``: int16, or int32 when cols > 32767; ``values``).
     Rows shorter than their slice's longest pad with column 0, value 0."""
     rows, cols = weight.shape
     keep = weight != 0
     count = keep.sum(1)  # (rows,)
-    order = torch.sort(count, descending=True, stable=True).indices
+    order = torch.sort(count, descending=True, stable=True).indices  # the row in each lane
+    where = torch.empty(rows, dtype=torch.int64)
+    where[order] = torch.arange(rows)
     slices = -(-rows // SLICE)
-    perm = torch.full((slices * SLICE,), -1, dtype=torch.int32)
-    perm[:rows] = order.to(torch.int32)
     width = torch.zeros(slices * SLICE, dtype=torch.int64)
     width[:rows] = count[order]
     slice_ptr = torch.zeros(slices + 1, dtype=torch.int64)
     slice_ptr[1:] = (width.view(slices, SLICE).amax(1) * SLICE).cumsum(0)
-    position = torch.empty(rows, dtype=torch.int64)  # each row's place in slice order
-    position[order] = torch.arange(rows)
     r, c = keep.nonzero(as_tuple=True)  # row-major
     k = torch.arange(r.numel()) - (count.cumsum(0) - count)[r]  # rank of each nonzero within its row
-    p = position[r]
-    at = slice_ptr[p // SLICE] + SLICE * k + p % SLICE
+    lane = where[r]
+    at = slice_ptr[lane // SLICE] + SLICE * k + lane % SLICE
     total = int(slice_ptr[-1])
     col = torch.zeros(total, dtype=torch.int16 if cols <= 32767 else torch.int32)
     col[at] = c.to(col.dtype)
     values = weight.new_zeros(total)
     values[at] = weight[r, c]
-    return {"slice_ptr": slice_ptr, "col": col, "values": values, "perm": perm}
+    return {"slice_ptr": slice_ptr, "col": col, "values": values, "where": where.to(torch.int32)}
 
 
 def pack(weight: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
@@ -127,10 +125,12 @@ def unpack(packed: dict[str, torch.Tensor], kind: str, shape: tuple[int, int]) -
         keep = bits.reshape(rows, -1)[:, :cols].bool()
         dense[keep] = values[: int(packed["row_ptr"][-1])]
     else:
-        slice_ptr, perm = packed["slice_ptr"], packed["perm"]
+        slice_ptr, where = packed["slice_ptr"], packed["where"].long()
+        row_of_lane = torch.zeros(len(slice_ptr) * SLICE, dtype=torch.int64)  # padding lanes hold only zeros
+        row_of_lane[where] = torch.arange(rows)
         at = torch.arange(int(slice_ptr[-1]))
         s = torch.searchsorted(slice_ptr, at, right=True) - 1  # the slice of each entry
-        row = perm[s * SLICE + (at - slice_ptr[s]) % SLICE].long()
+        row = row_of_lane[s * SLICE + (at - slice_ptr[s]) % SLICE]
         stored = values != 0  # padding is the only zero stored
         dense[row[stored], packed["col"][stored].long()] = values[stored]
     return dense

@@ -55,7 +55,7 @@ class SparseLinear(nn.Module):
         b = self._buffers  # not nn.Module.__getattr__: a small layer's call is a few µs, most of it Python
         if self.layout != "torch_csr":  # one compiled call: reshape, kernel or tiled dense GEMM, reshape back
             return kernel.load().sparse_forward(x, self._kind, b[self.parts[0]], b[self.parts[1]], b[self.parts[2]],
-                                                b.get("perm"), self.out_features, self.in_features, b["bias"],
+                                                b.get("where"), self.out_features, self.in_features, b["bias"],
                                                 self._isa, SMALL_BATCH, 0)
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must end in a dimension of {self.in_features} features, got shape {tuple(x.shape)}")

@@ -4,11 +4,13 @@
 //   bitmask: mask (rows, chunks) of 16-bit words, bit j of word c <=> W[r, 16c + j] != 0;
 //            values = the nonzeros in row-major order (padded with 32 zeros so vector loads
 //            never leave the buffer); row_ptr (rows + 1) = offset of each row in values.
-//   sell:    sliced ELLPACK, 16 rows per slice, rows sorted by nonzero count: perm (16 · slices,
-//            int32) = the row in each lane (-1 pads the last slice); slice s's entries are
-//            [slice_ptr[s], slice_ptr[s + 1]), slot k holding the k-th nonzero of each of its 16 rows
-//            (column in col, int16 or int32; value in values; padding: column 0, value 0).
-//            Reads no mask, and one step serves 16 rows: the fastest layout at high sparsity.
+//   sell:    sliced ELLPACK: rows sorted by nonzero count, 16 per slice; where (rows, int32) = each
+//            row's lane (16 · slice + lane); slice s's entries are [slice_ptr[s], slice_ptr[s + 1]),
+//            slot k holding the k-th nonzero of each of its 16 rows (column in col, int16 or int32;
+//            value in values; padding: column 0, value 0). The kernel writes each slice's 16 lanes
+//            with one store into a buffer in slice order, then gathers y in row order, so threads
+//            never share y's cache lines. Reads no mask, and one step serves 16 rows: the fastest
+//            layout at high sparsity.
 // Values may be float32, bfloat16 or float16; so may x (computed in float32, y returned in x's dtype).
 // With bf16 values, bf16 x and AVX512_BF16, products of bf16 pairs accumulate in float32 (vdpbf16ps).
 //
@@ -30,6 +32,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 namespace {
@@ -73,8 +76,9 @@ struct Args {
   int64_t chunks;
   // sell
   const int64_t* slice_ptr;  // (slices + 1)
-  const int32_t* perm;       // (16 · slices): the row each lane holds, -1 for padding
-  const int32_t* where;      // (rows): the lane of each row, perm's inverse (tiled path only)
+  const int32_t* where;      // (rows): the lane of each row
+  float* lanes;              // (batch, 16 · slices): the kernel's results in slice order
+  int64_t lanes_stride;
   const void* col;
   bool col16;
   // bf16 dot-product path: x as bf16, rows padded with zeros to a multiple of 32 columns
@@ -128,22 +132,14 @@ inline int64_t col_at(const Args& a, int64_t i) {
   return a.col16 ? static_cast<const int16_t*>(a.col)[i] : static_cast<const int32_t*>(a.col)[i];
 }
 
-// The 16 lanes of slice s for input b, plus bias, into y at the rows they hold (padding lanes: none).
-inline void put_slice(const Args& a, int64_t s, int64_t b, const float* lanes) {
-  for (int l = 0; l < 16; ++l) {
-    int32_t r = a.perm[s * 16 + l];
-    if (r >= 0) put_y(a, b * a.rows + r, lanes[l] + (a.bias ? a.bias[r] : 0.f));
-  }
-}
-
 void sell_slices_scalar(const Args& a, int64_t s0, int64_t s1) {
   for (int64_t s = s0; s < s1; ++s) {
     for (int64_t b = 0; b < a.batch; ++b) {
       const float* x = a.x + b * a.cols;
-      float acc[16] = {};
+      float* acc = a.lanes + b * a.lanes_stride + s * 16;
+      std::fill(acc, acc + 16, 0.f);
       for (int64_t i = a.slice_ptr[s]; i < a.slice_ptr[s + 1]; i += 16)
         for (int l = 0; l < 16; ++l) acc[l] += scalar_value(a.values, a.dtype, i + l) * x[col_at(a, i + l)];
-      put_slice(a, s, b, acc);
     }
   }
 }
@@ -363,11 +359,7 @@ AVX512 void sell_slice_avx512(const Args& a, int64_t s, int64_t b0) {
     __m512 w = load16(a.values, a.dtype, i);
     for (int t = 0; t < BT; ++t) acc[t] = _mm512_fmadd_ps(w, gather_x16(a.x + (b0 + t) * a.cols, col + i), acc[t]);
   }
-  alignas(64) float lanes[16];
-  for (int t = 0; t < BT; ++t) {
-    _mm512_store_ps(lanes, acc[t]);
-    put_slice(a, s, b0 + t, lanes);
-  }
+  for (int t = 0; t < BT; ++t) _mm512_storeu_ps(a.lanes + (b0 + t) * a.lanes_stride + s * 16, acc[t]);
 }
 
 template <typename T>
@@ -481,11 +473,9 @@ AVX2 void sell_slice_avx2(const Args& a, int64_t s, int64_t b0) {
       hi[t] = _mm256_fmadd_ps(w1, gather_x8(x, col + i + 8), hi[t]);
     }
   }
-  alignas(32) float lanes[16];
   for (int t = 0; t < BT; ++t) {
-    _mm256_store_ps(lanes, lo[t]);
-    _mm256_store_ps(lanes + 8, hi[t]);
-    put_slice(a, s, b0 + t, lanes);
+    _mm256_storeu_ps(a.lanes + (b0 + t) * a.lanes_stride + s * 16, lo[t]);
+    _mm256_storeu_ps(a.lanes + (b0 + t) * a.lanes_stride + s * 16 + 8, hi[t]);
   }
 }
 
@@ -596,17 +586,17 @@ Args bitmask_args(const at::Tensor& x, at::Tensor& y, const at::Tensor& mask, co
 }
 
 Args sell_args(const at::Tensor& x, at::Tensor& y, const at::Tensor& slice_ptr, const at::Tensor& col,
-               const at::Tensor& values, const at::Tensor& perm, int64_t rows, const c10::optional<at::Tensor>& bias) {
+               const at::Tensor& values, const at::Tensor& where, int64_t rows, const c10::optional<at::Tensor>& bias) {
   int64_t slices = (rows + 15) / 16;
   TORCH_CHECK(slice_ptr.scalar_type() == at::kLong && slice_ptr.numel() == slices + 1 && slice_ptr.is_contiguous(),
               "slice_ptr must be int64 (slices + 1)");
-  TORCH_CHECK(perm.scalar_type() == at::kInt && perm.numel() == 16 * slices && perm.is_contiguous(), "perm must be int32 (16 · slices)");
+  TORCH_CHECK(where.scalar_type() == at::kInt && where.numel() == rows && where.is_contiguous(), "where must be int32 (rows)");
   TORCH_CHECK(col.scalar_type() == at::kShort || col.scalar_type() == at::kInt, "col must be int16 or int32");
   TORCH_CHECK(col.is_contiguous() && col.numel() == values.numel() && values.numel() == slice_ptr.data_ptr<int64_t>()[slices],
               "col and values must have one entry per slot");
   Args a = common_args(x, y, bias, values, rows);
   a.slice_ptr = slice_ptr.data_ptr<int64_t>();
-  a.perm = perm.data_ptr<int32_t>();
+  a.where = where.data_ptr<int32_t>();
   a.col = col.data_ptr();
   a.col16 = col.scalar_type() == at::kShort;
   return a;
@@ -640,15 +630,21 @@ void bitmask_small(const at::Tensor& x, at::Tensor& y, const at::Tensor& mask, c
 }
 
 void sell_small(const at::Tensor& x, at::Tensor& y, const at::Tensor& slice_ptr, const at::Tensor& col,
-                const at::Tensor& values, const at::Tensor& perm, int64_t rows, const c10::optional<at::Tensor>& bias,
+                const at::Tensor& values, const at::Tensor& where, int64_t rows, const c10::optional<at::Tensor>& bias,
                 int64_t level) {
-  Args a = sell_args(x, y, slice_ptr, col, values, perm, rows, bias);
+  Args a = sell_args(x, y, slice_ptr, col, values, where, rows, bias);
   std::vector<float> buf;
   a.x = x_as_f32(x, buf);
   int64_t slices = slice_ptr.numel() - 1;
+  std::unique_ptr<float[]> lanes(new float[a.batch * slices * 16]);  // every lane is written: no fill
+  a.lanes = lanes.get();
+  a.lanes_stride = slices * 16;
   if (level >= kAvx512) run_slices(a, slices, sell_slices_avx512);
   else if (level == kAvx2) run_slices(a, slices, sell_slices_avx2);
   else run_slices(a, slices, sell_slices_scalar);
+  for (int64_t b = 0; b < a.batch; ++b)  // back to row order, plus bias
+    for (int64_t r = 0; r < rows; ++r)
+      put_y(a, b * rows + r, a.lanes[b * a.lanes_stride + a.where[r]] + (a.bias ? a.bias[r] : 0.f));
 }
 
 // Dense float32 rows [r0, r1) of a compressed matrix into `out`, for the tiled large-batch path.
@@ -793,28 +789,23 @@ at::Tensor bitmask_tiled(const at::Tensor& x, const at::Tensor& mask, const at::
 }
 
 at::Tensor sell_tiled(const at::Tensor& x, const at::Tensor& slice_ptr, const at::Tensor& col, const at::Tensor& values,
-                      const at::Tensor& perm, int64_t rows, const c10::optional<at::Tensor>& bias, int64_t tile_rows) {
+                      const at::Tensor& where, int64_t rows, const c10::optional<at::Tensor>& bias, int64_t tile_rows) {
   at::Tensor unused;
-  Args a = sell_args(x, unused, slice_ptr, col, values, perm, rows, bias);
-  std::vector<int32_t> where(rows);  // each row's place in slice order
-  const int32_t* p = perm.data_ptr<int32_t>();
-  for (int64_t k = 0; k < perm.numel(); ++k)
-    if (p[k] >= 0) where[p[k]] = static_cast<int32_t>(k);
-  a.where = where.data();
+  Args a = sell_args(x, unused, slice_ptr, col, values, where, rows, bias);
   return linear_tiled(a, x, bias, tile_rows, sell_unpack_rows, sell_unpack_rows16);
 }
 
 // nn.Linear's forward for a packed (rows, cols) weight, in one call (Python-side overhead is most
 // of a small layer's time): x of any shape (..., cols); batches up to `small_batch` rows run the
 // sparse kernel, larger ones the tiled dense path. `kind` 0 = bitmask (mask, values, row_ptr),
-// 1 = sell (slice_ptr, col, values, perm).
+// 1 = sell (slice_ptr, col, values, where).
 at::Tensor sparse_forward(const at::Tensor& x, int64_t kind, const at::Tensor& p0, const at::Tensor& p1,
                           const at::Tensor& p2, const c10::optional<at::Tensor>& p3, int64_t rows, int64_t cols,
                           const c10::optional<at::Tensor>& bias, int64_t isa, int64_t small_batch, int64_t tile_rows) {
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == cols, "x must end in a dimension of ", cols, " features, got shape ",
               x.sizes());
   check_x(x);
-  TORCH_CHECK(kind == 0 || (kind == 1 && p3.has_value() && p3->defined()), "kind must be 0 (bitmask) or 1 (sell, with perm)");
+  TORCH_CHECK(kind == 0 || (kind == 1 && p3.has_value() && p3->defined()), "kind must be 0 (bitmask) or 1 (sell, with where)");
   at::Tensor xc = x.contiguous();
   int64_t batch = inputs(x);
   at::DimVector shape(x.sizes());
