@@ -52,8 +52,7 @@ def bare_seconds(w: torch.Tensor, reps: int) -> dict[str, float]:
     fns = {"dense": lambda i: F.linear(x, dense[i % n])}
     for k in kernel.KINDS:
         packed = [kernel.pack(d, k) for d in dense]
-        args = [(kernel.KINDS.index(k), *kernel.call_parts(pk, k), *w.shape) for pk in packed]
-        fns[k] = lambda i, args=args: call(x, *args[i % n], None, isa, SMALL_BATCH, 0)
+        fns[k] = lambda i, packed=packed: call(x, packed[i % n], None, isa, SMALL_BATCH, 0)
     with torch.inference_mode():
         return alternate(fns, reps=reps)
 

@@ -34,6 +34,16 @@ def reference(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> to
     return F.linear(x.double(), w.double(), None if bias is None else bias.double()).float()
 
 
+def small(x: torch.Tensor, blob: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The sparse kernel at any batch size."""
+    return kernel.forward(x, blob, bias, small_batch=x.shape[0])
+
+
+def tiled(x: torch.Tensor, blob: torch.Tensor, bias: torch.Tensor | None = None, tile_rows: int = 0) -> torch.Tensor:
+    """The large-batch path: unpacked tiles of rows through dense GEMM."""
+    return kernel.forward(x, blob, bias, small_batch=-1, tile_rows=tile_rows)
+
+
 def assert_matches(y: torch.Tensor, ref: torch.Tensor) -> None:
     scale = max(ref.abs().max().item(), 1.0)
     assert y.shape == ref.shape
@@ -50,8 +60,8 @@ def test_small_batches_match_f_linear(isa, layout, dtype, shape):
     packed = kernel.pack(w, layout)
     for batch in (1, 2, 3, 4, 9):  # every batch tile (8, 4, 2, 1) and their remainders
         x = torch.randn(batch, shape[1])
-        assert_matches(kernel.linear(x, layout, packed, shape[0], bias), reference(x, w.float(), bias))
-        assert_matches(kernel.linear(x, layout, packed, shape[0]), reference(x, w.float(), None))
+        assert_matches(small(x, packed, bias), reference(x, w.float(), bias))
+        assert_matches(small(x, packed), reference(x, w.float(), None))
 
 
 @pytest.mark.parametrize("layout", kernel.KINDS)
@@ -60,7 +70,7 @@ def test_tiled_path_matches_f_linear(isa, layout, tile_rows):
     w = sparse_weight(29, 45, 0.5)
     bias = torch.randn(29)
     x = torch.randn(40, 45)
-    y = kernel.linear_tiled(x, layout, kernel.pack(w, layout), 29, bias, tile_rows)
+    y = tiled(x, kernel.pack(w, layout), bias, tile_rows)
     assert_matches(y, reference(x, w, bias))
 
 
@@ -71,7 +81,7 @@ def test_tiled_path_in_16_bit(isa, layout, dtype):
     w = sparse_weight(29, 45, 0.5, dtype)
     x = torch.randn(40, 45).to(dtype)
     for tile_rows in (0, 3):
-        y = kernel.linear_tiled(x, layout, kernel.pack(w, layout), 29, None, tile_rows)
+        y = tiled(x, kernel.pack(w, layout), None, tile_rows)
         ref = reference(x.float(), w.float(), None)
         assert y.dtype == dtype and (y.float() - ref).abs().max() <= 1e-2 * ref.abs().max()
 
@@ -81,9 +91,9 @@ def test_tiled_path_in_16_bit(isa, layout, dtype):
 def test_dense_and_empty_matrices(isa, layout, sparsity):
     w = sparse_weight(9, 40, sparsity)
     x = torch.randn(3, 40)
-    assert_matches(kernel.linear(x, layout, kernel.pack(w, layout), 9), reference(x, w, None))
+    assert_matches(small(x, kernel.pack(w, layout)), reference(x, w, None))
     if sparsity == 1.0:
-        assert torch.count_nonzero(kernel.linear(x, layout, kernel.pack(w, layout), 9)) == 0
+        assert torch.count_nonzero(small(x, kernel.pack(w, layout))) == 0
 
 
 @settings(max_examples=40, deadline=None)
@@ -92,7 +102,7 @@ def test_dense_and_empty_matrices(isa, layout, sparsity):
 def test_property_any_shape(rows, cols, sparsity, batch, seed, layout):
     w = sparse_weight(rows, cols, sparsity, seed=seed)
     x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(seed + 1))
-    assert_matches(kernel.linear(x, layout, kernel.pack(w, layout), rows), reference(x, w, None))
+    assert_matches(small(x, kernel.pack(w, layout)), reference(x, w, None))
 
 
 def test_pack_bitmask_layout():
@@ -116,7 +126,7 @@ def test_uneven_rows_split_between_threads(isa, layout):
     packed = kernel.pack(w, layout)
     for batch in (1, 3, 17):
         x = torch.randn(batch, 300, generator=g)
-        assert_matches(kernel.forward(x, layout, packed, 203, bias, tile_rows=40), reference(x, w, bias))
+        assert_matches(kernel.forward(x, packed, bias, tile_rows=40), reference(x, w, bias))
 
 
 def test_pack_sell_layout():
@@ -140,14 +150,47 @@ def test_pack_sell_layout():
 def test_bad_input_is_a_clear_error():
     w = sparse_weight(4, 32, 0.5)
     packed = kernel.pack(w, "bitmask")
-    with pytest.raises(RuntimeError, match="chunks"):
-        kernel.linear(torch.randn(1, 48), "bitmask", packed, 4)
+    with pytest.raises(RuntimeError, match="32 features"):
+        small(torch.randn(1, 48), packed)
     with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
-        kernel.linear(torch.randn(1, 32, dtype=torch.float64), "bitmask", packed, 4)
-    with pytest.raises(RuntimeError, match="values"):
-        kernel.linear(torch.randn(1, 32), "bitmask", packed | {"values": packed["values"].long()}, 4)
+        small(torch.randn(1, 32, dtype=torch.float64), packed)
     with pytest.raises(ValueError, match="layout"):
         kernel.pack(w, "coo")
+    with pytest.raises(ValueError, match="float32, bfloat16 or float16"):
+        kernel.pack(w.double(), "bitmask")
+
+
+@pytest.mark.parametrize("layout", kernel.KINDS)
+def test_corrupt_packed_weight_is_a_clear_error(layout):
+    """The kernel reads sizes and offsets from the packed tensor's header: it checks them before
+    reading any part, so a corrupt or truncated tensor is an error, not a read out of bounds."""
+    packed = kernel.pack(sparse_weight(40, 70, 0.5), layout)
+    x = torch.randn(1, 70)
+    header = packed[:kernel.HEADER].view(torch.int64)
+    cases = [(0, 7, "wrong magic"), (1, 5, "header"), (4, 9, "header"), (7, 1 << 40, "outside"), (2, 41, "sizes")]
+    for field, value, match in cases:  # magic, layout, value dtype, first part's size, rows
+        bad = packed.clone()
+        bad[:kernel.HEADER].view(torch.int64)[field] = value
+        with pytest.raises(RuntimeError, match=match):
+            small(x, bad)
+    assert header[0] == kernel.MAGIC  # the originals are untouched
+    with pytest.raises(RuntimeError, match="outside"):
+        small(x, packed[: packed.numel() - 64].clone())  # truncated
+    with pytest.raises(RuntimeError, match="uint8"):
+        small(x, packed.view(torch.int16))
+    with pytest.raises(ValueError, match="magic"):
+        kernel.read(torch.zeros(kernel.HEADER, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("layout", kernel.KINDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_read_gives_the_parts_back(layout, dtype):
+    w = sparse_weight(21, 37, 0.6, dtype)
+    kind, shape, parts = kernel.read(kernel.pack(w, layout))
+    expected = kernel.pack_bitmask(w) if layout == "bitmask" else kernel.pack_sell(w)
+    assert (kind, shape) == (layout, (21, 37)) and parts.keys() == expected.keys()
+    assert all(torch.equal(parts[k], expected[k]) for k in parts)
+    assert torch.equal(kernel.unpack(kernel.pack(w, layout)), w)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -156,7 +199,7 @@ def test_bf16_inputs_with_bf16_values(isa, shape):
     w = sparse_weight(*shape, 0.6, torch.bfloat16)
     for batch in (1, 5):
         x = torch.randn(batch, shape[1]).to(torch.bfloat16)
-        y = kernel.linear(x, "bitmask", kernel.pack(w, "bitmask"), shape[0])
+        y = small(x, kernel.pack(w, "bitmask"))
         ref = reference(x.float(), w.float(), None)
         assert y.dtype == torch.bfloat16
         assert (y.float() - ref).abs().max().item() <= 1e-2 * max(ref.abs().max().item(), 1.0)  # y rounded to bf16
@@ -174,8 +217,8 @@ def test_permute_path_equals_expand_path_bit_for_bit(monkeypatch, dtype, shape):
     packed = kernel.pack(w, "bitmask")
     for batch in (1, 2, 3, 4, 8, 9):
         x = torch.randn(batch, shape[1]).to(dtype)
-        y = kernel.forward(x, "bitmask", packed, shape[0], isa=kernel.ISAS["avx512_permute"])
-        assert torch.equal(y, kernel.forward(x, "bitmask", packed, shape[0], isa=kernel.ISAS["avx512_bf16"]))
+        y = kernel.forward(x, packed, isa=kernel.ISAS["avx512_permute"])
+        assert torch.equal(y, kernel.forward(x, packed, isa=kernel.ISAS["avx512_bf16"]))
 
 
 @pytest.mark.parametrize("layout", kernel.KINDS)
@@ -186,6 +229,6 @@ def test_forward_keeps_leading_dims_and_picks_the_path_by_batch(layout):
     x = torch.randn(2, 3, 40)  # (batch, tokens, in): 6 rows
     ref = reference(x.reshape(6, 40), w, bias).reshape(2, 3, 24)
     for small_batch in (6, 5):  # the sparse kernel, then the tiled dense path
-        y = kernel.forward(x, layout, packed, 24, bias, small_batch=small_batch, tile_rows=7)
+        y = kernel.forward(x, packed, bias, small_batch=small_batch, tile_rows=7)
         assert y.shape == (2, 3, 24)
         assert_matches(y, ref)

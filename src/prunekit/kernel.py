@@ -15,6 +15,7 @@ import sys
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
 
 import torch
 
@@ -24,9 +25,12 @@ log = logging.getLogger(__name__)
 SOURCES = [Path(__file__).parent / "csrc" / f for f in ("sparse_linear.cpp", "memory_pool.cpp")]
 ISAS = {"scalar": 0, "avx2": 1, "avx512": 2, "avx512_bf16": 3, "avx512_permute": 4}
 KINDS = ("bitmask", "sell")
-PARTS = {"bitmask": ("mask", "values", "row_ptr"), "sell": ("slice_ptr", "col", "values", "where")}  # kernel argument order
+PARTS = {"bitmask": ("mask", "values", "row_ptr"), "sell": ("slice_ptr", "col", "values", "where")}  # order in the blob
 SLICE = 16  # rows per sell slice: one AVX-512 vector of float32
 PAD = 32  # zeros after the packed values, so vector loads never leave the buffer
+MAGIC = 0x31534B50  # "PKS1": the packed weight's first int64 (see csrc/sparse_linear.cpp, read_packed)
+HEADER = 128  # bytes: 16 int64, then each part at a 64-byte aligned offset
+VALUE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def forced_isa() -> int:
@@ -108,15 +112,56 @@ def pack_sell(weight: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"slice_ptr": slice_ptr, "col": col, "values": values, "where": where.to(torch.int32)}
 
 
-def pack(weight: torch.Tensor, kind: str) -> dict[str, torch.Tensor]:
+class Packed(NamedTuple):
+    kind: str
+    shape: tuple[int, int]  # (rows, cols)
+    parts: dict[str, torch.Tensor]  # views into the packed tensor
+
+
+def pack(weight: torch.Tensor, kind: str) -> torch.Tensor:
+    """(rows, cols) → one uint8 tensor: a header (magic, layout, shape, value dtype, index width, each
+    part's offset and size) and the layout's parts at 64-byte aligned offsets. One tensor, so a call
+    passes (and, in a decode step, pulls into cache) one tensor's metadata instead of four."""
     if kind not in KINDS:
         raise ValueError(f"unknown kernel layout {kind!r}; choose one of {KINDS}")
-    return pack_bitmask(weight) if kind == "bitmask" else pack_sell(weight)
+    if weight.dtype not in VALUE_DTYPES:
+        raise ValueError(f"the sparse kernel stores float32, bfloat16 or float16 values, not {weight.dtype}")
+    parts = pack_bitmask(weight) if kind == "bitmask" else pack_sell(weight)
+    raw = [parts[name].reshape(-1).view(torch.uint8) for name in PARTS[kind]]
+    offsets = [HEADER]
+    for r in raw:
+        offsets.append(offsets[-1] + -(-r.numel() // 64) * 64)
+    header = torch.zeros(16, dtype=torch.int64)
+    index_bytes = parts["col"].element_size() if kind == "sell" else 0
+    header[:6] = torch.tensor([MAGIC, KINDS.index(kind), *weight.shape, VALUE_DTYPES.index(weight.dtype), index_bytes])
+    for k, r in enumerate(raw):
+        header[6 + 2 * k], header[7 + 2 * k] = offsets[k], r.numel()
+    blob = torch.zeros(offsets[-1], dtype=torch.uint8)
+    blob[:HEADER] = header.view(torch.uint8)
+    for off, r in zip(offsets[:-1], raw, strict=True):
+        blob[off:off + r.numel()] = r
+    return blob
 
 
-def unpack(packed: dict[str, torch.Tensor], kind: str, shape: tuple[int, int]) -> torch.Tensor:
-    """The exact dense (rows, cols) weight back from ``pack``'s tensors, in the values' dtype."""
-    rows, cols = shape
+def read(blob: torch.Tensor) -> Packed:
+    """``pack``'s tensor as its layout, shape and parts (views, no copies)."""
+    if blob.dtype != torch.uint8 or blob.dim() != 1 or blob.numel() < HEADER:
+        raise ValueError("not a packed weight: expected a 1-D uint8 tensor with prunekit's header")
+    h = blob[:HEADER].clone().view(torch.int64).tolist()
+    if h[0] != MAGIC:
+        raise ValueError("not a packed weight (wrong magic number)")
+    kind, rows, cols = KINDS[h[1]], h[2], h[3]
+    dtypes = {"mask": torch.int16, "values": VALUE_DTYPES[h[4]], "row_ptr": torch.int64, "slice_ptr": torch.int64,
+              "col": torch.int16 if h[5] == 2 else torch.int32, "where": torch.int32}
+    parts = {name: blob[h[6 + 2 * k]:h[6 + 2 * k] + h[7 + 2 * k]].view(dtypes[name]) for k, name in enumerate(PARTS[kind])}
+    if kind == "bitmask":
+        parts["mask"] = parts["mask"].view(rows, -(-cols // 16))
+    return Packed(kind, (rows, cols), parts)
+
+
+def unpack(blob: torch.Tensor) -> torch.Tensor:
+    """The exact dense (rows, cols) weight back from ``pack``'s tensor, in the values' dtype."""
+    kind, (rows, cols), packed = read(blob)
     values = packed["values"]
     dense = values.new_zeros(rows, cols)
     if kind == "bitmask":
@@ -136,30 +181,9 @@ def unpack(packed: dict[str, torch.Tensor], kind: str, shape: tuple[int, int]) -
     return dense
 
 
-def forward(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: int, bias: torch.Tensor | None = None,
-            small_batch: int = 16, tile_rows: int = 0, isa: int | None = None) -> torch.Tensor:
+def forward(x: torch.Tensor, blob: torch.Tensor, bias: torch.Tensor | None = None, small_batch: int = 16,
+            tile_rows: int = 0, isa: int | None = None) -> torch.Tensor:
     """nn.Linear's forward for a packed W, in one compiled call: x is (..., cols), y (..., rows) in x's
     dtype. Up to ``small_batch`` rows of x run the sparse kernel (computed in float32); more unpack
-    tiles of ``tile_rows`` rows (0: ~8 MB) and multiply each with dense GEMM."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown kernel layout {kind!r}; choose one of {KINDS}")
-    isa = forced_isa() if isa is None else isa
-    cols = x.shape[-1] if x.dim() else 0  # the packed layouts do not record their width: SparseLinear checks it
-    return load().sparse_forward(x, KINDS.index(kind), *call_parts(packed, kind), rows, cols, bias, isa, small_batch,
-                                 tile_rows)
-
-
-def call_parts(packed: dict[str, torch.Tensor], kind: str) -> list[torch.Tensor | None]:
-    """The four tensor arguments of ``sparse_forward`` for a layout (bitmask has no fourth)."""
-    return [packed[name] for name in PARTS[kind]] + [None] * (4 - len(PARTS[kind]))
-
-def linear(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: int,
-           bias: torch.Tensor | None = None) -> torch.Tensor:
-    """y = x·Wᵀ (+ bias) through the sparse kernel at any batch: (batch, cols) → (batch, rows)."""
-    return forward(x, kind, packed, rows, bias, small_batch=x.shape[0])
-
-
-def linear_tiled(x: torch.Tensor, kind: str, packed: dict[str, torch.Tensor], rows: int,
-                 bias: torch.Tensor | None = None, tile_rows: int = 0) -> torch.Tensor:
-    """Large batches: unpack tiles of rows (~8 MB) and multiply each with dense GEMM."""
-    return forward(x, kind, packed, rows, bias, small_batch=-1, tile_rows=tile_rows)
+    tiles of ``tile_rows`` rows (0: ~8 MB) and multiply each with dense GEMM. ``bias``: float32."""
+    return load().sparse_forward(x, blob, bias, forced_isa() if isa is None else isa, small_batch, tile_rows)

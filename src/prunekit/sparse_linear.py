@@ -34,13 +34,8 @@ class SparseLinear(nn.Module):
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
                 self.csr = weight.float().to_sparse_csr()
-            self.parts: tuple[str, ...] = ()
         else:
-            packed = kernel.pack(weight, layout)
-            for name, t in packed.items():
-                self.register_buffer(name, t)
-            self.parts = kernel.PARTS[layout]
-            self._kind = kernel.KINDS.index(layout)
+            self.register_buffer("packed", kernel.pack(weight, layout))  # one uint8 tensor: see kernel.pack
             self._isa = kernel.forced_isa()  # read once: a per-call environment lookup costs ~0.5 µs
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
 
@@ -48,15 +43,10 @@ class SparseLinear(nn.Module):
     def from_linear(cls, linear: nn.Linear, layout: str) -> SparseLinear:
         return cls(linear.weight.data, linear.bias.data if linear.bias is not None else None, layout)
 
-    def _packed(self) -> dict[str, torch.Tensor]:
-        return {name: self._buffers[name] for name in self.parts}  # _buffers: no nn.Module.__getattr__ per call
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = self._buffers  # not nn.Module.__getattr__: a small layer's call is a few µs, most of it Python
-        if self.layout != "torch_csr":  # one compiled call: reshape, kernel or tiled dense GEMM, reshape back
-            return kernel.load().sparse_forward(x, self._kind, b[self.parts[0]], b[self.parts[1]], b[self.parts[2]],
-                                                b.get("where"), self.out_features, self.in_features, b["bias"],
-                                                self._isa, SMALL_BATCH, 0)
+        b = self._buffers  # not nn.Module.__getattr__: a small layer's call is a few µs, most of it fixed cost
+        if self.layout != "torch_csr":  # one compiled call: the kernel, or tiled dense GEMM for large batches
+            return kernel.load().sparse_forward(x, b["packed"], b["bias"], self._isa, SMALL_BATCH, 0)
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must end in a dimension of {self.in_features} features, got shape {tuple(x.shape)}")
         x2 = x.reshape(-1, self.in_features)  # (batch, in); stock torch: sparse kernel at every batch size
@@ -69,16 +59,14 @@ class SparseLinear(nn.Module):
         """The (out, in) weight back, exactly, in its original dtype."""
         if self.layout == "torch_csr":
             return self.csr.to_dense().to(self.dtype)
-        return kernel.unpack(self._packed(), self.layout, (self.out_features, self.in_features))
+        return kernel.unpack(self.packed)
 
     def weight_bytes(self) -> int:
-        """Bytes held for the weight (values + indices; bias excluded)."""
-        if self.layout == "torch_csr":
-            c = self.csr
-            parts = (c.values(), c.crow_indices(), c.col_indices())
-        else:
-            parts = tuple(self._packed().values())
-        return sum(t.numel() * t.element_size() for t in parts)
+        """Bytes held for the weight (values + indices + the packed header; bias excluded)."""
+        if self.layout != "torch_csr":
+            return self.packed.numel()
+        c = self.csr
+        return sum(t.numel() * t.element_size() for t in (c.values(), c.crow_indices(), c.col_indices()))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, layout={self.layout}"
