@@ -156,6 +156,17 @@ void sell_slices_scalar(const Args& a, int64_t s0, int64_t s1) {
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma,popcnt")))
 
+// Values 1024 entries (and 128 bytes) ahead, and mask words 1 KB ahead, into L1: the hardware
+// prefetcher alone leaves a cold layer's loads waiting on memory (as in sell, see prefetch_ahead).
+// Measured on the float32 path: 1536x576 at 50% 56 → 43 µs; the bf16 path is compute-bound and
+// measured no faster with it.
+inline void prefetch_bitmask(const Args& a, int64_t v, const void* mask) {
+  const char* values = static_cast<const char*>(a.values) + (v + 1024) * (a.dtype == kF32 ? 4 : 2);
+  _mm_prefetch(values, _MM_HINT_T0);
+  _mm_prefetch(values + 64, _MM_HINT_T0);
+  _mm_prefetch(static_cast<const char*>(mask) + 1024, _MM_HINT_T0);
+}
+
 // Load 16 consecutive values as float32 (bf16 is the high half of a float32).
 AVX512 inline __m512 load16(const void* values, int dtype, int64_t i) {
   if (dtype == kF32) return _mm512_loadu_ps(static_cast<const float*>(values) + i);
@@ -198,6 +209,7 @@ AVX512 void bitmask_tile_avx512(const Args& a, int64_t r, int64_t b0) { BITMASK_
   int64_t v = a.row_ptr[r];                                                                                                     \
   int64_t full = a.cols / 16, c = 0;                                                                                            \
   for (; c + 4 <= full; c += 4) {                                                                                               \
+    prefetch_bitmask(a, v, mrow + c);                                                                                           \
     __mmask16 m0 = mrow[c], m1 = mrow[c + 1], m2 = mrow[c + 2], m3 = mrow[c + 3];                                               \
     int64_t v1 = v + _mm_popcnt_u32(m0), v2 = v1 + _mm_popcnt_u32(m1), v3 = v2 + _mm_popcnt_u32(m2);                            \
     acc0 = _mm512_fmadd_ps(EXPAND(m0, load16(a.values, a.dtype, v)), _mm512_loadu_ps(x + c * 16), acc0);                        \
