@@ -205,6 +205,22 @@ def test_bf16_inputs_with_bf16_values(isa, shape):
         assert (y.float() - ref).abs().max().item() <= 1e-2 * max(ref.abs().max().item(), 1.0)  # y rounded to bf16
 
 
+@pytest.mark.parametrize("layout", kernel.KINDS)
+def test_bf16_output_is_the_float32_result_rounded_like_tensor_to(isa, layout):
+    """A bf16 x gives the float32 result (x converts exactly) rounded to nearest even: bit for bit what
+    Tensor.to(bfloat16) gives, on every path that writes y (incl. 16 rows at a time); NaN stays NaN."""
+    w = sparse_weight(50, 40, 0.8, torch.float32)
+    bias = torch.randn(50)
+    bias[5] = float("nan")
+    packed = kernel.pack(w, layout)
+    x = torch.randn(3, 40).to(torch.bfloat16)
+    expected = small(x.float(), packed, bias).to(torch.bfloat16)
+    y = small(x, packed, bias)
+    assert torch.equal(y.isnan(), expected.isnan()) and y[:, 5].isnan().all()
+    finite = ~expected.isnan()
+    assert torch.equal(y[finite].view(torch.int16), expected[finite].view(torch.int16))
+
+
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16))
 @pytest.mark.parametrize("shape", SHAPES + ((3, 4096),))
 def test_permute_path_equals_expand_path_bit_for_bit(monkeypatch, dtype, shape):

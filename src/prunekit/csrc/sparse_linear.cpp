@@ -26,13 +26,13 @@
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <c10/util/SmallVector.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
-#include <memory>
 #include <vector>
 
 namespace {
@@ -396,6 +396,37 @@ AVX512 void sell_slices_avx512(const Args& a, int64_t s0, int64_t s1) {
   a.col16 ? sell_slices_avx512_t<int16_t>(a, s0, s1) : sell_slices_avx512_t<int32_t>(a, s0, s1);
 }
 
+// y back in row order from the lanes (plus bias), from row r0 on.
+void sell_rows(const Args& a, int64_t r0) {
+  for (int64_t b = 0; b < a.batch; ++b)
+    for (int64_t r = r0; r < a.rows; ++r)
+      put_y(a, b * a.rows + r, a.lanes[b * a.lanes_stride + a.where[r]] + (a.bias ? a.bias[r] : 0.f));
+}
+
+// The same, 16 rows per step for float32 and bfloat16 y (bf16 rounded to nearest even, NaN → 0x7FC0,
+// exactly as at::BFloat16 does); measured 0.6 → 0.2 µs for 576 bf16 rows.
+AVX512 void sell_rows_avx512(const Args& a) {
+  if (a.y_dtype == kF16) return sell_rows(a, 0);
+  int64_t full = a.rows / 16 * 16;
+  for (int64_t b = 0; b < a.batch; ++b) {
+    const float* lanes = a.lanes + b * a.lanes_stride;
+    for (int64_t r = 0; r < full; r += 16) {
+      __m512 v = _mm512_i32gather_ps(_mm512_loadu_si512(a.where + r), lanes, 4);
+      if (a.bias) v = _mm512_add_ps(v, _mm512_loadu_ps(a.bias + r));
+      if (a.y_dtype == kF32) {
+        _mm512_storeu_ps(static_cast<float*>(a.y) + b * a.rows + r, v);
+        continue;
+      }
+      __m512i bits = _mm512_castps_si512(v);
+      __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+      __m512i h = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
+      h = _mm512_mask_mov_epi32(h, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(static_cast<uint16_t*>(a.y) + b * a.rows + r), _mm512_cvtepi32_epi16(h));
+    }
+  }
+  sell_rows(a, full);
+}
+
 // ---------------------------------------------------------------- AVX2 + FMA
 
 #define AVX2 __attribute__((target("avx2,fma,f16c,popcnt")))
@@ -527,19 +558,25 @@ void check_x(const at::Tensor& x) {
   TORCH_CHECK(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf, "x must be float32, bfloat16 or float16, got ", t);
 }
 
+// Per-call scratch memory on the stack up to 16 KB. A fresh heap block measured ~0.7 µs here (its pages
+// are faulted in again after the heap top is trimmed), a fifth of a small layer's kernel time.
+template <typename T>
+using Scratch = c10::SmallVector<T, 16384 / sizeof(T)>;
+
 // x (contiguous) as float32: its own data, or converted into `buf` (cheaper here than a Tensor.to call).
-const float* x_as_f32(const at::Tensor& x, std::vector<float>& buf) {
+const float* x_as_f32(const at::Tensor& x, Scratch<float>& buf) {
   if (x.scalar_type() == at::kFloat) return x.data_ptr<float>();
-  buf.resize(x.numel());
+  const int64_t n = x.numel();
+  buf.resize_for_overwrite(n);
   if (x.scalar_type() == at::kBFloat16) {
     const uint16_t* h = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-    for (int64_t i = 0; i < x.numel(); ++i) {
+    for (int64_t i = 0; i < n; ++i) {
       uint32_t bits = static_cast<uint32_t>(h[i]) << 16;
       std::memcpy(&buf[i], &bits, 4);
     }
   } else {
     const at::Half* h = x.data_ptr<at::Half>();
-    for (int64_t i = 0; i < x.numel(); ++i) buf[i] = static_cast<float>(h[i]);
+    for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<float>(h[i]);
   }
   return buf.data();
 }
@@ -654,7 +691,7 @@ void bitmask_small(const Packed& p, const at::Tensor& x, at::Tensor& y, const c1
   if (level >= kAvx512Bf16 && x.scalar_type() == at::kBFloat16 && p.dtype == kBF16) {
     a.xb = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
     a.xb_stride = a.cols;
-    std::vector<uint16_t> padded;  // rows must span whole 32-column steps: pad with zeros unless they already do
+    Scratch<uint16_t> padded;  // rows must span whole 32-column steps: pad with zeros unless they already do
     if (a.cols % 32) {
       a.xb_stride = (a.chunks + 1) / 2 * 32;
       padded.assign(a.batch * a.xb_stride, 0);
@@ -663,7 +700,7 @@ void bitmask_small(const Packed& p, const at::Tensor& x, at::Tensor& y, const c1
     }
     return run_rows(a, level == kAvx512Permute ? bitmask_rows_bf16_permute : bitmask_rows_bf16dp);
   }
-  std::vector<float> buf;
+  Scratch<float> buf;
   a.x = x_as_f32(x, buf);
   switch (level) {
     case kAvx512Permute: run_rows(a, bitmask_rows_f32_permute); break;
@@ -676,18 +713,19 @@ void bitmask_small(const Packed& p, const at::Tensor& x, at::Tensor& y, const c1
 
 void sell_small(const Packed& p, const at::Tensor& x, at::Tensor& y, const c10::optional<at::Tensor>& bias, int64_t level) {
   Args a = packed_args(p, x, y, bias);
-  std::vector<float> buf;
+  Scratch<float> buf, lanes;
   a.x = x_as_f32(x, buf);
   int64_t slices = (p.rows + 15) / 16;
-  std::unique_ptr<float[]> lanes(new float[a.batch * slices * 16]);  // every lane is written: no fill
-  a.lanes = lanes.get();
+  lanes.resize_for_overwrite(a.batch * slices * 16);  // every lane is written
+  a.lanes = lanes.data();
   a.lanes_stride = slices * 16;
-  if (level >= kAvx512) run_slices(a, slices, sell_slices_avx512);
-  else if (level == kAvx2) run_slices(a, slices, sell_slices_avx2);
+  if (level >= kAvx512) {
+    run_slices(a, slices, sell_slices_avx512);
+    return sell_rows_avx512(a);
+  }
+  if (level == kAvx2) run_slices(a, slices, sell_slices_avx2);
   else run_slices(a, slices, sell_slices_scalar);
-  for (int64_t b = 0; b < a.batch; ++b)  // back to row order, plus bias
-    for (int64_t r = 0; r < p.rows; ++r)
-      put_y(a, b * p.rows + r, a.lanes[b * a.lanes_stride + a.where[r]] + (a.bias ? a.bias[r] : 0.f));
+  sell_rows(a, 0);
 }
 
 // Dense float32 rows [r0, r1) of a compressed matrix into `out`, for the tiled large-batch path.
