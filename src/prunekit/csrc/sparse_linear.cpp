@@ -1,6 +1,6 @@
 // Sparse linear kernels for CPU: y = x · Wᵀ (+ bias) with W stored compressed.
 //
-// Two layouts, both built by prunekit/kernel.py:
+// Two layouts, both built by prunekit/kernel.py into one uint8 tensor per layer (see read_packed):
 //   bitmask: mask (rows, chunks) of 16-bit words, bit j of word c <=> W[r, 16c + j] != 0;
 //            values = the nonzeros in row-major order (padded with 32 zeros so vector loads
 //            never leave the buffer); row_ptr (rows + 1) = offset of each row in values.
@@ -30,10 +30,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <array>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 namespace {
 
@@ -187,12 +185,17 @@ AVX512 inline __m512 load_x(const float* x, int64_t c, int64_t cols) {
   __m512 acc[BT];                                                                                      \
   for (int t = 0; t < BT; ++t) acc[t] = _mm512_setzero_ps();                                           \
   const uint16_t* mrow = a.mask + r * a.chunks;                                                        \
-  int64_t v = a.row_ptr[r];                                                                            \
-  for (int64_t c = 0; c < a.chunks; ++c) {                                                             \
+  const float* x = a.x + b0 * a.cols;                                                                  \
+  int64_t v = a.row_ptr[r], full = a.cols / 16;                                                        \
+  for (int64_t c = 0; c < full; ++c) { /* whole chunks: plain loads, no per-input tail test */         \
     __mmask16 m = mrow[c];                                                                             \
     __m512 w = EXPAND(m, load16(a.values, a.dtype, v));                                                \
     v += _mm_popcnt_u32(m);                                                                            \
-    for (int t = 0; t < BT; ++t) acc[t] = _mm512_fmadd_ps(w, load_x(a.x + (b0 + t) * a.cols, c, a.cols), acc[t]); \
+    for (int t = 0; t < BT; ++t) acc[t] = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + t * a.cols + c * 16), acc[t]); \
+  }                                                                                                    \
+  if (full < a.chunks) {                                                                               \
+    __m512 w = EXPAND(mrow[full], load16(a.values, a.dtype, v));                                       \
+    for (int t = 0; t < BT; ++t) acc[t] = _mm512_fmadd_ps(w, load_x(x + t * a.cols, full, a.cols), acc[t]); \
   }                                                                                                    \
   float bias = a.bias ? a.bias[r] : 0.f;                                                               \
   for (int t = 0; t < BT; ++t) put_y(a, (b0 + t) * a.rows + r, _mm512_reduce_add_ps(acc[t]) + bias);
