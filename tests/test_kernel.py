@@ -180,6 +180,8 @@ def test_corrupt_packed_weight_is_a_clear_error(layout):
         small(x, packed.view(torch.int16))
     with pytest.raises(ValueError, match="magic"):
         kernel.read(torch.zeros(kernel.HEADER, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="corrupt"):
+        kernel.read(packed[: packed.numel() - 64].clone())
 
 
 @pytest.mark.parametrize("layout", kernel.KINDS)

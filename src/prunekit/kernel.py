@@ -150,6 +150,9 @@ def read(blob: torch.Tensor) -> Packed:
     h = blob[:HEADER].clone().view(torch.int64).tolist()
     if h[0] != MAGIC:
         raise ValueError("not a packed weight (wrong magic number)")
+    if not (0 <= h[1] < len(KINDS) and 0 <= h[4] < len(VALUE_DTYPES)) or any(
+            h[6 + 2 * k] < HEADER or h[6 + 2 * k] + h[7 + 2 * k] > blob.numel() for k in range(len(PARTS[KINDS[h[1]]]))):
+        raise ValueError("corrupt packed weight header")
     kind, rows, cols = KINDS[h[1]], h[2], h[3]
     dtypes = {"mask": torch.int16, "values": VALUE_DTYPES[h[4]], "row_ptr": torch.int64, "slice_ptr": torch.int64,
               "col": torch.int16 if h[5] == 2 else torch.int32, "where": torch.int32}
