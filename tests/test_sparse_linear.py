@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -69,3 +71,21 @@ def test_input_of_the_wrong_width_is_an_error(layout):
     for width in (40, 47, 96):  # narrower (the same number of 16-column chunks at 47), or a multiple
         with pytest.raises((ValueError, RuntimeError), match="48 features"):
             sparse(torch.randn(2, width))
+
+
+@pytest.mark.parametrize("layout", ("bitmask", "sell"))
+def test_state_dict_and_pickle_round_trip(layout, tmp_path):
+    """The packed weight is one uint8 buffer: it travels in state_dict, torch.save and deepcopy."""
+    lin = pruned_linear(45, 30, 0.7)
+    sparse = SparseLinear.from_linear(lin, layout)
+    x = torch.randn(3, 45)
+    assert set(sparse.state_dict()) == {"packed", "bias"} and sparse.packed.dtype == torch.uint8
+    torch.save(sparse, tmp_path / "m.pt")
+    for restored in (torch.load(tmp_path / "m.pt", weights_only=False), copy.deepcopy(sparse)):
+        assert torch.equal(restored(x), sparse(x)) and torch.equal(restored.dense_weight(), lin.weight.data)
+    other = SparseLinear.from_linear(lin, layout)
+    other.packed.zero_()  # a wrecked buffer: its header no longer reads as a packed weight
+    with pytest.raises(RuntimeError, match="magic"):
+        other(x)
+    other.load_state_dict(sparse.state_dict())
+    assert torch.equal(other(x), sparse(x))
