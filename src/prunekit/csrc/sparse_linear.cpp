@@ -386,18 +386,17 @@ AVX512 void sell_slice_avx512(const Args& a, int64_t s, int64_t b0) {
   for (int t = 0; t < BT; ++t) _mm512_storeu_ps(a.lanes + (b0 + t) * a.lanes_stride + s * 16, acc[t]);
 }
 
-template <typename T>
-AVX512 void sell_slices_avx512_t(const Args& a, int64_t s0, int64_t s1) {
-  for (int64_t s = s0; s < s1; ++s) {
-    int64_t b = 0;
-    for (; b + 4 <= a.batch; b += 4) sell_slice_avx512<4, T>(a, s, b);
-    for (; b < a.batch; ++b) sell_slice_avx512<1, T>(a, s, b);
+// Slices [s0, s1) of every input, by the column type: batch tiles of 4 inputs, then single inputs.
+#define SELL_SLICES(SLICE)                                                   \
+  for (int64_t s = s0; s < s1; ++s) {                                        \
+    int64_t b = 0;                                                           \
+    for (; b + 4 <= a.batch; b += 4)                                         \
+      a.col16 ? SLICE<4, int16_t>(a, s, b) : SLICE<4, int32_t>(a, s, b);     \
+    for (; b < a.batch; ++b)                                                 \
+      a.col16 ? SLICE<1, int16_t>(a, s, b) : SLICE<1, int32_t>(a, s, b);     \
   }
-}
 
-AVX512 void sell_slices_avx512(const Args& a, int64_t s0, int64_t s1) {
-  a.col16 ? sell_slices_avx512_t<int16_t>(a, s0, s1) : sell_slices_avx512_t<int32_t>(a, s0, s1);
-}
+AVX512 void sell_slices_avx512(const Args& a, int64_t s0, int64_t s1) { SELL_SLICES(sell_slice_avx512) }
 
 // y back in row order from the lanes (plus bias), from row r0 on.
 void sell_rows(const Args& a, int64_t r0) {
@@ -535,18 +534,7 @@ AVX2 void sell_slice_avx2(const Args& a, int64_t s, int64_t b0) {
   }
 }
 
-template <typename T>
-AVX2 void sell_slices_avx2_t(const Args& a, int64_t s0, int64_t s1) {
-  for (int64_t s = s0; s < s1; ++s) {
-    int64_t b = 0;
-    for (; b + 4 <= a.batch; b += 4) sell_slice_avx2<4, T>(a, s, b);
-    for (; b < a.batch; ++b) sell_slice_avx2<1, T>(a, s, b);
-  }
-}
-
-AVX2 void sell_slices_avx2(const Args& a, int64_t s0, int64_t s1) {
-  a.col16 ? sell_slices_avx2_t<int16_t>(a, s0, s1) : sell_slices_avx2_t<int32_t>(a, s0, s1);
-}
+AVX2 void sell_slices_avx2(const Args& a, int64_t s0, int64_t s1) { SELL_SLICES(sell_slice_avx2) }
 
 // ---------------------------------------------------------------- dispatch
 
@@ -613,8 +601,9 @@ Packed read_packed(const at::Tensor& blob) {
   std::memcpy(h, base, sizeof(h));
   TORCH_CHECK(h[0] == kMagic, "not a prunekit packed weight (wrong magic number)");
   Packed p{h[1], h[2], h[3], static_cast<int>(h[4]), h[5] == 2, {}};
-  TORCH_CHECK((p.kind == 0 || p.kind == 1) && p.rows >= 0 && p.cols >= 0 && p.dtype >= kF32 && p.dtype <= kF16 &&
-              (p.kind == 0 || h[5] == 2 || h[5] == 4), "corrupt packed weight header");
+  constexpr int64_t kMaxDim = int64_t{1} << 31;  // bounds the size arithmetic below
+  TORCH_CHECK((p.kind == 0 || p.kind == 1) && p.rows >= 0 && p.rows < kMaxDim && p.cols >= 0 && p.cols < kMaxDim &&
+              p.dtype >= kF32 && p.dtype <= kF16 && (p.kind == 0 || h[5] == 2 || h[5] == 4), "corrupt packed weight header");
   const int64_t vsize = p.dtype == kF32 ? 4 : 2, isize = h[5];
   int64_t bytes[4];
   for (int k = 0; k < 3 + p.kind; ++k) {
@@ -626,13 +615,15 @@ Packed read_packed(const at::Tensor& blob) {
   }
   if (p.kind == 0) {  // mask (rows, chunks), values, row_ptr (rows + 1)
     TORCH_CHECK(bytes[0] == p.rows * ((p.cols + 15) / 16) * 2 && bytes[2] == (p.rows + 1) * 8, "corrupt packed weight: sizes");
-    TORCH_CHECK(bytes[1] >= (static_cast<const int64_t*>(p.part[2])[p.rows] + 32) * vsize,
+    int64_t nonzeros = static_cast<const int64_t*>(p.part[2])[p.rows];
+    TORCH_CHECK(nonzeros >= 0 && nonzeros <= blob.numel() && bytes[1] >= (nonzeros + 32) * vsize,
                 "corrupt packed weight: values must hold every nonzero plus 32 padding entries");
   } else {  // slice_ptr (slices + 1), col, values, where (rows)
     int64_t slices = (p.rows + 15) / 16;
     TORCH_CHECK(bytes[0] == (slices + 1) * 8 && bytes[3] == p.rows * 4, "corrupt packed weight: sizes");
     int64_t entries = static_cast<const int64_t*>(p.part[0])[slices];
-    TORCH_CHECK(bytes[1] == entries * isize && bytes[2] == entries * vsize, "corrupt packed weight: sizes");
+    TORCH_CHECK(entries >= 0 && entries <= blob.numel() && bytes[1] == entries * isize && bytes[2] == entries * vsize,
+                "corrupt packed weight: sizes");
   }
   return p;
 }
