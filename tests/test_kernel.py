@@ -184,6 +184,45 @@ def test_corrupt_packed_weight_is_a_clear_error(layout):
         kernel.read(packed[: packed.numel() - 64].clone())
 
 
+def corrupt_copies(layout: str) -> list[tuple[str, torch.Tensor]]:
+    """A packed (40, 70) weight with each index part wrong in one way that keeps every size right."""
+    packed = kernel.pack(sparse_weight(40, 70, 0.5), layout)
+    cases = []
+
+    def case(name, edit):
+        bad = packed.clone()
+        edit(kernel.read(bad).parts)  # views into bad
+        cases.append((name, bad))
+
+    if layout == "sell":
+        case("column past the end", lambda p: p["col"].__setitem__(0, 70))
+        case("negative column", lambda p: p["col"].__setitem__(5, -1))
+        case("lane past the last slice", lambda p: p["where"].__setitem__(0, 48))
+        case("two rows in one lane", lambda p: p["where"].__setitem__(1, p["where"][0]))
+        case("slice not whole slots", lambda p: p["slice_ptr"].__setitem__(1, p["slice_ptr"][1] - 1))
+    else:
+        def bit_past_cols(p):  # same count in row 0: one real bit moved past column 70 (70 % 16 = 6)
+            words = p["mask"][0]
+            first = int(torch.nonzero(words).min())
+            words[first] = int(words[first]) & (int(words[first]) - 1)
+            words[-1] = int(words[-1]) | (1 << 10)
+        case("row offsets off the mask", lambda p: p["row_ptr"].__setitem__(1, p["row_ptr"][1] + 1))
+        case("mask bit past the last column", bit_past_cols)
+    return cases
+
+
+@pytest.mark.parametrize("layout", kernel.KINDS)
+def test_check_finds_indices_out_of_bounds(layout):
+    """The kernel trusts the indices inside a packed weight; ``check`` (run on every loaded state_dict)
+    must catch each way they can point outside the matrix, though every size is right."""
+    kernel.check(kernel.pack(sparse_weight(40, 70, 0.5), layout))
+    for name, bad in corrupt_copies(layout):
+        with pytest.raises(ValueError, match="corrupt"):
+            kernel.check(bad)
+        with pytest.raises(ValueError, match="corrupt"):
+            kernel.unpack(bad)
+
+
 @pytest.mark.parametrize("layout", kernel.KINDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_read_gives_the_parts_back(layout, dtype):

@@ -89,3 +89,27 @@ def test_state_dict_and_pickle_round_trip(layout, tmp_path):
         other(x)
     other.load_state_dict(sparse.state_dict())
     assert torch.equal(other(x), sparse(x))
+
+
+@pytest.mark.parametrize("layout", ("bitmask", "sell"))
+def test_load_state_dict_checks_the_packed_weight_before_copying(layout):
+    """A state_dict whose packed indices point outside the matrix, or that describes another layer, is
+    refused before anything is copied: the layer keeps its own weight."""
+    lin = pruned_linear(70, 40, 0.5)
+    sparse = SparseLinear.from_linear(lin, layout)
+    x = torch.randn(2, 70)
+    before = sparse(x)
+    bad = sparse.state_dict()
+    bad["packed"] = bad["packed"].clone()
+    parts = kernel.read(bad["packed"]).parts
+    if layout == "sell":
+        parts["col"][0] = 70
+    else:
+        parts["row_ptr"][1] += 1
+    with pytest.raises(ValueError, match="corrupt"):
+        sparse.load_state_dict(bad)
+    assert torch.equal(sparse(x), before)
+    other = SparseLinear.from_linear(pruned_linear(40, 70, 0.5), layout)  # another layer: (70, 40), not (40, 70)
+    with pytest.raises(ValueError, match="this layer is"):
+        sparse.load_state_dict(other.state_dict())
+    assert torch.equal(sparse(x), before)

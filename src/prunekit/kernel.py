@@ -162,15 +162,43 @@ def read(blob: torch.Tensor) -> Packed:
     return Packed(kind, (rows, cols), parts)
 
 
+def check(blob: torch.Tensor) -> Packed:
+    """``read``, and every index the kernel follows checked against the shape: the kernel itself checks
+    only the header and the parts' sizes on each call, so a tensor from outside (a loaded state_dict)
+    is checked here once. Raises ValueError."""
+    kind, (rows, cols), parts = packed = read(blob)
+    values = parts["values"]
+    if kind == "bitmask":
+        mask, row_ptr = parts["mask"], parts["row_ptr"]  # (rows, chunks), (rows + 1,)
+        words = mask.to(torch.int32) & 0xFFFF
+        ones = (torch.arange(1 << 16)[:, None] >> torch.arange(16) & 1).sum(1)  # set bits of every 16-bit word
+        counts = ones[words].sum(1)  # (rows,)
+        tail = cols % 16
+        ok = (row_ptr.numel() == rows + 1 and row_ptr[0] == 0 and torch.equal(row_ptr.diff(), counts)
+              and values.numel() >= int(row_ptr[-1]) + PAD and (tail == 0 or rows == 0 or not (words[:, -1] >> tail).any()))
+    else:
+        slice_ptr, col, where = parts["slice_ptr"], parts["col"], parts["where"]
+        slices = -(-rows // SLICE)
+        widths = slice_ptr.diff()
+        lanes = where.long()
+        ok = (slice_ptr.numel() == slices + 1 and slice_ptr[0] == 0 and bool((widths >= 0).all())
+              and bool((widths % SLICE == 0).all()) and col.numel() == values.numel() == int(slice_ptr[-1])
+              and bool(((col >= 0) & (col < max(cols, 1))).all()) and where.numel() == rows
+              and bool(((lanes >= 0) & (lanes < slices * SLICE)).all()) and lanes.unique().numel() == rows)
+    if not ok:
+        raise ValueError(f"corrupt packed weight: its {kind} parts do not fit a ({rows}, {cols}) matrix")
+    return packed
+
+
 def unpack(blob: torch.Tensor) -> torch.Tensor:
     """The exact dense (rows, cols) weight back from ``pack``'s tensor, in the values' dtype."""
-    kind, (rows, cols), packed = read(blob)
+    kind, (rows, cols), packed = check(blob)
     values = packed["values"]
     dense = values.new_zeros(rows, cols)
     if kind == "bitmask":
         words = packed["mask"].to(torch.int32) & 0xFFFF  # (rows, chunks)
         bits = (words[:, :, None] >> torch.arange(16, dtype=torch.int32)) & 1
-        keep = bits.reshape(rows, -1)[:, :cols].bool()
+        keep = bits.reshape(rows, words.shape[1] * 16)[:, :cols].bool()
         dense[keep] = values[: int(packed["row_ptr"][-1])]
     else:
         slice_ptr, where = packed["slice_ptr"], packed["where"].long()

@@ -55,6 +55,17 @@ class SparseLinear(nn.Module):
             y = y + self.bias
         return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """A loaded ``packed`` is checked in full before anything is copied: the kernel trusts the
+        indices inside it, and it must describe this layer (layout, shape, dtype)."""
+        blob = state_dict.get(prefix + "packed")
+        if blob is not None and self.layout != "torch_csr":
+            kind, shape, parts = kernel.check(blob)
+            if (kind, shape, parts["values"].dtype) != (self.layout, (self.out_features, self.in_features), self.dtype):
+                raise ValueError(f"{prefix}packed holds a {kind} {shape} {parts['values'].dtype} weight; this layer is "
+                                 f"{self.layout} {(self.out_features, self.in_features)} {self.dtype}")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def dense_weight(self) -> torch.Tensor:
         """The (out, in) weight back, exactly, in its original dtype."""
         if self.layout == "torch_csr":
