@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from prunekit.cli import main
 
@@ -137,3 +138,7 @@ def test_bench_cli(tiny_model_dir, tmp_path, capsys):
     out = json.loads(stdout)
     assert code == 0 and out["layouts"] == {"torch_csr": 14} and out["ratios"]["decode_speedup"] > 0
     assert main(["bench", "--model", str(pruned), "--new-tokens", "1"]) == 2
+    assert main(["bench", "--model", str(pruned), "--device", "tpu"]) == 2
+    if not torch.cuda.is_available():  # a clear refusal, before the model is loaded
+        assert main(["bench", "--model", str(pruned), "--device", "cuda", "--dtype", "float16"]) == 2
+        assert "semi-structured" in capsys.readouterr().err

@@ -132,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--new-tokens", type=int, default=32)
     b.add_argument("--reps", type=int, default=5)
     b.add_argument("--layout", default="auto", help="auto (measure per layer), bitmask, sell or torch_csr")
+    b.add_argument("--device", default="cpu", help="cpu, or cuda: 2:4 layers run semi-structured (needs float16/bfloat16)")
     b.add_argument("--out", default=None, help="also write the JSON here")
 
     c = sub.add_parser("compare", help="every method × pattern: perplexity, cost, memory and speed, as a report")
@@ -298,7 +299,8 @@ def cmd_hardware(args) -> dict:
     if args.out:
         write_json(build_manifest(command=sys.argv, report=report), args.out)
     return {"machine": report["machine"], "gpu": report["gpu"], "shapes": report["shapes"],
-            "verdicts": [s["verdict"] for s in report["summary"].values()], "gpu_2to4": report["gpu_2to4"]}
+            "verdicts": [s["verdict"] for s in report["summary"].values()] + [v for v in [report["gpu_verdict"]] if v],
+            "gpu_2to4": report["gpu_2to4"]}
 
 
 def cmd_bench(args) -> dict:
@@ -306,7 +308,16 @@ def cmd_bench(args) -> dict:
 
     if args.prompt_tokens < 1 or args.new_tokens < 2 or args.reps < 1:
         raise PrunekitError("--prompt-tokens and --reps must be >= 1, --new-tokens >= 2")
-    model, tok, path = load_model(args.model, DTYPES[args.dtype])
+    if args.device.startswith("cuda"):
+        from .semi_structured import support
+
+        ok, why = support(args.device)
+        if not ok or args.dtype == "float32":
+            raise PrunekitError(f"--device {args.device} runs 2:4 semi-structured kernels, which need a CUDA GPU of "
+                                f"compute capability >= 8.0 and --dtype float16 or bfloat16 ({why or 'float32 given'})")
+    elif args.device != "cpu":
+        raise PrunekitError(f"--device is cpu or cuda[:N], not {args.device!r}")
+    model, tok, path = load_model(args.model, DTYPES[args.dtype], args.device)
     result = bench_model(model, args.prompt_tokens, args.new_tokens, args.reps, args.layout)
     if args.out:
         write_json(build_manifest(command=sys.argv, model={"spec": args.model, "path": path}, bench=result), args.out)

@@ -128,11 +128,41 @@ def layer_shapes(spec: str) -> Counter:
     return Counter(tuple(weight_view(t).shape) for t in find_targets(model).values())
 
 
-def gpu_bench(shapes: Counter, batches: tuple[int, ...]) -> list[dict]:
-    """Dense vs 2:4 semi-structured fp16 per shape and batch, where the GPU supports it."""
+def gpu_bench(shapes: Counter, batches: tuple[int, ...], dtype: torch.dtype = torch.float16) -> list[dict]:
+    """Dense vs 2:4 semi-structured per shape and batch, where the GPU supports it (else no rows). A
+    shape torch's kernels do not take gets its reason instead of timings."""
     if not semi_structured.support()[0]:
         return []
-    return [{"shape": list(s), "batch": b, "ms": semi_structured.time_2to4(s, b)} for s in shapes for b in batches]
+    rows = []
+    for shape in shapes:
+        for batch in batches:
+            row = {"shape": list(shape), "count": shapes[shape], "batch": batch, "dtype": str(dtype).removeprefix("torch.")}
+            try:
+                row |= semi_structured.time_2to4(shape, batch, dtype)
+            except RuntimeError as e:
+                row["error"] = str(e).splitlines()[0]
+            rows.append(row)
+    return rows
+
+
+def gpu_verdict(rows: list[dict], gpu: str) -> str:
+    """One line for GPU 2:4 from ``gpu_bench``'s rows: model-weighted speedup per batch size over the
+    shapes that ran, weight memory, and how many layer shapes torch's kernels refused."""
+    ran = [r for r in rows if "ms" in r]
+    refused = {tuple(r["shape"]) for r in rows if "error" in r}
+    if not ran:
+        return f"2:4 on {gpu}: no layer shape ran semi-structured ({len(refused)} refused by torch's kernels)"
+    parts = []
+    for batch in sorted({r["batch"] for r in ran}):
+        at = [r for r in ran if r["batch"] == batch]
+        ratio = sum(r["count"] * r["ms"]["dense"] for r in at) / sum(r["count"] * r["ms"]["semi_structured"] for r in at)
+        parts.append(f"{ratio:.2f}× faster at batch {batch}" if ratio >= SPEEDUP else
+                     f"no speedup at batch {batch} ({ratio:.2f}×)")
+    first = [r for r in ran if r["batch"] == ran[0]["batch"]]
+    memory = sum(r["count"] * r["dense_bytes"] for r in first) / sum(r["count"] * r["stored_bytes"] for r in first)
+    tail = f"; {len(refused)} layer shapes refused by torch's kernels (left dense)" if refused else ""
+    return f"2:4 on {gpu} ({ran[0]['dtype']}, semi-structured): " + "; ".join(parts) + \
+        f"; {memory:.2f}× less weight memory" + tail
 
 
 def hardware_report(spec: str = "default", patterns: tuple[str, ...] = PATTERNS, batches: tuple[int, ...] = (1, 8, 128),
@@ -140,6 +170,7 @@ def hardware_report(spec: str = "default", patterns: tuple[str, ...] = PATTERNS,
     shapes = layer_shapes(spec)
     rows = microbench(shapes, patterns, batches, dtype, reps)
     gpu = gpu_info()
+    gpu_rows = gpu_bench(shapes, batches)
     return {"machine": cpu_info(), "gpu": gpu, "model": spec, "shapes": {f"{o}x{i}": n for (o, i), n in shapes.items()},
             "dtype": str(dtype).removeprefix("torch."), "summary": summarize(rows), "rows": rows,
-            "gpu_2to4": gpu_bench(shapes, batches)}
+            "gpu_2to4": gpu_rows, "gpu_verdict": gpu_verdict(gpu_rows, gpu["gpu"]) if gpu_rows else None}

@@ -1,7 +1,9 @@
 """2:4 on NVIDIA GPUs: swap valid 2:4 linear weights for ``torch.sparse`` semi-structured tensors.
 
 Needs CUDA compute capability ≥ 8.0 (Ampere or newer) and fp16/bf16 weights; everywhere else
-``support()`` says why not and nothing is converted.
+``support()`` says why not and nothing is converted. torch's kernels also need both dimensions of
+the weight to be multiples of its backend's tile (e.g. 32 × 64 for fp16 with CUTLASS): a layer that
+is not is left dense, and ``to_semi_structured`` says which and why.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import logging
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from .selection import is_valid_nm
 from .targets import find_targets
 
 log = logging.getLogger(__name__)
+DTYPES = (torch.float16, torch.bfloat16)
 
 
 def support(device: int | str = 0) -> tuple[bool, str]:
@@ -28,28 +32,62 @@ def support(device: int | str = 0) -> tuple[bool, str]:
     return True, ""
 
 
-def to_semi_structured(model: nn.Module, include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[str]:
-    """Convert (in place) every CUDA fp16/bf16 block ``nn.Linear`` whose weight is exactly 2:4; return their names."""
+def why_not(weight: torch.Tensor) -> str | None:
+    """Why this weight cannot be stored semi-structured (before torch's own device and shape checks)."""
+    if weight.dtype not in DTYPES:
+        return f"{weight.dtype}, not float16 or bfloat16"
+    if weight.dim() != 2 or not is_valid_nm(weight, 2, 4):
+        return "not 2:4"
+    return None
+
+
+def compress(weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every weight that can be stored semi-structured, compressed; and for the rest, why not.
+    Nothing is changed: the caller swaps them in once all are made."""
+    from torch.sparse import to_sparse_semi_structured
+
+    done, skipped = {}, {}
+    for name, w in weights.items():
+        reason = why_not(w)
+        if reason is None:
+            try:
+                done[name] = to_sparse_semi_structured(w.detach().contiguous())
+            except RuntimeError as e:  # torch's device and shape rules for its backend: say which, go on
+                reason = str(e).splitlines()[0]
+        if reason is not None:
+            skipped[name] = reason
+    return done, skipped
+
+
+def to_semi_structured(model: nn.Module, include: tuple[str, ...] = (),
+                       exclude: tuple[str, ...] = ()) -> tuple[list[str], dict[str, str]]:
+    """Convert (in place) every block ``nn.Linear`` whose weight is fp16/bf16, exactly 2:4, on the GPU
+    and of a shape torch's kernels take. Returns the converted names and, for the other block
+    linears, why not. All are compressed before the first is swapped: an error leaves the model as
+    it was."""
     ok, why = support()
     if not ok:
         raise RuntimeError(f"2:4 semi-structured sparsity is not available here: {why}")
-    from torch.sparse import to_sparse_semi_structured
-
-    converted = []
-    for name, module in find_targets(model, include, exclude).items():
-        if not isinstance(module, nn.Linear):
-            continue
-        w = module.weight
-        if w.device.type != "cuda" or w.dtype not in (torch.float16, torch.bfloat16) or not is_valid_nm(w.data, 2, 4):
-            continue
-        module.weight = nn.Parameter(to_sparse_semi_structured(w.data), requires_grad=False)
-        converted.append(name)
-    log.info("2:4 semi-structured: %d layers converted", len(converted))
-    return converted
+    linears = {name: m for name, m in find_targets(model, include, exclude).items() if isinstance(m, nn.Linear)}
+    done, skipped = compress({name: m.weight for name, m in linears.items()})
+    for name, w in done.items():
+        linears[name].weight = nn.Parameter(w, requires_grad=False)
+    log.info("2:4 semi-structured: %d layers converted, %d left dense", len(done), len(skipped))
+    for name, reason in skipped.items():
+        log.info("  %s left dense: %s", name, reason)
+    return list(done), skipped
 
 
-def time_2to4(shape: tuple[int, int], batch: int, dtype: torch.dtype = torch.float16, reps: int = 50) -> dict[str, float]:
-    """Median milliseconds of dense vs semi-structured ``F.linear`` on one random 2:4 layer (CUDA events)."""
+def plain_tensors(t: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors holding ``t``'s memory: itself, or a semi-structured (or any wrapper) tensor's inner ones."""
+    if is_traceable_wrapper_subclass(t):
+        return [p for name in t.__tensor_flatten__()[0] for p in plain_tensors(getattr(t, name))]
+    return [t]
+
+
+def time_2to4(shape: tuple[int, int], batch: int, dtype: torch.dtype = torch.float16, reps: int = 50) -> dict:
+    """One random 2:4 layer, dense vs semi-structured ``F.linear``: median milliseconds of each (CUDA
+    events), the largest output difference relative to the largest dense output, and weight bytes."""
     from torch.sparse import to_sparse_semi_structured
 
     rows, cols = shape
@@ -57,7 +95,7 @@ def time_2to4(shape: tuple[int, int], batch: int, dtype: torch.dtype = torch.flo
     dense = dense * torch.tensor([0, 0, 1, 1], dtype=dtype, device="cuda").tile(rows, cols // 4)
     sparse = to_sparse_semi_structured(dense)
     x = torch.randn(batch, cols, dtype=dtype, device="cuda")
-    out = {}
+    ms = {}
     for name, w in (("dense", dense), ("semi_structured", sparse)):
         for _ in range(5):
             F.linear(x, w)
@@ -69,5 +107,8 @@ def time_2to4(shape: tuple[int, int], batch: int, dtype: torch.dtype = torch.flo
             end.record()
             torch.cuda.synchronize()
             times.append(start.elapsed_time(end))
-        out[name] = sorted(times)[len(times) // 2]
-    return out
+        ms[name] = sorted(times)[len(times) // 2]
+    ref = F.linear(x, dense).float()
+    error = (F.linear(x, sparse).float() - ref).abs().max() / ref.abs().max().clamp(min=1e-30)
+    return {"ms": ms, "max_rel_error": float(error), "dense_bytes": dense.numel() * dense.element_size(),
+            "stored_bytes": sum(t.numel() * t.element_size() for t in plain_tensors(sparse))}
