@@ -73,20 +73,26 @@ def test_input_of_the_wrong_width_is_an_error(layout):
             sparse(torch.randn(2, width))
 
 
-@pytest.mark.parametrize("layout", ("bitmask", "sell"))
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_state_dict_and_pickle_round_trip(layout, tmp_path):
-    """The packed weight is one uint8 buffer: it travels in state_dict, torch.save and deepcopy."""
+    """The weight is held in buffers (the kernel's: one packed uint8 tensor; torch CSR's: its three
+    parts): it travels in state_dict, torch.save and deepcopy, and load_state_dict restores it."""
     lin = pruned_linear(45, 30, 0.7)
     sparse = SparseLinear.from_linear(lin, layout)
     x = torch.randn(3, 45)
-    assert set(sparse.state_dict()) == {"packed", "bias"} and sparse.packed.dtype == torch.uint8
+    names = {"packed"} if layout != "torch_csr" else {"csr_crow", "csr_col", "csr_values"}
+    assert set(sparse.state_dict()) == names | {"bias"}
     torch.save(sparse, tmp_path / "m.pt")
     for restored in (torch.load(tmp_path / "m.pt", weights_only=False), copy.deepcopy(sparse)):
         assert torch.equal(restored(x), sparse(x)) and torch.equal(restored.dense_weight(), lin.weight.data)
     other = SparseLinear.from_linear(lin, layout)
-    other.packed.zero_()  # a wrecked buffer: its header no longer reads as a packed weight
-    with pytest.raises(RuntimeError, match="magic"):
-        other(x)
+    if layout == "torch_csr":
+        other.csr_values.zero_()
+        assert torch.equal(other(x), other.bias.expand(3, -1))
+    else:
+        other.packed.zero_()  # a wrecked buffer: its header no longer reads as a packed weight
+        with pytest.raises(RuntimeError, match="magic"):
+            other(x)
     other.load_state_dict(sparse.state_dict())
     assert torch.equal(other(x), sparse(x))
 
@@ -112,4 +118,15 @@ def test_load_state_dict_checks_the_packed_weight_before_copying(layout):
     other = SparseLinear.from_linear(pruned_linear(40, 70, 0.5), layout)  # another layer: (70, 40), not (40, 70)
     with pytest.raises(ValueError, match="this layer is"):
         sparse.load_state_dict(other.state_dict())
+    assert torch.equal(sparse(x), before)
+
+
+def test_load_state_dict_checks_torch_csr_parts():
+    sparse = SparseLinear.from_linear(pruned_linear(70, 40, 0.5), "torch_csr")
+    x = torch.randn(2, 70)
+    before = sparse(x)
+    bad = {k: v.clone() for k, v in sparse.state_dict().items()}
+    bad["csr_col"][0] = 70  # past the last column
+    with pytest.raises(ValueError, match="not a valid CSR weight"):
+        sparse.load_state_dict(bad)
     assert torch.equal(sparse(x), before)

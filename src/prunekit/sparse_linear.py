@@ -16,6 +16,7 @@ from torch import nn
 from . import kernel
 
 LAYOUTS = ("bitmask", "sell", "torch_csr")
+CSR_PARTS = ("csr_crow", "csr_col", "csr_values")  # torch_csr's buffers
 SMALL_BATCH = 16  # measured crossover: above it the kernel loses to dense GEMM on these CPUs
 
 
@@ -30,10 +31,12 @@ class SparseLinear(nn.Module):
         self.out_features, self.in_features = weight.shape
         self.layout, self.dtype = layout, weight.dtype
         weight = weight.detach().contiguous()
-        if layout == "torch_csr":
+        if layout == "torch_csr":  # its parts as buffers, so state_dict, .to() and torch.save carry them
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
-                self.csr = weight.float().to_sparse_csr()
+                csr = weight.float().to_sparse_csr()
+            for name, part in zip(CSR_PARTS, (csr.crow_indices(), csr.col_indices(), csr.values()), strict=True):
+                self.register_buffer(name, part)
         else:
             self.register_buffer("packed", kernel.pack(weight, layout))  # one uint8 tensor: see kernel.pack
             self._isa = kernel.forced_isa()  # read once: a per-call environment lookup costs ~0.5 µs
@@ -50,14 +53,26 @@ class SparseLinear(nn.Module):
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must end in a dimension of {self.in_features} features, got shape {tuple(x.shape)}")
         x2 = x.reshape(-1, self.in_features)  # (batch, in); stock torch: sparse kernel at every batch size
-        y = torch.sparse.mm(self.csr, x2.float().t()).t()
+        y = torch.sparse.mm(self._csr(), x2.float().t()).t()
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
+    def _csr(self, check: bool = False) -> torch.Tensor:
+        """The (out, in) torch CSR tensor over the buffers (~2 µs to build; ``check``: its invariants)."""
+        b = self._buffers
+        return torch.sparse_csr_tensor(b["csr_crow"], b["csr_col"], b["csr_values"], (self.out_features, self.in_features),
+                                       check_invariants=check)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        """A loaded ``packed`` is checked in full before anything is copied: the kernel trusts the
-        indices inside it, and it must describe this layer (layout, shape, dtype)."""
+        """A loaded weight is checked in full before anything is copied: the kernels trust the indices
+        inside it, and it must describe this layer (layout, shape, dtype)."""
+        if self.layout == "torch_csr" and all(prefix + n in state_dict for n in CSR_PARTS):
+            crow, col, values = (state_dict[prefix + n] for n in CSR_PARTS)
+            try:
+                torch.sparse_csr_tensor(crow, col, values, (self.out_features, self.in_features), check_invariants=True)
+            except RuntimeError as e:
+                raise ValueError(f"{prefix}csr_*: not a valid CSR weight for this layer: {e}") from e
         blob = state_dict.get(prefix + "packed")
         if blob is not None and self.layout != "torch_csr":
             kind, shape, parts = kernel.check(blob)
@@ -69,15 +84,14 @@ class SparseLinear(nn.Module):
     def dense_weight(self) -> torch.Tensor:
         """The (out, in) weight back, exactly, in its original dtype."""
         if self.layout == "torch_csr":
-            return self.csr.to_dense().to(self.dtype)
+            return self._csr().to_dense().to(self.dtype)
         return kernel.unpack(self.packed)
 
     def weight_bytes(self) -> int:
         """Bytes held for the weight (values + indices + the packed header; bias excluded)."""
         if self.layout != "torch_csr":
             return self.packed.numel()
-        c = self.csr
-        return sum(t.numel() * t.element_size() for t in (c.values(), c.crow_indices(), c.col_indices()))
+        return sum(self._buffers[n].numel() * self._buffers[n].element_size() for n in CSR_PARTS)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, layout={self.layout}"
