@@ -130,3 +130,29 @@ def test_load_state_dict_checks_torch_csr_parts():
     with pytest.raises(ValueError, match="not a valid CSR weight"):
         sparse.load_state_dict(bad)
     assert torch.equal(sparse(x), before)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_dtype_casts_leave_the_layer_as_it_is_and_devices_are_refused(layout):
+    """``model.half()`` after sparsify must not cast the float32 bias (the kernel refused it) or the
+    weight: the layer then takes fp16 x and returns fp16 y. A move off the CPU is refused before
+    anything changes; other conversions (share_memory) still apply."""
+    sparse = SparseLinear.from_linear(pruned_linear(40, 24, 0.6), layout)
+    x = torch.randn(3, 40)
+    ref = sparse(x)
+    before = {k: v.clone() for k, v in sparse.state_dict().items()}
+    sparse.half()
+    assert all(torch.equal(v, before[k]) and v.dtype == before[k].dtype for k, v in sparse.state_dict().items())
+    y = sparse(x.half())
+    assert y.dtype == torch.float16 and torch.allclose(y.float(), ref, atol=1e-2, rtol=1e-2)
+    with pytest.raises(RuntimeError, match="CPU only"):
+        sparse.to("meta")
+    assert all(v.device.type == "cpu" for v in sparse.state_dict().values())
+    sparse.share_memory()
+    assert all(v.is_shared() for v in sparse.state_dict().values())
+
+
+def test_kernel_refuses_tensors_off_the_cpu():
+    packed = kernel.pack(pruned_linear(32, 8, 0.5).weight.data, "sell")
+    with pytest.raises(RuntimeError, match="CPU tensors only"):
+        kernel.forward(torch.empty(1, 32, device="meta"), packed)

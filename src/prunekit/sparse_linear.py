@@ -58,11 +58,24 @@ class SparseLinear(nn.Module):
             y = y + self.bias
         return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
-    def _csr(self, check: bool = False) -> torch.Tensor:
-        """The (out, in) torch CSR tensor over the buffers (~2 µs to build; ``check``: its invariants)."""
+    def _apply(self, fn, recurse: bool = True):
+        """``model.half()`` / ``.to(dtype)`` leave the layer's dtypes as they are: the weight stays packed
+        in its own dtype and the bias in float32 (the kernel computes in float32 and writes y in x's
+        dtype); other conversions (``share_memory``) apply. Moves off the CPU are refused, before
+        anything changes: the layer runs on CPU only."""
+        converted = {k: fn(t) for k, t in self._buffers.items() if t is not None}
+        if any(t.device.type != "cpu" for t in converted.values()):
+            raise RuntimeError("SparseLinear runs on CPU only: it cannot move to another device")
+        for k, t in converted.items():
+            if t.dtype == self._buffers[k].dtype:
+                self._buffers[k] = t
+        return self
+
+    def _csr(self) -> torch.Tensor:
+        """The (out, in) torch CSR tensor over the buffers (~2 µs to build; checked when loaded)."""
         b = self._buffers
         return torch.sparse_csr_tensor(b["csr_crow"], b["csr_col"], b["csr_values"], (self.out_features, self.in_features),
-                                       check_invariants=check)
+                                       check_invariants=False)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         """A loaded weight is checked in full before anything is copied: the kernels trust the indices

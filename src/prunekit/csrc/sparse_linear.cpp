@@ -875,6 +875,8 @@ at::Tensor tiled(const Packed& p, const at::Tensor& x, const c10::optional<at::T
 // tiled dense path.
 at::Tensor sparse_forward(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
                           int64_t isa, int64_t small_batch, int64_t tile_rows) {
+  TORCH_CHECK(x.is_cpu() && packed.is_cpu() && (!bias.has_value() || !bias->defined() || bias->is_cpu()),
+              "the sparse kernel runs on CPU tensors only");
   Packed p = read_packed(packed);
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == p.cols, "x must end in a dimension of ", p.cols, " features, got shape ",
               x.sizes());
