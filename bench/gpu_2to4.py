@@ -6,8 +6,13 @@
    against the dense masked model, then ``bench_model`` on the GPU (prefill, decode, weight memory).
 
 Prints a table per part and writes JSON. Where there is no capable GPU it says so and exits 1.
+``--random-init`` builds SmolLM2-135M's architecture with random weights instead of loading it: the
+same layer shapes, so the same speed, for a machine the model cannot reach (the workplace's GPU
+machine takes 64 MiB of files; the model's GGUF is 98 MB). Its logits check is then against the
+dense masked random model.
 
-    .venv/bin/python bench/gpu_2to4.py [--model default] [--out runs/bench-gpu-2to4.json]
+    .venv/bin/python bench/gpu_2to4.py [--model default | --random-init] [--out runs/bench-gpu-2to4.json]
+    PYTHONPATH=src python3 bench/gpu_2to4.py --random-init      # on a machine with torch + transformers
 """
 
 from __future__ import annotations
@@ -23,16 +28,28 @@ import torch
 
 from prunekit import semi_structured
 from prunekit.config import PruneConfig
-from prunekit.hardware import gpu_bench, gpu_info, gpu_verdict, layer_shapes
+from prunekit.hardware import gpu_bench, gpu_info, gpu_verdict, model_shapes
 from prunekit.latency import bench_model
 from prunekit.manifest import build_manifest, write_json
 from prunekit.models import load_model
 from prunekit.pruner import prune
 
+SMOLLM2_135M = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+                "num_attention_heads": 9, "num_key_value_heads": 3, "max_position_embeddings": 8192,
+                "tie_word_embeddings": True}  # its config.json's sizes: the layer shapes are what speed depends on
+
+
+def random_smollm2() -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M)).eval()
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="default")
+    ap.add_argument("--random-init", action="store_true", help="SmolLM2-135M's architecture, random weights")
     ap.add_argument("--dtype", choices=("float16", "bfloat16"), default="float16")
     ap.add_argument("--batches", default="1,8,128,2048")
     ap.add_argument("--reps", type=int, default=5)
@@ -43,7 +60,8 @@ def main() -> None:
         print(f"no GPU 2:4 here: {why}")
         sys.exit(1)
     dtype = getattr(torch, args.dtype)
-    shapes = layer_shapes(args.model) + Counter({(4096, 4096): 1, (11008, 4096): 1})
+    model = random_smollm2() if args.random_init else load_model(args.model)[0]  # float32, on CPU
+    shapes = model_shapes(model) + Counter({(4096, 4096): 1, (11008, 4096): 1})
     rows = gpu_bench(shapes, tuple(int(b) for b in args.batches.split(",")), dtype)
     print("shape | batch | dense ms | 2:4 ms | speedup | max rel error")
     for r in rows:
@@ -56,9 +74,8 @@ def main() -> None:
     verdict = gpu_verdict(rows, gpu_info()["gpu"])
     print(verdict, flush=True)
 
-    model, _, _ = load_model(args.model)  # pruned on CPU in float32 (zeros stay zeros in float16)
     prune(model, PruneConfig(method="magnitude", sparsity=0.5, pattern="2:4"))
-    model = model.to(dtype).cuda()
+    model = model.to(dtype).cuda()  # pruned on CPU in float32: zeros stay zeros in float16
     ids = torch.randint(0, model.config.vocab_size, (1, 256), generator=torch.Generator().manual_seed(0)).cuda()
     sparse = copy.deepcopy(model)
     with torch.inference_mode():
@@ -74,7 +91,8 @@ def main() -> None:
           f"{d['weight_mb']:.0f} → {s['weight_mb']:.0f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_json(build_manifest(command=sys.argv, gpu=gpu_info(), layers=rows, verdict=verdict,
-                              model={"converted": len(names), "left_dense": skipped, "logits_max_rel_error": error,
+                              model={"spec": "random-init SmolLM2-135M" if args.random_init else args.model,
+                                     "converted": len(names), "left_dense": skipped, "logits_max_rel_error": error,
                                      "bench": result}), args.out)
     print(json.dumps({"out": args.out, "verdict": verdict, "decode_speedup": result["ratios"]["decode_speedup"],
                       "logits_max_rel_error": error}))

@@ -115,17 +115,23 @@ def verdict(pattern: str, speed: dict[int, dict], fmt: str, memory_ratio: float)
     return f"{pattern}: " + "; ".join(parts) + f"; {memory_ratio:.2f}× less weight memory with the {fmt} format"
 
 
+def model_shapes(model: torch.nn.Module) -> Counter:
+    """(out, in) of every prunable layer in the model's blocks, counted."""
+    from .targets import find_targets, weight_view
+
+    return Counter(tuple(weight_view(t).shape) for t in find_targets(model).values())
+
+
 def layer_shapes(spec: str) -> Counter:
-    """(out, in) of every prunable layer in the model's blocks, counted, from its config alone."""
+    """``model_shapes`` of a model named by ``spec``, from its config alone."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from .models import resolve_model_path
-    from .targets import find_targets, weight_view
 
     config = AutoConfig.from_pretrained(resolve_model_path(spec))
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    return Counter(tuple(weight_view(t).shape) for t in find_targets(model).values())
+    return model_shapes(model)
 
 
 def gpu_bench(shapes: Counter, batches: tuple[int, ...], dtype: torch.dtype = torch.float16) -> list[dict]:
