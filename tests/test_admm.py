@@ -57,6 +57,7 @@ def test_refine_admm_in_prune_lowers_layer_errors(method):
     from conftest import tiny_llama
     from prunekit.config import PruneConfig
     from prunekit.pruner import prune
+    from prunekit.targets import find_targets
 
     calib = torch.randint(0, 256, (4, 64), generator=torch.Generator().manual_seed(0))
     errors = {}
@@ -65,6 +66,7 @@ def test_refine_admm_in_prune_lowers_layer_errors(method):
         result = prune(model, PruneConfig(method=method, sparsity=0.5, pattern="2:4", refine=refine), calib)
         errors[refine] = sum(r.recon_error for r in result.layers) / len(result.layers)
         assert all(r.sparsity == 0.5 for r in result.layers)
+        assert not any(torch.signbit(w[w == 0]).any() for w in (m.weight for m in find_targets(model).values()))
     assert errors["admm"] < errors["none"]
 
 

@@ -24,6 +24,7 @@ def test_finetune_keeps_mask_and_learns(lora_rank):
     for n, t in targets.items():
         w = weight_view(t)
         assert torch.equal(w == 0, zeros[n]) and is_valid_nm(w, 2, 4), n
+        assert not torch.signbit(w[zeros[n]]).any(), n  # +0.0, as prune leaves them (LoRA merges back through the mask)
     assert any(not torch.equal(weight_view(t), before[n]) for n, t in targets.items())
     assert sum(log["losses"][-3:]) < sum(log["losses"][:3])
 

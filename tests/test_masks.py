@@ -49,6 +49,24 @@ def test_state_dict_roundtrip_and_remove(tmp_path):
     assert set(plain.state_dict()) == set(_net().state_dict())
 
 
+def test_zeros_are_positive_after_training_and_remove():
+    """W ⊙ M is -0.0 where W < 0; the baked weights hold +0.0 there, as prune leaves them, so a sparse
+    format (which stores only the nonzeros) gives back the same bits."""
+    net = _net()
+    mask = {"0": _half_mask((8, 6))}
+    assert (net[0].weight[~mask["0"]] < 0).any()  # some pruned weights were negative
+    masks.attach(net, mask)
+    assert not torch.signbit(net[0].parametrizations.weight.original[~mask["0"]]).any()
+    opt = torch.optim.AdamW(net.parameters(), lr=0.1, weight_decay=0.1)
+    loss = net(torch.randn(4, 6)).square().mean()
+    loss.backward()
+    opt.step()
+    with torch.no_grad():  # as a checkpoint saved before attach zeroed with +0.0 would hold
+        net[0].parametrizations.weight.original[~mask["0"]] = -0.0
+    plain = masks.remove(net)
+    assert not torch.signbit(plain[0].weight[~mask["0"]]).any()
+
+
 def test_lock_one_shot_masks_and_conv1d():
     model = tiny_llama()
     result = prune(model, PruneConfig(sparsity=0.5, pattern="2:4"), progress=False)

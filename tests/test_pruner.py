@@ -29,6 +29,7 @@ def test_methods_by_pattern(method, pattern, sequential):
         w = weight_view(module)
         keep = result.masks[name]
         assert torch.equal(w == 0, ~keep)  # pruned exactly where the mask says
+        assert not torch.signbit(w[~keep]).any()  # +0.0: a format stores only nonzeros and gives back +0.0
         assert int((~keep).sum()) == count_to_prune(w.numel(), 0.5)
         if pattern != "unstructured":
             n, m = map(int, pattern.split(":"))

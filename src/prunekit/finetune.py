@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from .data import TextSource, sample_calibration
 from .errors import PrunekitError
 from .masks import attach_dense, masks_of, remove
+from .selection import zero_pruned_
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,6 @@ def _merge_lora(model: nn.Module, locked: dict[str, torch.Tensor]) -> nn.Module:
     merged = model.merge_and_unload()
     for name, mask in locked.items():
         layer = merged.get_submodule(name)
-        layer.weight.mul_(mask if isinstance(layer, nn.Linear) else mask.t())
+        zero_pruned_(layer.weight, mask if isinstance(layer, nn.Linear) else mask.t())
     assert not masks_of(merged)
     return merged

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .errors import PrunekitError
+from .selection import zero_pruned_
 from .targets import ExpertSlice, find_targets, stored_transposed, weight_view
 
 MASK_KEY = ".parametrizations.weight.0.mask"
@@ -54,9 +55,9 @@ def attach(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
         module, mask = _module_and_layout_mask(model, name, mask)
         if is_masked(module):
             module.parametrizations.weight[0].mask.copy_(mask)
-            module.parametrizations.weight.original.mul_(mask)
+            zero_pruned_(module.parametrizations.weight.original, mask)
         else:
-            module.weight.mul_(mask)
+            zero_pruned_(module.weight, mask)
             parametrize.register_parametrization(module, "weight", WeightMask(mask))
     return model
 
@@ -83,10 +84,13 @@ def attach_dense(model: nn.Module, include=(), exclude=()) -> dict[str, torch.Te
 
 @torch.no_grad()
 def remove(model: nn.Module) -> nn.Module:
-    """Bake the zeros into plain weights and drop the parametrizations; returns the model."""
+    """Bake the zeros into plain weights and drop the parametrizations; returns the model. The zeros are
+    +0.0, as ``prune`` leaves them (W ⊙ M is -0.0 where W is -0.0, as in checkpoints saved before
+    ``attach`` zeroed with +0.0), so stored formats give back the same bits."""
     for _, module in model.named_modules():
         if is_masked(module):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+            module.weight.add_(0)
     return model
 
 
