@@ -155,11 +155,10 @@ def _prune_layer(
     else:
         scores = magnitude_scores(w) if config.method == "magnitude" else wanda_scores(w, stats.norms_sq)
         keep = select_mask(scores, sparsity, config.scope, config.nm)
-        zero_pruned_(w, keep)
     if config.refine == "admm":
-        w.copy_(admm_update(old, keep, stats.hessian, start=w, iters=config.admm_iters, percdamp=config.percdamp))
-    if config.method == "sparsegpt" or config.refine == "admm":
-        zero_pruned_(w, keep)  # the solvers leave -0.0 where a pruned product was negative: +0.0, as formats give back
+        start = zero_pruned_(w, keep)
+        w.copy_(admm_update(old, keep, stats.hessian, start=start, iters=config.admm_iters, percdamp=config.percdamp))
+    zero_pruned_(w, keep)  # +0.0 at every pruned entry (the solvers leave -0.0 where a product was negative)
     solve = time.perf_counter() - t0
     report = LayerReport(
         name, tuple(w.shape), sparsity, 1 - int(keep.count_nonzero()) / keep.numel(), _recon_error(old, w, sample),
