@@ -61,8 +61,8 @@ class SparseLinear(nn.Module):
     def _apply(self, fn, recurse: bool = True):
         """``model.half()`` / ``.to(dtype)`` leave the layer's dtypes as they are: the weight stays packed
         in its own dtype and the bias in float32 (the kernel computes in float32 and writes y in x's
-        dtype); other conversions (``share_memory``) apply. Moves off the CPU are refused, before
-        anything changes: the layer runs on CPU only."""
+        dtype); other conversions (``share_memory``) apply. A move off the CPU is refused before this
+        layer changes (modules that ``model.to`` reached earlier have moved): it runs on CPU only."""
         converted = {k: fn(t) for k, t in self._buffers.items() if t is not None}
         if any(t.device.type != "cpu" for t in converted.values()):
             raise RuntimeError("SparseLinear runs on CPU only: it cannot move to another device")
