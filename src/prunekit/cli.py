@@ -299,7 +299,8 @@ def cmd_hardware(args) -> dict:
     if args.out:
         write_json(build_manifest(command=sys.argv, report=report), args.out)
     return {"machine": report["machine"], "gpu": report["gpu"], "shapes": report["shapes"],
-            "verdicts": [s["verdict"] for s in report["summary"].values()] + [v for v in [report["gpu_verdict"]] if v],
+            "verdicts": [s["verdict"] for s in report["summary"].values()]
+            + ([report["gpu_verdict"]] if report["gpu_verdict"] else []),
             "gpu_2to4": report["gpu_2to4"]}
 
 

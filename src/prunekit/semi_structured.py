@@ -36,7 +36,7 @@ def why_not(weight: torch.Tensor) -> str | None:
     """Why this weight cannot be stored semi-structured (before torch's own device and shape checks)."""
     if weight.dtype not in DTYPES:
         return f"{weight.dtype}, not float16 or bfloat16"
-    if weight.dim() != 2 or not is_valid_nm(weight, 2, 4):
+    if not is_valid_nm(weight, 2, 4):
         return "not 2:4"
     return None
 

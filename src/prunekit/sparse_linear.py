@@ -101,10 +101,8 @@ class SparseLinear(nn.Module):
         return kernel.unpack(self.packed)
 
     def weight_bytes(self) -> int:
-        """Bytes held for the weight (values + indices + the packed header; bias excluded)."""
-        if self.layout != "torch_csr":
-            return self.packed.numel()
-        return sum(self._buffers[n].numel() * self._buffers[n].element_size() for n in CSR_PARTS)
+        """Bytes held for the weight (values + indices, and the packed header; bias excluded)."""
+        return sum(t.numel() * t.element_size() for k, t in self._buffers.items() if k != "bias" and t is not None)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, layout={self.layout}"
