@@ -4,30 +4,34 @@ Every linear shape of SmolLM2-135M plus 4096×4096 and 11008×4096; 50%, 70%, 90
 2:4; batch 1; float32, and bfloat16 values against dense bfloat16. Weights are random, pruned per
 row by magnitude, and rotated over enough copies to exceed twice the last-level cache, so every call
 reads its weight from memory as in a real forward pass. Dense and each sparse layout alternate call
-by call in this one process; medians. Two comparisons: the modules a model calls (``nn.Linear`` vs
-``SparseLinear``; the target columns), and the bare calls under them (``F.linear`` vs the compiled
-``sparse_forward``), which shows how much of a small layer's time is call overhead. "limit" is the
-memory-bound speedup: dense bytes ÷ bytes of the smaller kernel layout; "of limit" is how much of it
-the faster layout reached (over 100% where dense GEMV itself falls short of memory bandwidth). Also
+by call in this one process; medians. The whole sweep runs ``--passes`` times and each row reports
+its median pass and the range over passes (on a shared machine one pass can land in a slow spell).
+Two comparisons: the modules a model calls (``nn.Linear`` vs ``SparseLinear``; the target columns),
+and the bare calls under them (``F.linear`` vs the compiled ``sparse_forward``), which shows how much
+of a small layer's time is call overhead. "limit" is the memory-bound speedup: dense bytes ÷ bytes of
+the smaller kernel layout; "of limit" is how much of it the faster layout reached (over 100% where
+dense GEMV itself falls short of memory bandwidth). Also
 checks each output against dense (max error relative to max |y|).
 
-    .venv/bin/python bench/kernel.py [--dtypes float32,bfloat16] [--reps 30] [--out runs/bench-kernel.json]
+    .venv/bin/python bench/kernel.py [--dtypes float32,bfloat16] [--reps 30] [--passes 3] [--out runs/bench-kernel.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from prunekit import kernel
 from prunekit.hardware import cpu_info, pruned_weight
 from prunekit.manifest import build_manifest, write_json
-from prunekit.sparse_linear import SMALL_BATCH, SparseLinear
+from prunekit.sparse_linear import LAYOUTS, SMALL_BATCH, SparseLinear
 from prunekit.sparsify import layout_bytes, measure_layer
 from prunekit.timing import alternate, copies_past_cache
 
@@ -57,43 +61,54 @@ def bare_seconds(w: torch.Tensor, reps: int) -> dict[str, float]:
         return alternate(fns, reps=reps)
 
 
+def measure(w: torch.Tensor, reps: int) -> dict[str, float]:
+    """One pass over one weight: speedups of each layout (modules) and of the best bare call."""
+    t = measure_layer(w, None, ("bitmask", "sell", "torch_csr"), reps)[1]
+    bare = bare_seconds(w, reps)
+    return {"dense_s": t["dense"], "bare_dense_s": bare["dense"], **{k: t["dense"] / t[k] for k in LAYOUTS},
+            "bare_speedup": bare["dense"] / min(bare["bitmask"], bare["sell"])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--passes", type=int, default=3, help="sweeps over every row; each row reports the median pass")
     ap.add_argument("--out", default="runs/bench-kernel.json")
     args = ap.parse_args()
     if not kernel.available():
         sys.exit("the sparse kernel could not be built here (no C++ compiler?)")
+    if args.passes < 1 or args.reps < 1:
+        sys.exit("--passes and --reps must be at least 1")
+    keys = [(getattr(torch, d), shape, pattern) for d in args.dtypes.split(",") for shape in SHAPES for pattern in PATTERNS]
+    passes: dict[tuple, list[dict[str, float]]] = {key: [] for key in keys}
+    for i in range(args.passes):  # whole sweeps, so a slow spell of the machine hits one pass of every row
+        for key in tqdm(keys, desc=f"pass {i + 1}/{args.passes}"):
+            passes[key].append(measure(pruned_weight(key[1], key[2], key[0]), args.reps))
     rows = []
-    for dtype in [getattr(torch, d) for d in args.dtypes.split(",")]:
-        for shape in SHAPES:
-            for pattern in PATTERNS:
-                w = pruned_weight(shape, pattern, dtype)
-                t = measure_layer(w, None, ("bitmask", "sell", "torch_csr"), args.reps)[1]
-                dense_bytes = w.numel() * w.element_size()
-                best = min(("bitmask", "sell"), key=t.get)
-                limit = dense_bytes / min(layout_bytes(w, ("bitmask", "sell")).values())
-                speedup = t["dense"] / t[best]
-                bare = bare_seconds(w, args.reps)
-                rows.append({"dtype": str(dtype).removeprefix("torch."), "shape": list(shape), "pattern": pattern,
-                             "dense_us": round(t["dense"] * 1e6, 1), "best": best, "speedup": round(speedup, 2),
-                             "bitmask": round(t["dense"] / t["bitmask"], 2), "sell": round(t["dense"] / t["sell"], 2),
-                             "torch_csr": round(t["dense"] / t["torch_csr"], 2), "limit": round(limit, 2),
-                             "of_limit": round(speedup / limit, 2), "target": TARGETS.get(pattern),
-                             "dense_gb_s": round(dense_bytes / t["dense"] / 1e9, 1),
-                             "bare_dense_us": round(bare["dense"] * 1e6, 1),
-                             "bare_speedup": round(bare["dense"] / min(bare["bitmask"], bare["sell"]), 2),
-                             "max_rel_error": max_rel_error(w, best)})
-                r = rows[-1]
-                print(f"{r['dtype']:>8} {shape[0]:>5}x{shape[1]:<5} {pattern:>4}  dense {r['dense_us']:>8.1f} us "
-                      f"({r['dense_gb_s']:>5.1f} GB/s)  bitmask {r['bitmask']:>5.2f}x  sell {r['sell']:>5.2f}x  "
-                      f"torch_csr {r['torch_csr']:>5.2f}x  bare {r['bare_speedup']:>5.2f}x  "
-                      f"limit {r['limit']:>5.2f}x ({r['of_limit']:.0%})  "
-                      f"target {r['target'] or '-'}  err {r['max_rel_error']:.1e}", flush=True)
+    for (dtype, shape, pattern), runs in passes.items():
+        w = pruned_weight(shape, pattern, dtype)
+        med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        best = max(("bitmask", "sell"), key=med.get)
+        dense_bytes = w.numel() * w.element_size()
+        limit = dense_bytes / min(layout_bytes(w, ("bitmask", "sell")).values())
+        rows.append({"dtype": str(dtype).removeprefix("torch."), "shape": list(shape), "pattern": pattern,
+                     "dense_us": round(med["dense_s"] * 1e6, 1), "best": best, "speedup": round(med[best], 2),
+                     "speedup_range": [round(min(r[best] for r in runs), 2), round(max(r[best] for r in runs), 2)],
+                     **{k: round(med[k], 2) for k in LAYOUTS}, "limit": round(limit, 2),
+                     "of_limit": round(med[best] / limit, 2), "target": TARGETS.get(pattern),
+                     "dense_gb_s": round(dense_bytes / med["dense_s"] / 1e9, 1),
+                     "bare_dense_us": round(med["bare_dense_s"] * 1e6, 1), "bare_speedup": round(med["bare_speedup"], 2),
+                     "max_rel_error": max_rel_error(w, best)})
+        r = rows[-1]
+        print(f"{r['dtype']:>8} {shape[0]:>5}x{shape[1]:<5} {pattern:>4}  dense {r['dense_us']:>8.1f} us "
+              f"({r['dense_gb_s']:>5.1f} GB/s)  bitmask {r['bitmask']:>5.2f}x  sell {r['sell']:>5.2f}x  "
+              f"torch_csr {r['torch_csr']:>5.2f}x  best {r['speedup']:>5.2f}x [{r['speedup_range'][0]:.2f}-"
+              f"{r['speedup_range'][1]:.2f}]  bare {r['bare_speedup']:>5.2f}x  limit {r['limit']:>5.2f}x "
+              f"({r['of_limit']:.0%})  target {r['target'] or '-'}  err {r['max_rel_error']:.1e}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_json(build_manifest(command=sys.argv, machine=cpu_info(), kernel_isa=kernel.isa(), reps=args.reps, rows=rows),
-               args.out)
+    write_json(build_manifest(command=sys.argv, machine=cpu_info(), kernel_isa=kernel.isa(), reps=args.reps,
+                              passes=args.passes, rows=rows), args.out)
     print(json.dumps({"out": args.out, "rows": len(rows),
                       "below_target": [r for r in rows if r["target"] and r["speedup"] < r["target"]]}, indent=1))
 

@@ -156,3 +156,58 @@ def test_kernel_refuses_tensors_off_the_cpu():
     packed = kernel.pack(pruned_linear(32, 8, 0.5).weight.data, "sell")
     with pytest.raises(RuntimeError, match="CPU tensors only"):
         kernel.forward(torch.empty(1, 32, device="meta"), packed)
+
+
+def count_full_calls(monkeypatch) -> list[int]:
+    """Counts the calls that go through nn.Module's own call path (hooks, tracing)."""
+    calls = [0]
+    full = nn.Module._call_impl
+
+    def counted(self, *args, **kwargs):
+        calls[0] += 1
+        return full(self, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Module, "_call_impl", counted)
+    return calls
+
+
+def test_call_skips_the_hook_checks_until_a_hook_is_added(monkeypatch):
+    """No hook: the call goes straight to forward. Each kind of hook, once added, runs as on any module."""
+    calls = count_full_calls(monkeypatch)
+    lin = pruned_linear(45, 30, 0.7)
+    sparse = SparseLinear.from_linear(lin, "sell")
+    x = torch.randn(3, 45)
+    ref = sparse.forward(x)
+    assert torch.equal(sparse(x), ref) and calls[0] == 0
+    assert torch.equal(sparse(x=x), ref)  # keywords pass through
+
+    h = sparse.register_forward_pre_hook(lambda m, args: (args[0] * 2,))
+    assert torch.equal(sparse(x), sparse.forward(2 * x)) and calls[0] == 1
+    h.remove()
+    sparse.register_forward_pre_hook(lambda m, args, kwargs: ((args[0] * 3,), kwargs), with_kwargs=True)
+    sparse.register_forward_hook(lambda m, args, out: out + 1)
+    assert torch.equal(sparse(x), sparse.forward(3 * x) + 1)
+
+    fresh = SparseLinear.from_linear(lin, "sell")
+    for register in ("register_full_backward_pre_hook", "register_full_backward_hook", "register_backward_hook"):
+        other = copy.deepcopy(fresh)
+        getattr(other, register)(lambda *a: None)
+        before = calls[0]
+        other(x)
+        assert calls[0] == before + 1, register
+
+
+def test_global_hooks_and_old_pickles_take_the_full_call(monkeypatch):
+    calls = count_full_calls(monkeypatch)
+    sparse = SparseLinear.from_linear(pruned_linear(45, 30, 0.7), "sell")
+    x = torch.randn(3, 45)
+    seen = []
+    handle = nn.modules.module.register_module_forward_hook(lambda m, args, out: seen.append(type(m).__name__))
+    try:
+        sparse(x)
+    finally:
+        handle.remove()
+    assert seen == ["SparseLinear"] and calls[0] == 1
+    del sparse.__dict__["_hooked"]  # as pickled before the flag existed: the class default is the full call
+    sparse(x)
+    assert calls[0] == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.modules.module as torch_module  # the global hook registries nn.Module.__call__ checks
 from torch import nn
 
 from . import kernel
@@ -21,6 +22,8 @@ SMALL_BATCH = 16  # measured crossover: above it the kernel loses to dense GEMM 
 
 
 class SparseLinear(nn.Module):
+    _hooked = True  # False once built; adding any hook (or compile) sets it back: see __call__
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, layout: str) -> None:
         """``weight`` is (out, in) in the model's dtype; zeros are dropped, everything else kept exactly."""
         super().__init__()
@@ -41,10 +44,44 @@ class SparseLinear(nn.Module):
             self.register_buffer("packed", kernel.pack(weight, layout))  # one uint8 tensor: see kernel.pack
             self._isa = kernel.forced_isa()  # read once: a per-call environment lookup costs ~0.5 µs
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
+        self._hooked = False
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, layout: str) -> SparseLinear:
         return cls(linear.weight.data, linear.bias.data if linear.bias is not None else None, layout)
+
+    def __call__(self, *args, **kwargs):
+        """``nn.Module``'s call, without its test of this module's four hook dicts on every call while
+        no hook was ever added here. In a forward pass those dicts are cold: the test cost ~1 µs per call
+        (192×576 at 90%, weights rotated past the cache: 7.7 → 6.6 µs). Global hooks and tracing still
+        take the full path."""
+        if (self._hooked or torch_module._global_forward_pre_hooks or torch_module._global_forward_hooks
+                or torch_module._global_backward_pre_hooks or torch_module._global_backward_hooks
+                or torch._C._get_tracing_state()):
+            return super().__call__(*args, **kwargs)
+        return self.forward(*args, **kwargs)
+
+    def _added_hook(self, register, *args, **kwargs):
+        self._hooked = True
+        return register(self, *args, **kwargs)
+
+    def register_forward_pre_hook(self, *args, **kwargs):
+        return self._added_hook(nn.Module.register_forward_pre_hook, *args, **kwargs)
+
+    def register_forward_hook(self, *args, **kwargs):
+        return self._added_hook(nn.Module.register_forward_hook, *args, **kwargs)
+
+    def register_full_backward_pre_hook(self, *args, **kwargs):
+        return self._added_hook(nn.Module.register_full_backward_pre_hook, *args, **kwargs)
+
+    def register_full_backward_hook(self, *args, **kwargs):
+        return self._added_hook(nn.Module.register_full_backward_hook, *args, **kwargs)
+
+    def register_backward_hook(self, *args, **kwargs):
+        return self._added_hook(nn.Module.register_backward_hook, *args, **kwargs)
+
+    def compile(self, *args, **kwargs) -> None:
+        self._added_hook(nn.Module.compile, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self._buffers  # not nn.Module.__getattr__: a small layer's call is a few µs, most of it fixed cost
