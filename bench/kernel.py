@@ -10,8 +10,8 @@ Two comparisons: the modules a model calls (``nn.Linear`` vs ``SparseLinear``; t
 and the bare calls under them (``F.linear`` vs the compiled ``sparse_forward``), which shows how much
 of a small layer's time is call overhead. "limit" is the memory-bound speedup: dense bytes ÷ bytes of
 the smaller kernel layout; "of limit" is how much of it the faster layout reached (over 100% where
-dense GEMV itself falls short of memory bandwidth). Also
-checks each output against dense (max error relative to max |y|).
+dense GEMV itself falls short of memory bandwidth). Also checks each output against dense (max
+error relative to max |y|).
 
     .venv/bin/python bench/kernel.py [--dtypes float32,bfloat16] [--reps 30] [--passes 3] [--out runs/bench-kernel.json]
 """
