@@ -211,3 +211,26 @@ def test_global_hooks_and_old_pickles_take_the_full_call(monkeypatch):
     del sparse.__dict__["_hooked"]  # as pickled before the flag existed: the class default is the full call
     sparse(x)
     assert calls[0] == 2
+
+
+def test_fx_can_trace_it_as_a_leaf():
+    """torch.fx intercepts module calls by patching nn.Module.__call__; the fast call must not bypass it."""
+    import torch.fx as fx
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sparse = SparseLinear.from_linear(pruned_linear(45, 30, 0.7), "sell")
+
+        def forward(self, x):
+            return self.sparse(x) + 1
+
+    class LeafTracer(fx.Tracer):
+        def is_leaf_module(self, m, name):
+            return isinstance(m, SparseLinear) or super().is_leaf_module(m, name)
+
+    model = Model()
+    graph = LeafTracer().trace(model)
+    assert [n.target for n in graph.nodes if n.op == "call_module"] == ["sparse"]
+    x = torch.randn(3, 45)
+    assert torch.equal(fx.GraphModule(model, graph)(x), model(x))

@@ -19,6 +19,7 @@ from . import kernel
 LAYOUTS = ("bitmask", "sell", "torch_csr")
 CSR_PARTS = ("csr_crow", "csr_col", "csr_values")  # torch_csr's buffers
 SMALL_BATCH = 16  # measured crossover: above it the kernel loses to dense GEMM on these CPUs
+MODULE_CALL = nn.Module.__call__  # as torch defines it; tracers (torch.fx) patch it for the duration
 
 
 class SparseLinear(nn.Module):
@@ -54,8 +55,9 @@ class SparseLinear(nn.Module):
         """``nn.Module``'s call, without its test of this module's four hook dicts on every call while
         no hook was ever added here. In a forward pass those dicts are cold: the test cost ~1 µs per call
         (192×576 at 90%, weights rotated past the cache: 7.7 → 6.6 µs). Global hooks and tracing still
-        take the full path."""
-        if (self._hooked or torch_module._global_forward_pre_hooks or torch_module._global_forward_hooks
+        take the full path, and so does a patched ``nn.Module.__call__`` (``torch.fx`` tracing)."""
+        if (self._hooked or nn.Module.__call__ is not MODULE_CALL
+                or torch_module._global_forward_pre_hooks or torch_module._global_forward_hooks
                 or torch_module._global_backward_pre_hooks or torch_module._global_backward_hooks
                 or torch._C._get_tracing_state()):
             return super().__call__(*args, **kwargs)
