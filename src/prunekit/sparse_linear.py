@@ -55,7 +55,9 @@ class SparseLinear(nn.Module):
         """``nn.Module``'s call, without its test of this module's four hook dicts on every call while
         no hook was ever added here. In a forward pass those dicts are cold: the test cost ~1 µs per call
         (192×576 at 90%, weights rotated past the cache: 7.7 → 6.6 µs). Global hooks and tracing still
-        take the full path, and so does a patched ``nn.Module.__call__`` (``torch.fx`` tracing)."""
+        take the full path, and so does a patched ``nn.Module.__call__`` (``torch.fx`` tracing). Hooks
+        are seen when added through this module's own methods (``layer.register_forward_hook(...)``),
+        not when written into its hook dicts directly."""
         if (self._hooked or nn.Module.__call__ is not MODULE_CALL
                 or torch_module._global_forward_pre_hooks or torch_module._global_forward_hooks
                 or torch_module._global_backward_pre_hooks or torch_module._global_backward_hooks
