@@ -39,6 +39,9 @@ def test_summarize_weights_shapes_by_count_and_says_no_speedup():
 def test_verdict_text():
     text = verdict("2:4", {1: {"layout": "sell", "speedup": 1.02}}, "nm", 1.88)
     assert text == "2:4: no speedup at batch 1 (1.02× at best); 1.88× less weight memory with the nm format"
+    speed = {1: {"layout": "sell", "speedup": 1.10}, 128: {"layout": "bitmask", "speedup": 1.04}}  # 1.04: noise here
+    assert verdict("90%", speed, "bitmask", 7.6) == ("90%: 1.10× faster at batch 1 (sell); no speedup at batch 128 "
+                                                    "(1.04× at best); 7.60× less weight memory with the bitmask format")
 
 
 def test_layer_shapes_from_config_only(tiny_model_dir):

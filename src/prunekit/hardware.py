@@ -26,7 +26,9 @@ from .timing import llc_bytes
 PATTERNS = ("50%", "2:4", "70%", "90%")
 FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_bf16", "avx512_bitalg", "avx512_vpopcntdq", "avx512_fp16",
          "amx_tile", "amx_bf16", "asimd", "sve")
-SPEEDUP = 1.03  # below this a ratio is reported as "no speedup"
+# Below this a ratio is reported as "no speedup": the same path measured 0.86–1.04× over runs here
+# (batch 128, where the tiles run dense GEMM), so smaller gains are not told apart from noise.
+SPEEDUP = 1.10
 
 
 def cpu_info() -> dict:
