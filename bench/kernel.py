@@ -63,10 +63,10 @@ def bare_seconds(w: torch.Tensor, reps: int) -> dict[str, float]:
 
 def measure(w: torch.Tensor, reps: int) -> dict[str, float]:
     """One pass over one weight: speedups of each layout (modules) and of the best bare call."""
-    t = measure_layer(w, None, ("bitmask", "sell", "torch_csr"), reps)[1]
+    t = measure_layer(w, None, LAYOUTS, reps)[1]
     bare = bare_seconds(w, reps)
     return {"dense_s": t["dense"], "bare_dense_s": bare["dense"], **{k: t["dense"] / t[k] for k in LAYOUTS},
-            "bare_speedup": bare["dense"] / min(bare["bitmask"], bare["sell"])}
+            "bare_speedup": bare["dense"] / min(bare[k] for k in kernel.KINDS)}
 
 
 def main() -> None:
@@ -89,9 +89,9 @@ def main() -> None:
     for (dtype, shape, pattern), runs in passes.items():
         w = pruned_weight(shape, pattern, dtype)
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-        best = max(("bitmask", "sell"), key=med.get)
+        best = max(kernel.KINDS, key=med.get)
         dense_bytes = w.numel() * w.element_size()
-        limit = dense_bytes / min(layout_bytes(w, ("bitmask", "sell")).values())
+        limit = dense_bytes / min(layout_bytes(w, kernel.KINDS).values())
         rows.append({"dtype": str(dtype).removeprefix("torch."), "shape": list(shape), "pattern": pattern,
                      "dense_us": round(med["dense_s"] * 1e6, 1), "best": best, "speedup": round(med[best], 2),
                      "speedup_range": [round(min(r[best] for r in runs), 2), round(max(r[best] for r in runs), 2)],

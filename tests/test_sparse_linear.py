@@ -190,10 +190,12 @@ def test_call_skips_the_hook_checks_until_a_hook_is_added(monkeypatch):
 
     fresh = SparseLinear.from_linear(lin, "sell")
     monkeypatch.setattr(torch, "compile", lambda fn, *a, **k: fn)  # Module.compile wraps _call_impl
-    for register in ("register_full_backward_pre_hook", "register_full_backward_hook", "register_backward_hook",
-                     "compile"):
+    hook = (lambda *a: None,)
+    adders = {"register_full_backward_pre_hook": hook, "register_full_backward_hook": hook,
+              "register_backward_hook": hook, "compile": ()}
+    for register, args in adders.items():
         other = copy.deepcopy(fresh)
-        getattr(other, register)(*([] if register == "compile" else [lambda *a: None]))
+        getattr(other, register)(*args)
         before = calls[0]
         other(x)
         assert calls[0] == before + 1, register
