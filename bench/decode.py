@@ -1,7 +1,7 @@
 """Issue 5's end-to-end target: SmolLM2-135M decode speed at batch 1, dense vs sparse execution.
 
 For each sparsity the default model is magnitude-pruned (per layer, all block linears) and run by
-``prunekit.latency.bench_model``: the dense copy (zeros multiplied) and the sparsified copy (per-layer
+``prunekit.measure.bench.bench_model``: the dense copy (zeros multiplied) and the sparsified copy (per-layer
 measured choice of dense / bitmask / sell / torch CSR) alternate in one process; medians and ratios.
 Targets: decode ≥ 1.5× dense at 70%, and never below 0.97× at any sparsity.
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from prunekit.config import PruneConfig
-from prunekit.hardware import cpu_info
-from prunekit.latency import bench_model
-from prunekit.manifest import build_manifest, write_json
+from prunekit.measure.bench import bench_model
+from prunekit.measure.hardware import cpu_info
 from prunekit.models import load_model
-from prunekit.pruner import prune
+from prunekit.oneshot.pruner import prune
+from prunekit.store.manifest import build_manifest, write_json
 
 
 def main() -> None:

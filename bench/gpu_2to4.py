@@ -1,7 +1,7 @@
 """Issue 5's GPU part: 2:4 semi-structured against dense on an NVIDIA GPU (compute capability ≥ 8.0).
 
 1. Per layer: dense vs semi-structured ``F.linear`` at SmolLM2's shapes and 4096×4096 / 11008×4096,
-   batches 1 / 8 / 128 / 2048 (``prunekit.hardware.gpu_bench``), with the verdict line.
+   batches 1 / 8 / 128 / 2048 (``prunekit.measure.hardware.gpu_bench``), with the verdict line.
 2. The model: SmolLM2-135M magnitude-pruned 2:4, run in float16; logits of the semi-structured model
    against the dense masked model, then ``bench_model`` on the GPU (prefill, decode, weight memory).
 
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-from prunekit import semi_structured
 from prunekit.config import PruneConfig
-from prunekit.hardware import gpu_bench, gpu_info, gpu_verdict, model_shapes
-from prunekit.latency import bench_model
-from prunekit.manifest import build_manifest, write_json
+from prunekit.measure.bench import bench_model
+from prunekit.measure.hardware import gpu_bench, gpu_info, gpu_verdict, model_shapes
 from prunekit.models import load_model
-from prunekit.pruner import prune
+from prunekit.oneshot.pruner import prune
+from prunekit.run import semi_structured
+from prunekit.store.manifest import build_manifest, write_json
 
 SMOLLM2_135M = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
                 "num_attention_heads": 9, "num_key_value_heads": 3, "max_position_embeddings": 8192,

@@ -28,11 +28,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from prunekit import kernel
-from prunekit.hardware import cpu_info, pruned_weight
-from prunekit.manifest import build_manifest, write_json
-from prunekit.sparse_linear import LAYOUTS, SMALL_BATCH, SparseLinear
-from prunekit.sparsify import layout_bytes, measure_layer
+from prunekit.measure.hardware import cpu_info, pruned_weight
+from prunekit.run import kernel
+from prunekit.run.sparse_linear import LAYOUTS, SMALL_BATCH, SparseLinear
+from prunekit.run.swap import layout_bytes, measure_layer
+from prunekit.store.manifest import build_manifest, write_json
 from prunekit.timing import alternate, copies_past_cache
 
 SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536), (4096, 4096), (11008, 4096)]

@@ -13,8 +13,8 @@ import json
 import time
 from pathlib import Path
 
-from prunekit.digits import DigitsSetup, plot_lottery, run_gradual_vs_oneshot, run_lottery
-from prunekit.manifest import write_json
+from prunekit.store.manifest import write_json
+from prunekit.train.digits import DigitsSetup, plot_lottery, run_gradual_vs_oneshot, run_lottery
 
 
 def main() -> None:

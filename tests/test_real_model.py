@@ -4,7 +4,7 @@ import pytest
 
 from prunekit import PruneConfig, is_valid_nm, prune
 from prunekit.data import load_text, sample_calibration, shared_data_dir
-from prunekit.perplexity import perplexity
+from prunekit.measure.perplexity import perplexity
 from prunekit.targets import find_targets, weight_view
 
 pytestmark = pytest.mark.real_model

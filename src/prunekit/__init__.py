@@ -1,10 +1,10 @@
 """prunekit: prune neural networks, above all LLMs, and measure honestly what the zeros buy."""
 
-from . import masks
 from .config import CalibConfig, PruneConfig
 from .errors import PrunekitError
-from .pruner import PruneResult, prune
+from .oneshot.pruner import PruneResult, prune
 from .selection import is_valid_nm
+from .train import masks
 
 __all__ = [
     "masks","CalibConfig", "PruneConfig", "PruneResult", "PrunekitError", "is_valid_nm", "prune"]

@@ -16,12 +16,12 @@ from .config import ALLOCATIONS, METHODS, CalibConfig, PruneConfig
 from .data import load_text, sample_calibration
 from .errors import PrunekitError
 from .fsutil import check_output_dir
-from .info import format_table, layer_table
-from .manifest import build_manifest, write_json
+from .measure.perplexity import perplexity
 from .models import load_model
-from .perplexity import perplexity
-from .pruner import prune
-from .save import save_pruned
+from .oneshot.pruner import prune
+from .store.info import format_table, layer_table
+from .store.manifest import build_manifest, write_json
+from .store.save import save_pruned
 
 log = logging.getLogger("prunekit")
 
@@ -227,8 +227,8 @@ def cmd_eval(args) -> dict:
 
 
 def cmd_finetune(args) -> dict:
-    from .finetune import finetune
     from .targets import find_targets, weight_view
+    from .train.finetune import finetune
 
     check_output_dir(args.out, args.overwrite)
     source = load_text(args.data)
@@ -251,8 +251,8 @@ def cmd_finetune(args) -> dict:
 
 
 def cmd_lottery(args) -> dict:
-    from .digits import DigitsSetup, plot_lottery, run_lottery
     from .fsutil import atomic_dir
+    from .train.digits import DigitsSetup, plot_lottery, run_lottery
 
     check_output_dir(args.out, args.overwrite)
     result = run_lottery(args.rounds, args.prune_fraction, args.seeds, args.rewind_epochs,
@@ -267,7 +267,7 @@ def cmd_lottery(args) -> dict:
 
 
 def cmd_export(args) -> dict:
-    from .export import export_folder
+    from .store.export import export_folder
 
     return export_folder(args.folder, args.out, args.format, args.overwrite)
 
@@ -280,7 +280,7 @@ def _csv(text: str, kind=str) -> tuple:
 
 
 def cmd_hardware(args) -> dict:
-    from .hardware import hardware_report
+    from .measure.hardware import hardware_report
     from .selection import parse_pattern
 
     def valid(pattern: str) -> bool:  # "50%" or "N:M"
@@ -305,12 +305,12 @@ def cmd_hardware(args) -> dict:
 
 
 def cmd_bench(args) -> dict:
-    from .latency import bench_model
+    from .measure.bench import bench_model
 
     if args.prompt_tokens < 1 or args.new_tokens < 2 or args.reps < 1:
         raise PrunekitError("--prompt-tokens and --reps must be >= 1, --new-tokens >= 2")
     if args.device.startswith("cuda"):
-        from .semi_structured import support
+        from .run.semi_structured import support
 
         ok, why = support(args.device)
         if not ok or args.dtype == "float32":
@@ -326,9 +326,9 @@ def cmd_bench(args) -> dict:
 
 
 def cmd_compare(args) -> dict:
-    from .compare import CompareConfig, run_compare
     from .fsutil import atomic_dir
-    from .report import write_report
+    from .measure.compare import CompareConfig, run_compare
+    from .measure.report import write_report
 
     cfg = CompareConfig(model=args.model, sparsities=_csv(args.sparsity, float), patterns=_csv(args.patterns),
                         methods=_csv(args.methods), calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,

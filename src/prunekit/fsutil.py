@@ -1,4 +1,4 @@
-"""Atomic writes: a run either leaves a complete output folder or none."""
+"""Files and folders: atomic output folders (a run leaves a complete one or none), hashes, the cache folder."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import PrunekitError
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$PRUNEKIT_CACHE`` or ``~/.cache/prunekit``."""
+    if os.environ.get("PRUNEKIT_CACHE"):
+        return Path(os.environ["PRUNEKIT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prunekit"
 
 
 def sha256_file(path: str | Path) -> str:

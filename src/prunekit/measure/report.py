@@ -1,0 +1,102 @@
+"""The comparison report: Markdown table, JSON and PNG plots from ``compare.run_compare``'s results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..store.manifest import build_manifest, write_json
+
+
+def _fmt_mb(mb: dict[str, float]) -> str:
+    return " / ".join(f"{mb[k]:.0f}" if k in mb else "–" for k in ("dense", "bitmask", "nm", "csr"))
+
+
+def markdown(results: dict, command: str) -> str:
+    cfg, m = results["config"], results["machine"]
+    lines = [
+        "# Method comparison", "",
+        f"Made by `{command}` in {results['wall_seconds'] / 60:.1f} min on {m['cpu']} ({m['cores']} cores, "
+        f"torch CPU capability {m['torch_cpu_capability']}, prunekit kernel {m['prunekit_kernel']}).", "",
+        f"Model `{cfg['model']}`; calibration {cfg['calib']} {cfg['nsamples']}×{cfg['seqlen']} tokens (seed {cfg['seed']}); "
+        f"perplexity on {cfg['eval_data']}, {cfg['max_windows']} windows of {cfg['eval_seqlen']} tokens. "
+        f"Dense perplexity **{results['dense_perplexity']:.2f}**.", "",
+        "Speed: the pruned model run dense (zeros multiplied) vs the same weights with sparse layers chosen per "
+        f"layer by measurement, alternating in one process, median of {cfg['bench_reps']}: prefill of "
+        f"{cfg['prompt_tokens']} tokens, decode at batch 1 with KV cache ({cfg['new_tokens']} tokens). "
+        "Weight memory: the pruned layers only (embeddings and lm_head excluded), dense / bitmask / 2:4 / CSR. "
+        "Pruning peak RSS is the whole process's peak during that run; it includes the dense copy of the weights "
+        "that compare keeps to restore the model between runs (about 0.5 GB here).", "",
+        "| method | pattern | sparsity | perplexity | Δ vs dense | pruning time (s) | pruning peak RSS (MB) "
+        "| weight MB dense / bitmask / nm / csr | prefill vs dense | decode vs dense | decode tok/s sparse (dense) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results["runs"]:
+        b = r["bench"]
+        lines.append(
+            f"| {r['method']} | {r['pattern']} | {r['sparsity']:.2f} | {r['perplexity']:.2f} | {r['delta_vs_dense']:+.2f} "
+            f"| {r['prune_seconds']:.1f} | {r['prune_peak_rss_mb']:.0f} | {_fmt_mb(r['weight_mb'])} "
+            f"| {b['ratios']['prefill_speedup']:.2f}× | {b['ratios']['decode_speedup']:.2f}× "
+            f"| {b['sparse']['decode_tokens_per_s']:.1f} ({b['dense']['decode_tokens_per_s']:.1f}) |")
+    lines += ["", "## What the zeros buy on this machine (kernel sweep, batch 1, this model's layer shapes)", ""]
+    lines += [f"- {s['verdict']}" for s in results["kernel_sweep"].values()]
+    lines += ["", "![perplexity vs sparsity](perplexity_vs_sparsity.png)", "",
+              "![per-layer sparsity](layer_sparsity.png)", "", "![speedup vs sparsity](speedup_vs_sparsity.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict, folder: Path) -> list[str]:
+    """perplexity_vs_sparsity.png, layer_sparsity.png, speedup_vs_sparsity.png in ``folder``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def figure(name: str, xlabel: str, ylabel: str, draw, legend_size: int = 8) -> str:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        draw(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=legend_size)
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        return name
+
+    runs = results["runs"]
+
+    def perplexity(ax) -> None:
+        for method in dict.fromkeys(r["method"] for r in runs):
+            mine = [r for r in runs if r["method"] == method]
+            pts = sorted((r["sparsity"], r["perplexity"]) for r in mine if r["pattern"] == "unstructured")
+            ax.plot([0] + [p[0] for p in pts], [results["dense_perplexity"]] + [p[1] for p in pts], "o-", label=method)
+            color = ax.lines[-1].get_color()
+            for r in mine:
+                if r["pattern"] != "unstructured":
+                    ax.plot(r["sparsity"], r["perplexity"], "s", color=color, label=f"{method} {r['pattern']}")
+        ax.set_yscale("log")
+
+    def layers(ax) -> None:
+        for r in runs:
+            ax.plot(r["layer_sparsity"], ".-", markersize=3, linewidth=0.8, label=f"{r['method']} {r['pattern']}")
+
+    def speedup(ax) -> None:
+        sweep = results["kernel_sweep"]
+        xs = [float(p.rstrip("%")) / 100 for p in sweep]
+        batch1 = [{int(b): v for b, v in s["speed"].items()}[1]["speedup"] for s in sweep.values()]  # JSON keys are str
+        ax.plot(xs, batch1, "o-", label="best sparse layer kernel vs dense (batch 1)")
+        limit = [s["memory_ratio"] for s in sweep.values()]
+        ax.plot(xs, limit, "k--", label="memory-bound limit (dense bytes / sparse bytes)")
+        ax.plot([r["sparsity"] for r in runs], [r["bench"]["ratios"]["decode_speedup"] for r in runs], "s",
+                label="whole model decode, measured")
+        ax.axhline(1.0, color="gray", linewidth=0.8)
+
+    return [figure("perplexity_vs_sparsity.png", "sparsity", "perplexity (log)", perplexity),
+            figure("layer_sparsity.png", "layer (model order)", "sparsity", layers, legend_size=7),
+            figure("speedup_vs_sparsity.png", "sparsity", "speedup vs dense", speedup)]
+
+
+def write_report(results: dict, folder: Path, command: str) -> list[str]:
+    """Write report.md, results.json (with versions, as a manifest) and the plots into ``folder``."""
+    (folder / "report.md").write_text(markdown(results, command))
+    write_json(build_manifest(command=command, results=results), folder / "results.json")
+    return ["report.md", "results.json", *plot(results, folder)]

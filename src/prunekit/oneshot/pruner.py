@@ -1,0 +1,292 @@
+"""``prune(model, config, calibration)``: the public one-shot pruning entry point."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..config import PruneConfig
+from ..errors import PrunekitError
+from ..models import check_finite
+from ..selection import zero_pruned_
+from ..store.mask_file import PackedMasks
+from ..targets import block_targets, find_blocks, find_targets, weight_view
+from ..timing import peak_rss_bytes, reset_peak_rss, rss_bytes
+from .admm import admm_update
+from .allocation import clamp, global_allocation, outlier_ratio, owl_sparsities
+from .calibrate import BlockInputs, capture_inputs, collect_stats, run_block
+from .memory_pool import pooled_cpu_memory
+from .scores import magnitude_scores, select_mask, wanda_scores
+from .sparsegpt import sparsegpt_prune
+
+log = logging.getLogger(__name__)
+
+RECON_TOKENS = 1024  # calibration tokens per layer (evenly strided) on which reconstruction error is measured
+
+
+@dataclass
+class LayerReport:
+    name: str
+    shape: tuple[int, int]
+    target_sparsity: float
+    sparsity: float
+    recon_error: float | None = None
+    skipped: str | None = None
+    solve_seconds: float = 0.0  # scoring, selection and weight update, nothing else
+
+
+@dataclass
+class PruneResult:
+    """Masks (True = kept) and what the run did, for the manifest."""
+
+    masks: PackedMasks  # name -> bool mask, unpacked on access
+    layers: list[LayerReport]
+    seconds: float
+    peak_rss_mb: float
+    damping_escalations: int = 0
+    block_sparsity: list[float] | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def sparsity(self) -> float:
+        total = self.masks.numel()
+        return 1 - self.masks.kept() / total if total else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "sparsity": self.sparsity,
+            "seconds": round(self.seconds, 2),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "damping_escalations": self.damping_escalations,
+            "block_sparsity": self.block_sparsity,
+            "layers": [vars(r) | {"shape": list(r.shape)} for r in self.layers],
+            **self.info,
+        }
+
+
+def _peak_rss_mb() -> float:
+    return peak_rss_bytes() / 2**20
+
+
+def _usable_targets(model: nn.Module, config: PruneConfig) -> tuple[dict[str, nn.Module], list[LayerReport]]:
+    """Targets minus layers the N:M pattern cannot tile (warned about, or an error when strict)."""
+    targets = find_targets(model, config.include, config.exclude)
+    if not targets:
+        raise PrunekitError("no prunable layers matched (check --include/--exclude)")
+    check_finite(targets)
+    skipped = []
+    if config.nm is not None:
+        m = config.nm[1]
+        for name in list(targets):
+            shape = tuple(weight_view(targets[name]).shape)
+            if shape[1] % m:
+                msg = f"{name}: input width {shape[1]} is not divisible by M={m}"
+                if config.strict:
+                    raise PrunekitError(msg)
+                log.warning("%s; layer skipped", msg)
+                skipped.append(LayerReport(name, shape, 0.0, 0.0, skipped=msg))
+                del targets[name]
+    return targets, skipped
+
+
+def _recon_error(old: torch.Tensor, new: torch.Tensor, x: torch.Tensor | None) -> float | None:
+    """‖WX − ŴX‖² / ‖WX‖² on the sampled calibration inputs x (tokens, cols)."""
+    if x is None or x.numel() == 0:
+        return None
+    x = x.to(old.device, torch.float32)
+    ref = x @ old.float().T
+    denom = float((ref * ref).sum())
+    diff = x @ (old.float() - new.float()).T
+    return float((diff * diff).sum()) / denom if denom > 0 else 0.0
+
+
+def _layer_sparsities(
+    config: PruneConfig, targets: dict[str, nn.Module], inputs: BlockInputs | None, blocks
+) -> tuple[dict[str, float], list[float] | None]:
+    """Per-layer target sparsity: uniform, global threshold, or OWL (dense pre-pass over the blocks)."""
+    low, high = config.min_layer_sparsity, config.max_layer_sparsity
+    if config.allocation == "uniform":
+        return clamp(dict.fromkeys(targets, config.sparsity), low, high), None
+    if config.allocation == "global" and not config.needs_calibration:
+        scores = {n: magnitude_scores(weight_view(m)) for n, m in targets.items()}
+        return clamp(global_allocation(scores, config.sparsity), low, high), None
+    # Calibrated score |W|·‖X‖ on the dense model, block by block.
+    assert inputs is not None and blocks is not None
+    block_name, block_list = blocks
+    global_scores: dict[str, torch.Tensor] = {}  # only for global allocation
+    owl_blocks: list[tuple[list[str], float, int]] = []  # (layer names, outlier ratio, parameters)
+    for i, block in enumerate(tqdm(block_list, desc="allocation pre-pass", unit="block")):
+        local = block_targets(block, f"{block_name}.{i}", targets)
+        # The first block's inputs are kept for the pruning pass; later ones are the pre-pass's own.
+        stats, _, inputs = collect_stats(
+            block, local, inputs, hessian=False, outputs=i + 1 < len(block_list), inplace=i > 0
+        )
+        scores = {n: wanda_scores(weight_view(m), stats[n].norms_sq) for n, m in local.items()}
+        if config.allocation == "global":
+            global_scores.update(scores)
+        elif scores:
+            params = sum(s.numel() for s in scores.values())
+            owl_blocks.append((list(scores), outlier_ratio(list(scores.values()), config.owl_m), params))
+    if config.allocation == "global":
+        return clamp(global_allocation(global_scores, config.sparsity), low, high), None
+    names, ratios, params = zip(*owl_blocks, strict=True)
+    block_s = owl_sparsities(list(ratios), list(params), config.sparsity, config.owl_lambda)
+    log.info("OWL block sparsities: %s", ", ".join(f"{s:.3f}" for s in block_s))
+    return clamp({n: s for ns, s in zip(names, block_s, strict=True) for n in ns}, low, high), block_s
+
+
+def _prune_layer(
+    config: PruneConfig, name: str, module: nn.Module, sparsity: float, stats=None, sample=None
+) -> tuple[torch.Tensor, LayerReport, int]:
+    w = weight_view(module)
+    old = w.detach().clone() if sample is not None or config.refine == "admm" else None  # dense, for error / ADMM
+    escalations = 0
+    t0 = time.perf_counter()
+    if config.method == "sparsegpt":
+        new, keep, escalations = sparsegpt_prune(
+            w, stats.hessian, sparsity, config.scope, config.nm, config.blocksize, config.percdamp, name
+        )
+        w.copy_(new)
+    else:
+        scores = magnitude_scores(w) if config.method == "magnitude" else wanda_scores(w, stats.norms_sq)
+        keep = select_mask(scores, sparsity, config.scope, config.nm)
+    if config.refine == "admm":
+        start = zero_pruned_(w, keep)
+        w.copy_(admm_update(old, keep, stats.hessian, start=start, iters=config.admm_iters, percdamp=config.percdamp))
+    zero_pruned_(w, keep)  # +0.0 at every pruned entry (the solvers leave -0.0 where a product was negative)
+    solve = time.perf_counter() - t0
+    report = LayerReport(
+        name, tuple(w.shape), sparsity, 1 - int(keep.count_nonzero()) / keep.numel(), _recon_error(old, w, sample),
+        solve_seconds=round(solve, 4),
+    )
+    return keep, report, escalations
+
+
+def _nbytes(stats: dict, sample: dict) -> int:
+    """Bytes of a block's statistics and samples, each shared object counted once."""
+    distinct = {("stats", id(s)): s.nbytes for s in stats.values()}
+    distinct |= {("sample", x.data_ptr()): x.nbytes for x in sample.values()}
+    return sum(distinct.values())
+
+
+def _memory_bound(rss_start_mb: float, activation_bytes: int, stats_bytes: int) -> dict:
+    """Issue 3's peak-memory bound, in parts: the process at the start of ``prune()`` (dense model
+    resident), plus one block's statistics, plus the calibration activations, counted as the
+    original implementations hold them: the block's inputs and its outputs (prunekit overwrites the
+    inputs in place, so the second set's room holds one sample's forward temporaries instead)."""
+    mb = 2**20
+    parts = {"rss_start_mb": rss_start_mb, "activations_in_out_mb": round(2 * activation_bytes / mb, 1),
+             "block_stats_mb": round(stats_bytes / mb, 1)}
+    return parts | {"bound_mb": round(sum(parts.values()), 1)}
+
+
+def _kept_zeros(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Flat indices of the weights that are kept but exactly zero (almost always none)."""
+    return ((weight == 0) & keep).flatten().nonzero().squeeze(1).cpu()
+
+
+def _final_masks(targets: dict[str, nn.Module], kept_zeros: dict[str, torch.Tensor]) -> PackedMasks:
+    """The keep masks, rebuilt from the pruned weights once pruning is done: nonzero, or a kept zero.
+
+    Holding every layer's mask during pruning would cost memory at its peak; this costs nothing then.
+    """
+    masks = PackedMasks()
+    for name in targets:
+        if name in kept_zeros:
+            keep = (weight_view(targets[name]) != 0).contiguous()  # (rows, cols); Conv1D views are transposed
+            keep.view(-1)[kept_zeros[name].to(keep.device)] = True
+            masks.add(name, keep)
+    return masks
+
+
+def _calib_dtype(config: PruneConfig, block: nn.Module) -> torch.dtype:
+    """The dtype calibration activations are kept and the blocks run in (autocast, never upcast)."""
+    weights = next(block.parameters()).dtype
+    if config.calib_dtype == "model":
+        return weights
+    dtype = getattr(torch, config.calib_dtype)
+    if dtype.itemsize > weights.itemsize:
+        raise PrunekitError(f"calib_dtype {config.calib_dtype} is wider than the model's {weights}; use 'model'")
+    return dtype
+
+
+@torch.no_grad()
+def prune(
+    model: nn.Module, config: PruneConfig, calibration: torch.Tensor | None = None, progress: bool = True
+) -> PruneResult:
+    """Prune ``model`` in place. ``calibration``: token ids (nsamples, seqlen), needed by
+    wanda, sparsegpt and OWL; with it, blocks are pruned sequentially on pruned-model activations."""
+    reset_peak_rss()  # peak memory of this pruning run, not of the process so far
+    info: dict = {"rss_start_mb": round(rss_bytes() / 2**20, 1)}  # the model is resident already
+    t0 = time.perf_counter()
+    targets, reports = _usable_targets(model, config)
+    kept_zeros: dict[str, torch.Tensor] = {}  # per pruned layer: flat indices of kept weights that are 0
+    if config.needs_calibration and (calibration is None or calibration.numel() == 0):
+        raise PrunekitError(f"method {config.method!r} with allocation {config.allocation!r} needs calibration data")
+
+    def magnitude_all(sparsities: dict[str, float], block_s: list[float] | None) -> PruneResult:
+        for name, module in tqdm(targets.items(), desc="magnitude", unit="layer", disable=not progress):
+            keep, report, _ = _prune_layer(config, name, module, sparsities[name])
+            kept_zeros[name] = _kept_zeros(weight_view(module), keep)
+            reports.append(report)
+        masks = _final_masks(targets, kept_zeros)
+        return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), 0, block_s, info)
+
+    if not config.needs_calibration:
+        return magnitude_all(*_layer_sparsities(config, targets, None, None))
+
+    blocks = find_blocks(model)
+    if blocks is None:
+        raise PrunekitError("calibrated pruning needs a model with repeated blocks (an nn.ModuleList)")
+    block_name, block_list = blocks
+    with pooled_cpu_memory() as trim:  # every batch reuses the same pages: RSS stays at the working set
+        sublayer = config.sequential == "sublayer"
+        batch = calibration.shape[0] if sublayer else config.batch_size
+        inputs = capture_inputs(model, block_list[0], calibration, batch, dtype=_calib_dtype(config, block_list[0]))
+        activation_bytes = sum(h.nbytes for h in inputs.hidden)
+        sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks)
+        if config.method == "magnitude":  # OWL needed calibration for the allocation only
+            return magnitude_all(sparsities, block_s)
+        hessian = config.method == "sparsegpt" or config.refine == "admm"
+        escalations = [0]
+        stats_bytes = 0  # the most any one block's statistics and reconstruction samples took
+
+        def prune_one(name: str, stats, sample) -> None:
+            keep, report, esc = _prune_layer(config, name, targets[name], sparsities[name], stats, sample)
+            kept_zeros[name] = _kept_zeros(weight_view(targets[name]), keep)
+            escalations[0] += esc
+            reports.append(report)
+
+        for i, block in enumerate(tqdm(block_list, desc=config.method, unit="block", disable=not progress)):
+            trim()  # the previous block's free pages go back to the system
+            local = block_targets(block, f"{block_name}.{i}", targets)
+            last = i + 1 == len(block_list)
+            if not local:
+                inputs = inputs if last else run_block(block, inputs, inplace=True)
+                continue
+            if sublayer:  # one pass: each layer is pruned inside its own pre-hook
+                stats, sample, inputs = collect_stats(
+                    block, local, inputs, hessian, RECON_TOKENS, not last, prune_one, inplace=True
+                )
+                stats_bytes = max(stats_bytes, _nbytes(stats, sample))
+                continue
+            stats, sample, _ = collect_stats(block, local, inputs, hessian, RECON_TOKENS, outputs=False)
+            stats_bytes = max(stats_bytes, _nbytes(stats, sample))
+            for name in local:  # each layer's statistics are freed once it is pruned
+                prune_one(name, stats.pop(name), sample.pop(name, None))
+            if not last:
+                inputs = run_block(block, inputs, inplace=True)
+        del inputs
+    masks = _final_masks(targets, kept_zeros)
+    order = {n: k for k, n in enumerate(targets)}
+    reports.sort(key=lambda r: order.get(r.name, -1))
+    # solve: scoring, selection and weight update; the rest is calibration forward passes
+    info |= {"calibration_tokens": int(calibration.numel()),
+             "solve_seconds": round(sum(r.solve_seconds for r in reports), 2),
+             "memory_bound": _memory_bound(info["rss_start_mb"], activation_bytes, stats_bytes)}
+    return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations[0], block_s, info)

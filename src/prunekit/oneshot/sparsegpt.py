@@ -1,0 +1,112 @@
+"""SparseGPT (Frantar & Alistarh 2023): OBS weight updates from H = 2XXᵀ, blocked lazy updates."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..errors import PrunekitError
+from ..selection import count_to_prune, smallest_mask, split_count
+
+log = logging.getLogger(__name__)
+
+MAX_DAMP_TRIES = 8
+
+
+def inverse_cholesky(hessian: torch.Tensor, percdamp: float, name: str = "") -> tuple[torch.Tensor, int]:
+    """Upper Cholesky factor of H⁻¹ after damping by ``percdamp`` × mean(diag H).
+
+    When a factorization fails the damping is multiplied by 10 (with a warning), up to
+    ``MAX_DAMP_TRIES`` times; returns the factor and the number of escalations. Never falls back.
+    """
+    H = hessian
+    diag_mean = torch.diag(H).mean().item()
+    if not diag_mean > 0:
+        diag_mean = 1.0
+    damp = percdamp
+    for attempt in range(MAX_DAMP_TRIES):
+        damped = H.clone()  # (cols, cols); each intermediate is freed as soon as the next exists
+        damped.diagonal().add_(damp * diag_mean)
+        L, info = torch.linalg.cholesky_ex(damped)
+        del damped
+        if info == 0:
+            Hinv = torch.cholesky_inverse(L)
+            del L
+            U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
+            del Hinv
+            if info == 0 and torch.isfinite(U).all():
+                return U, attempt
+        log.warning("%s: Cholesky failed at damping %.3g; escalating to %.3g", name, damp, damp * 10)
+        damp *= 10
+    raise PrunekitError(f"{name}: Hessian is not positive definite even with damping {damp:.3g}")
+
+
+@torch.no_grad()
+def sparsegpt_prune(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    sparsity: float,
+    scope: str = "layer",
+    nm: tuple[int, int] | None = None,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    name: str = "",
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Prune ``weight`` (rows, cols) with OBS updates; returns (new weight, keep mask, escalations).
+
+    The mask is chosen adaptively per column block by w²/[H⁻¹]²_jj: exactly the requested count in
+    total (layer scope), per row (row scope), or exactly N kept in every M consecutive inputs.
+    """
+    W = weight.detach().clone().float()  # (rows, cols)
+    rows, cols = W.shape
+    H = hessian.detach().float()  # (cols, cols), not modified
+    dead = torch.diag(H) == 0
+    if dead.any():
+        H = H.clone()
+        H[dead, dead] = 1.0
+        W[:, dead] = 0.0
+    Hinv, escalations = inverse_cholesky(H, percdamp, name)
+    del H
+
+    starts = list(range(0, cols, blocksize))
+    widths = [min(blocksize, cols - s) for s in starts]
+    if nm is None and scope == "layer":
+        block_k = split_count(count_to_prune(rows * cols, sparsity), [rows * w for w in widths])
+    elif nm is None:
+        block_k = split_count(count_to_prune(cols, sparsity), widths)  # per row
+    keep = torch.ones(rows, cols, dtype=torch.bool, device=W.device)
+    for b, (i1, count) in enumerate(zip(starts, widths, strict=True)):
+        i2 = i1 + count
+        W1 = W[:, i1:i2].clone()  # (rows, count)
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]  # (count, count)
+        d = torch.diag(Hinv1)  # (count,)
+        if nm is None:
+            tmp = W1**2 / d[None, :] ** 2
+            if scope == "layer":
+                keep1 = smallest_mask(tmp, block_k[b])
+            else:
+                keep1 = torch.ones_like(W1, dtype=torch.bool)
+                if block_k[b]:
+                    idx = torch.topk(tmp, block_k[b], dim=1, largest=False).indices
+                    keep1.scatter_(1, idx, False)
+        else:
+            n, m = nm
+            keep1 = torch.ones_like(W1, dtype=torch.bool)
+        for i in range(count):
+            w = W1[:, i]
+            if nm is not None and i % m == 0:
+                tmp = W1[:, i : i + m] ** 2 / d[i : i + m][None, :] ** 2  # (rows, m)
+                idx = torch.topk(tmp, m - n, dim=1, largest=False).indices
+                keep1[:, i : i + m].scatter_(1, idx, False)
+            q = w * keep1[:, i]
+            Q1[:, i] = q
+            err = (w - q) / d[i]
+            W1[:, i:] -= err[:, None] @ Hinv1[i, i:][None, :]
+            Err1[:, i] = err
+        W[:, i1:i2] = Q1
+        keep[:, i1:i2] = keep1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    return W.to(weight.dtype), keep, escalations

@@ -1,0 +1,220 @@
+"""The compiled CPU sparse kernel: build it with the machine's compiler, load it, call it.
+
+The C++ sources (``csrc/sparse_linear.cpp``, and ``csrc/memory_pool.cpp`` for ``memory_pool``) are
+compiled once, into one extension, by ``torch.utils.cpp_extension``
+into ``<cache>/kernels/<torch version>/`` (``scripts/setup.sh`` does it at install time; otherwise the
+first use does). Without a working compiler ``available()`` is False and callers fall back to dense.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import NamedTuple
+
+import torch
+
+from ..fsutil import cache_dir
+
+log = logging.getLogger(__name__)
+SOURCES = [Path(__file__).parent / "csrc" / f for f in ("sparse_linear.cpp", "memory_pool.cpp")]
+ISAS = {"scalar": 0, "avx2": 1, "avx512": 2, "avx512_bf16": 3, "avx512_permute": 4}
+KINDS = ("bitmask", "sell")
+PARTS = {"bitmask": ("mask", "values", "row_ptr"), "sell": ("slice_ptr", "col", "values", "where")}  # order in the blob
+SLICE = 16  # rows per sell slice: one AVX-512 vector of float32
+PAD = 32  # zeros after the packed values, so vector loads never leave the buffer
+MAGIC = 0x31534B50  # "PKS1": the packed weight's first int64 (see csrc/sparse_linear.cpp, read_packed)
+HEADER = 128  # bytes: 16 int64, then each part at a 64-byte aligned offset
+VALUE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def forced_isa() -> int:
+    """``PRUNEKIT_KERNEL_ISA=avx512_bf16|avx512|avx2|scalar`` caps the instruction set (to test every
+    path on one machine); ``SparseLinear`` reads it when the layer is built."""
+    name = os.environ.get("PRUNEKIT_KERNEL_ISA", "")
+    return ISAS.get(name, -1)
+
+
+@cache
+def load(verbose: bool = False) -> ModuleType:
+    """Compile (first time) and import the extension; raises if there is no working compiler."""
+    from torch.utils import cpp_extension
+
+    venv_bin = str(Path(sys.executable).parent)  # pip's ninja lands here; torch looks for it on PATH
+    if shutil.which("ninja") is None and shutil.which("ninja", path=venv_bin):
+        os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
+    build = cache_dir() / "kernels" / torch.__version__.replace("+", "_")
+    build.mkdir(parents=True, exist_ok=True)
+    return cpp_extension.load(name="prunekit_sparse_linear", sources=[str(s) for s in SOURCES], build_directory=str(build),
+                              extra_cflags=["-O3", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=verbose)
+
+
+@cache
+def available() -> bool:
+    try:
+        load()
+        return True
+    except Exception as e:  # no compiler, no ninja, headers missing: fall back to dense, say why once
+        log.warning("prunekit's sparse kernel could not be built (%s); sparse layers will run dense", e)
+        return False
+
+
+def isa() -> str:
+    """The instruction set the kernel uses on this machine (after any ``PRUNEKIT_KERNEL_ISA`` cap)."""
+    return load().isa_name(forced_isa())
+
+
+def pack_bitmask(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(rows, cols) → 16-bit mask words per 16 columns, row-major nonzeros (+ padding), row offsets."""
+    rows, cols = weight.shape
+    chunks = (cols + 15) // 16
+    keep = torch.zeros(rows, chunks * 16, dtype=torch.bool)
+    keep[:, :cols] = weight != 0
+    bits = keep.view(rows, chunks, 16).to(torch.int32) << torch.arange(16, dtype=torch.int32)
+    words = bits.sum(2, dtype=torch.int32)  # (rows, chunks) in [0, 65535]
+    mask = torch.where(words > 32767, words - 65536, words).to(torch.int16).contiguous()
+    values = weight[weight != 0]
+    row_ptr = torch.zeros(rows + 1, dtype=torch.int64)
+    row_ptr[1:] = (weight != 0).sum(1).cumsum(0)
+    return {"mask": mask, "values": torch.cat([values, values.new_zeros(PAD)]).contiguous(), "row_ptr": row_ptr}
+
+
+def pack_sell(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(rows, cols) → sliced ELLPACK: rows sorted by nonzero count, 16 per slice (``where``: each
+    row's lane, 16 · slice + lane); slice s's entries ``[slice_ptr[s], slice_ptr[s+1])`` hold, slot by
+    slot, the k-th nonzero of each of its rows (``col``: int16, or int32 when cols > 32767; ``values``).
+    Rows shorter than their slice's longest pad with column 0, value 0."""
+    rows, cols = weight.shape
+    keep = weight != 0
+    count = keep.sum(1)  # (rows,)
+    order = torch.sort(count, descending=True, stable=True).indices  # the row in each lane
+    where = torch.empty(rows, dtype=torch.int64)
+    where[order] = torch.arange(rows)
+    slices = -(-rows // SLICE)
+    width = torch.zeros(slices * SLICE, dtype=torch.int64)
+    width[:rows] = count[order]
+    slice_ptr = torch.zeros(slices + 1, dtype=torch.int64)
+    slice_ptr[1:] = (width.view(slices, SLICE).amax(1) * SLICE).cumsum(0)
+    r, c = keep.nonzero(as_tuple=True)  # row-major
+    k = torch.arange(r.numel()) - (count.cumsum(0) - count)[r]  # rank of each nonzero within its row
+    lane = where[r]
+    at = slice_ptr[lane // SLICE] + SLICE * k + lane % SLICE
+    total = int(slice_ptr[-1])
+    col = torch.zeros(total, dtype=torch.int16 if cols <= 32767 else torch.int32)
+    col[at] = c.to(col.dtype)
+    values = weight.new_zeros(total)
+    values[at] = weight[r, c]
+    return {"slice_ptr": slice_ptr, "col": col, "values": values, "where": where.to(torch.int32)}
+
+
+class Packed(NamedTuple):
+    kind: str
+    shape: tuple[int, int]  # (rows, cols)
+    parts: dict[str, torch.Tensor]  # views into the packed tensor
+
+
+def pack(weight: torch.Tensor, kind: str) -> torch.Tensor:
+    """(rows, cols) → one uint8 tensor: a header (magic, layout, shape, value dtype, index width, each
+    part's offset and size) and the layout's parts at 64-byte aligned offsets. One tensor, so a call
+    passes (and, in a decode step, pulls into cache) one tensor's metadata instead of four."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kernel layout {kind!r}; choose one of {KINDS}")
+    if weight.dtype not in VALUE_DTYPES:
+        raise ValueError(f"the sparse kernel stores float32, bfloat16 or float16 values, not {weight.dtype}")
+    parts = pack_bitmask(weight) if kind == "bitmask" else pack_sell(weight)
+    raw = [parts[name].reshape(-1).view(torch.uint8) for name in PARTS[kind]]
+    offsets = [HEADER]
+    for r in raw:
+        offsets.append(offsets[-1] + -(-r.numel() // 64) * 64)
+    header = torch.zeros(16, dtype=torch.int64)
+    index_bytes = parts["col"].element_size() if kind == "sell" else 0
+    header[:6] = torch.tensor([MAGIC, KINDS.index(kind), *weight.shape, VALUE_DTYPES.index(weight.dtype), index_bytes])
+    for k, r in enumerate(raw):
+        header[6 + 2 * k], header[7 + 2 * k] = offsets[k], r.numel()
+    blob = torch.zeros(offsets[-1], dtype=torch.uint8)
+    blob[:HEADER] = header.view(torch.uint8)
+    for off, r in zip(offsets[:-1], raw, strict=True):
+        blob[off:off + r.numel()] = r
+    return blob
+
+
+def read(blob: torch.Tensor) -> Packed:
+    """``pack``'s tensor as its layout, shape and parts (views, no copies)."""
+    if blob.dtype != torch.uint8 or blob.dim() != 1 or blob.numel() < HEADER:
+        raise ValueError("not a packed weight: expected a 1-D uint8 tensor with prunekit's header")
+    h = blob[:HEADER].clone().view(torch.int64).tolist()
+    if h[0] != MAGIC:
+        raise ValueError("not a packed weight (wrong magic number)")
+    if not (0 <= h[1] < len(KINDS) and 0 <= h[4] < len(VALUE_DTYPES)) or any(
+            h[6 + 2 * k] < HEADER or h[6 + 2 * k] + h[7 + 2 * k] > blob.numel() for k in range(len(PARTS[KINDS[h[1]]]))):
+        raise ValueError("corrupt packed weight header")
+    kind, rows, cols = KINDS[h[1]], h[2], h[3]
+    dtypes = {"mask": torch.int16, "values": VALUE_DTYPES[h[4]], "row_ptr": torch.int64, "slice_ptr": torch.int64,
+              "col": torch.int16 if h[5] == 2 else torch.int32, "where": torch.int32}
+    parts = {name: blob[h[6 + 2 * k]:h[6 + 2 * k] + h[7 + 2 * k]].view(dtypes[name]) for k, name in enumerate(PARTS[kind])}
+    if kind == "bitmask":
+        parts["mask"] = parts["mask"].view(rows, -(-cols // 16))
+    return Packed(kind, (rows, cols), parts)
+
+
+def check(blob: torch.Tensor) -> Packed:
+    """``read``, and every index the kernel follows checked against the shape: the kernel itself checks
+    only the header and the parts' sizes on each call, so a tensor from outside (a loaded state_dict)
+    is checked here once. Raises ValueError."""
+    kind, (rows, cols), parts = packed = read(blob)
+    values = parts["values"]
+    if kind == "bitmask":
+        mask, row_ptr = parts["mask"], parts["row_ptr"]  # (rows, chunks), (rows + 1,)
+        words = mask.to(torch.int32) & 0xFFFF
+        ones = (torch.arange(1 << 16)[:, None] >> torch.arange(16) & 1).sum(1)  # set bits of every 16-bit word
+        counts = ones[words].sum(1)  # (rows,)
+        tail = cols % 16
+        ok = (row_ptr.numel() == rows + 1 and row_ptr[0] == 0 and torch.equal(row_ptr.diff(), counts)
+              and values.numel() >= int(row_ptr[-1]) + PAD and (tail == 0 or rows == 0 or not (words[:, -1] >> tail).any()))
+    else:
+        slice_ptr, col, where = parts["slice_ptr"], parts["col"], parts["where"]
+        slices = -(-rows // SLICE)
+        widths = slice_ptr.diff()
+        lanes = where.long()
+        ok = (slice_ptr.numel() == slices + 1 and slice_ptr[0] == 0 and bool((widths >= 0).all())
+              and bool((widths % SLICE == 0).all()) and col.numel() == values.numel() == int(slice_ptr[-1])
+              and bool(((col >= 0) & (col < max(cols, 1))).all()) and where.numel() == rows
+              and bool(((lanes >= 0) & (lanes < slices * SLICE)).all()) and lanes.unique().numel() == rows)
+    if not ok:
+        raise ValueError(f"corrupt packed weight: its {kind} parts do not fit a ({rows}, {cols}) matrix")
+    return packed
+
+
+def unpack(blob: torch.Tensor) -> torch.Tensor:
+    """The exact dense (rows, cols) weight back from ``pack``'s tensor, in the values' dtype."""
+    kind, (rows, cols), packed = check(blob)
+    values = packed["values"]
+    dense = values.new_zeros(rows, cols)
+    if kind == "bitmask":
+        words = packed["mask"].to(torch.int32) & 0xFFFF  # (rows, chunks)
+        bits = (words[:, :, None] >> torch.arange(16, dtype=torch.int32)) & 1
+        keep = bits.reshape(rows, words.shape[1] * 16)[:, :cols].bool()
+        dense[keep] = values[: int(packed["row_ptr"][-1])]
+    else:
+        slice_ptr, where = packed["slice_ptr"], packed["where"].long()
+        row_of_lane = torch.zeros(len(slice_ptr) * SLICE, dtype=torch.int64)  # padding lanes hold only zeros
+        row_of_lane[where] = torch.arange(rows)
+        at = torch.arange(int(slice_ptr[-1]))
+        s = torch.searchsorted(slice_ptr, at, right=True) - 1  # the slice of each entry
+        row = row_of_lane[s * SLICE + (at - slice_ptr[s]) % SLICE]
+        stored = values != 0  # padding is the only zero stored
+        dense[row[stored], packed["col"][stored].long()] = values[stored]
+    return dense
+
+
+def forward(x: torch.Tensor, blob: torch.Tensor, bias: torch.Tensor | None = None, small_batch: int = 16,
+            tile_rows: int = 0, isa: int | None = None) -> torch.Tensor:
+    """nn.Linear's forward for a packed W, in one compiled call: x is (..., cols), y (..., rows) in x's
+    dtype. Up to ``small_batch`` rows of x run the sparse kernel (computed in float32); more unpack
+    tiles of ``tile_rows`` rows (0: ~8 MB) and multiply each with dense GEMM. ``bias``: float32."""
+    return load().sparse_forward(x, blob, bias, forced_isa() if isa is None else isa, small_batch, tile_rows)

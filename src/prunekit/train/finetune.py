@@ -1,0 +1,88 @@
+"""Recovery fine-tuning of a pruned LLM with its masks locked (full or LoRA)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data import TextSource, sample_calibration
+from ..errors import PrunekitError
+from ..selection import zero_pruned_
+from .masks import attach_dense, masks_of, remove
+
+log = logging.getLogger(__name__)
+
+
+def finetune(
+    model: nn.Module,
+    tokenizer,
+    source: TextSource,
+    steps: int,
+    seqlen: int = 512,
+    batch_size: int = 4,
+    lr: float = 5e-5,
+    seed: int = 0,
+    lora_rank: int = 0,
+    progress: bool = True,
+) -> tuple[nn.Module, dict]:
+    """Train ``steps`` AdamW steps on random ``seqlen`` windows of ``source``; zeros stay zeros.
+
+    Full fine-tuning locks the current zeros with masks (parametrizations) and bakes them in at the end.
+    With ``lora_rank > 0`` the base weights are frozen, LoRA adapters (peft) train on every target
+    layer, and on merging the update is masked so pruned weights stay exactly zero. Returns the
+    plain (unparametrized) model and a log of losses.
+    """
+    if steps < 1:
+        raise PrunekitError(f"steps must be >= 1, got {steps}")
+    windows = sample_calibration(source, tokenizer, steps * batch_size, seqlen, seed)
+    locked = attach_dense(model)
+    kept = {n: int(m.sum()) for n, m in locked.items()}
+    if lora_rank:
+        remove(model)
+        model = _with_lora(model, locked, lora_rank)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    device = next(model.parameters()).device
+    losses = []
+    t0 = time.perf_counter()
+    model.train()
+    for i in tqdm(range(steps), desc="finetune", unit="step", disable=not progress):
+        batch = windows[i * batch_size : (i + 1) * batch_size].to(device)
+        opt.zero_grad(set_to_none=True)
+        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    if lora_rank:
+        model = _merge_lora(model, locked)
+    else:
+        remove(model)
+    still = {n: int((model.get_submodule(n).weight != 0).sum()) for n in locked}
+    if any(still[n] > kept[n] for n in locked):
+        raise RuntimeError("fine-tuning revived pruned weights")  # a bug, not a user error
+    return model, {"steps": steps, "seqlen": seqlen, "batch_size": batch_size, "lr": lr, "seed": seed,
+                   "lora_rank": lora_rank, "losses": losses, "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _with_lora(model: nn.Module, locked: dict[str, torch.Tensor], rank: int) -> nn.Module:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as e:
+        raise PrunekitError("LoRA fine-tuning needs peft: pip install peft") from e
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=sorted(locked), lora_dropout=0.0)
+    return get_peft_model(model, config)
+
+
+@torch.no_grad()
+def _merge_lora(model: nn.Module, locked: dict[str, torch.Tensor]) -> nn.Module:
+    merged = model.merge_and_unload()
+    for name, mask in locked.items():
+        layer = merged.get_submodule(name)
+        zero_pruned_(layer.weight, mask if isinstance(layer, nn.Linear) else mask.t())
+    assert not masks_of(merged)
+    return merged

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import tiny_llama
+from prunekit.cli import main
+from prunekit.config import PruneConfig
+from prunekit.errors import PrunekitError
+from prunekit.measure.compare import CompareConfig, run_compare, storage_mb
+from prunekit.measure.report import write_report
+from prunekit.oneshot.pruner import prune
+from prunekit.run import kernel
+
+
+def test_runs_dedupe_nm_patterns():
+    cfg = CompareConfig(sparsities=(0.5, 0.7), patterns=("unstructured", "2:4"), methods=("magnitude", "wanda"))
+    assert cfg.runs() == [("magnitude", "unstructured", 0.5), ("magnitude", "unstructured", 0.7), ("magnitude", "2:4", 0.5),
+                          ("wanda", "unstructured", 0.5), ("wanda", "unstructured", 0.7), ("wanda", "2:4", 0.5)]
+
+
+@pytest.mark.parametrize("kwargs", [{"methods": ("prune-it",)}, {"sparsities": (1.0,)}, {"patterns": ("3:2",)},
+                                    {"nsamples": 0}, {"new_tokens": 1}, {"patterns": ()}])
+def test_bad_config(kwargs):
+    with pytest.raises(PrunekitError):
+        CompareConfig(**kwargs)
+
+
+def test_storage_mb_counts_nm_only_when_every_layer_is_valid():
+    model = tiny_llama()
+    prune(model, PruneConfig(sparsity=0.5, pattern="2:4"))
+    mb = storage_mb(model)
+    assert set(mb) == {"dense", "bitmask", "csr", "nm"} and mb["nm"] < mb["dense"]
+    prune(tiny_model := tiny_llama(), PruneConfig(sparsity=0.5))
+    assert "nm" not in storage_mb(tiny_model)
+
+
+@pytest.mark.skipif(not kernel.available(), reason="no C++ compiler: the sparse kernel cannot be built")
+def test_compare_end_to_end(tiny_model_dir, text_files, tmp_path):
+    cfg = CompareConfig(model=str(tiny_model_dir), patterns=("unstructured", "2:4"), methods=("magnitude", "wanda"),
+                        calib=str(text_files["jsonl"]), nsamples=2, seqlen=32, eval_data=str(text_files["txt"]),
+                        eval_seqlen=64, max_windows=2, prompt_tokens=16, new_tokens=3, bench_reps=1)
+    results = run_compare(cfg)
+    assert [(r["method"], r["pattern"]) for r in results["runs"]] == [
+        ("magnitude", "unstructured"), ("magnitude", "2:4"), ("wanda", "unstructured"), ("wanda", "2:4")]
+    for r in results["runs"]:
+        assert r["sparsity"] == 0.5 and r["perplexity"] > 0 and len(r["layer_sparsity"]) == 14
+        assert r["weight_mb"]["bitmask"] < r["weight_mb"]["dense"]
+    assert set(results["kernel_sweep"]) == {"30%", "50%", "60%", "70%", "80%", "90%", "95%"}
+    files = write_report(results, tmp_path, "prunekit compare ...")
+    assert all((tmp_path / f).stat().st_size > 0 for f in files)
+    table = [line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| wanda")]
+    assert len(table) == 2
+    assert json.loads((tmp_path / "results.json").read_text())["results"]["dense_perplexity"] > 0
+
+
+def test_compare_cli_bad_input_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["compare", "--methods", "magnitude,nope", "--out", str(out)]) == 2
+    assert "unknown methods" in capsys.readouterr().err and not out.exists()
+    assert main(["compare", "--sparsity", "half", "--out", str(out)]) == 2
+    assert not out.exists()

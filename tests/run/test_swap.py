@@ -1,0 +1,145 @@
+"""sparsify: per-layer measured choice, outputs unchanged, never a layer that measured slower."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from conftest import tiny_llama
+from prunekit.config import PruneConfig
+from prunekit.oneshot.pruner import prune
+from prunekit.run import kernel
+from prunekit.run.sparse_linear import SparseLinear
+from prunekit.run.swap import dense_linear, measure_layer, pick, sparsify
+
+needs_kernel = pytest.mark.skipif(not kernel.available(), reason="no C++ compiler: the sparse kernel cannot be built")
+
+
+def pruned_tiny(sparsity: float = 0.7):
+    model = tiny_llama()
+    prune(model, PruneConfig(method="magnitude", sparsity=sparsity))
+    return model
+
+
+@pytest.mark.parametrize(("seconds", "expected"), [
+    ({"dense": 1.0, "bitmask": 0.99}, "dense"),             # within the margin: keep dense
+    ({"dense": 1.0, "bitmask": 0.5, "sell": 0.6}, "bitmask"),
+    ({"dense": 1.0, "bitmask": 1.2, "torch_csr": 0.9}, "torch_csr"),
+    ({"dense": 0.5, "bitmask": 0.9}, "dense"),
+])
+def test_pick(seconds, expected):
+    assert pick(seconds, margin=1.03) == expected
+
+
+def test_pick_never_grows_memory():
+    """At low sparsity CSR can be faster than torch's dense GEMV yet bigger: it is not taken."""
+    seconds = {"dense": 1.0, "sell": 0.5, "bitmask": 0.8}
+    assert pick(seconds, 1.03, {"sell": 130, "bitmask": 95}, dense_bytes=100) == "bitmask"
+    assert pick(seconds, 1.03, {"sell": 130, "bitmask": 120}, dense_bytes=100) == "dense"
+
+
+def test_pick_prefers_the_smaller_layout_unless_the_bigger_is_clearly_faster():
+    stored = {"sell": 120, "bitmask": 72, "torch_csr": 200}
+    seconds = {"dense": 1.0, "sell": 0.40, "bitmask": 0.41, "torch_csr": 0.9}  # csr 2.5% faster: within the margin
+    assert pick(seconds, 1.03, stored, dense_bytes=200) == "bitmask"
+    assert pick(seconds | {"sell": 0.35}, 1.03, stored, dense_bytes=200) == "sell"  # 17% faster: worth its bytes
+    assert pick(seconds, 1.03) == "sell"  # without sizes: the fastest
+
+
+def test_pick_keeps_prefill_near_dense():
+    seconds = {"dense": 1.0, "sell": 0.5, "bitmask": 0.6}
+    prefill = {"dense": 1.0, "sell": 1.25, "bitmask": 1.05}  # sell would make prefill 0.8× dense
+    assert pick(seconds, 1.03, prefill=prefill, prefill_floor=0.9) == "bitmask"
+    assert pick(seconds, 1.03, prefill=prefill | {"bitmask": 1.2}, prefill_floor=0.9) == "dense"
+
+
+@needs_kernel
+@pytest.mark.parametrize("layout", ["auto", "bitmask", "sell", "torch_csr"])
+def test_outputs_and_generation_unchanged(layout):
+    model = pruned_tiny()
+    ids = torch.randint(0, 256, (1, 20))
+    with torch.no_grad():
+        ref = model(ids).logits
+        ref_gen = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    choices = sparsify(model, layout=layout, reps=3)
+    assert len(choices) == 14  # 2 blocks × 7 linears, all 70% sparse
+    swapped = [m for m in model.modules() if isinstance(m, SparseLinear)]
+    assert len(swapped) == sum(c.layout != "dense" for c in choices)
+    if layout != "auto":
+        assert {c.layout for c in choices} == {layout} and len(swapped) == 14
+    with torch.no_grad():
+        out = model(ids).logits
+        gen = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert torch.equal(gen, ref_gen)
+    for c in choices:
+        assert c.stored_bytes < c.dense_bytes or c.layout == "dense"
+
+
+@needs_kernel
+def test_auto_keeps_dense_layers_that_measure_slower(monkeypatch):
+    monkeypatch.setattr("prunekit.run.swap.measure_layer",
+                        lambda w, b, layouts, reps, batches=(1,): {n: {"dense": 1.0, **{k: 2.0 for k in layouts}}
+                                                                   for n in batches})
+    model = pruned_tiny()
+    choices = sparsify(model)
+    assert choices and all(c.layout == "dense" for c in choices)
+    assert not any(isinstance(m, SparseLinear) for m in model.modules())
+
+
+def test_unpruned_layers_are_left_alone():
+    model = tiny_llama()
+    assert sparsify(model, layout="torch_csr") == []
+
+
+def test_without_a_compiler_layers_stay_dense(monkeypatch, caplog):
+    monkeypatch.setattr(kernel, "available", lambda: False)
+    model = pruned_tiny()
+    with caplog.at_level(logging.WARNING):
+        assert sparsify(model, layout="bitmask") == []
+    assert "no compiled sparse kernel" in caplog.text
+    assert {c.layout for c in sparsify(model, reps=2)} <= {"dense", "torch_csr"}
+
+
+@needs_kernel
+def test_measure_layer_reports_every_candidate():
+    w = torch.randn(32, 48)
+    w[w.abs() < 1] = 0
+    seconds = measure_layer(w, None, ("bitmask", "sell"), reps=3, batches=(2,))[2]
+    assert set(seconds) == {"dense", "bitmask", "sell"} and all(s > 0 for s in seconds.values())
+
+
+@needs_kernel
+def test_measure_layer_times_modules_on_both_sides(monkeypatch):
+    """Dense is timed as the nn.Linear a model calls (module overhead included), as SparseLinear is."""
+    calls = {"dense": 0, "sparse": 0}
+    linear_forward, sparse_forward = torch.nn.Linear.forward, SparseLinear.forward
+
+    def count(kind, forward):
+        def wrapped(self, x):
+            calls[kind] += 1
+            return forward(self, x)
+        return wrapped
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", count("dense", linear_forward))
+    monkeypatch.setattr(SparseLinear, "forward", count("sparse", sparse_forward))
+    w = torch.randn(16, 40)
+    w[w.abs() < 1] = 0
+    measure_layer(w, torch.randn(16), ("bitmask",), reps=3, batches=(1, 4))
+    assert calls == {"dense": 2 * (3 + 2), "sparse": 2 * (3 + 2)}  # (reps + warm-up) per batch size
+
+
+def test_dense_linear_wraps_the_same_tensors():
+    w, b = torch.randn(6, 5), torch.randn(6)
+    linear = dense_linear(w, b)
+    assert linear.weight.data_ptr() == w.data_ptr() and not linear.weight.requires_grad
+    x = torch.randn(3, 5)
+    torch.testing.assert_close(linear(x), torch.nn.functional.linear(x, w, b))
+    assert dense_linear(w, None).bias is None
+
+
+def test_bad_layout():
+    with pytest.raises(ValueError, match="layout"):
+        sparsify(tiny_llama(), layout="coo")

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from conftest import byte_tokenizer, tiny_llama
+from prunekit import PruneConfig, PrunekitError, prune
+from prunekit.fsutil import atomic_dir
+from prunekit.store.info import layer_table
+from prunekit.store.mask_file import PackedMasks, load_masks, pack_mask, save_masks, unpack_mask
+from prunekit.store.save import save_pruned
+
+
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (7, 9), (2, 3, 4)])
+def test_pack_roundtrip(shape):
+    m = torch.rand(shape) > 0.5
+    assert torch.equal(unpack_mask(pack_mask(m), shape), m)
+
+
+def test_packed_masks_hold_one_bit_per_weight_and_count_without_unpacking(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    masks = {"a": torch.rand(7, 9, generator=g) > 0.3, "b": torch.zeros(3, dtype=torch.bool), "c": torch.ones(5, 5) > 0}
+    packed = PackedMasks(masks)
+    assert list(packed) == ["a", "b", "c"] and len(packed) == 3
+    assert all(torch.equal(packed[n], m) for n, m in masks.items())
+    assert packed.kept() == sum(int(m.sum()) for m in masks.values())  # padding bits do not count
+    assert packed.numel() == 63 + 3 + 25
+    assert packed.packed("a")[0].numel() == 8  # ceil(63 / 8) bytes
+    save_masks(packed, tmp_path / "p.safetensors")
+    loaded = load_masks(tmp_path / "p.safetensors")
+    assert list(loaded) == list(masks) and all(torch.equal(loaded[n], m) for n, m in masks.items())
+
+
+def test_save_load_roundtrip_bit_exact(tmp_path):
+    model = tiny_llama()
+    result = prune(model, PruneConfig(sparsity=0.5, pattern="2:4"), progress=False)
+    out = save_pruned(model, tmp_path / "out", result.masks, byte_tokenizer(),
+                      manifest={"config": PruneConfig(pattern="2:4").to_dict()})
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    masks = load_masks(out / "masks.safetensors")
+    assert all(torch.equal(masks[n], result.masks[n]) for n in result.masks)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["pattern"] == "2:4" and "torch" in manifest["versions"]
+    rows, _ = layer_table(out)
+    assert len(rows) == 14 and all(r["2:4"] and r["sparsity"] == 0.5 for r in rows)
+    packed_bytes = sum((m.numel() + 7) // 8 for m in masks.values())  # one bit per weight
+    assert packed_bytes <= (out / "masks.safetensors").stat().st_size < packed_bytes + 8192
+
+
+def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as tmp:
+            (tmp / "half.bin").write_bytes(b"x")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(out) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(PrunekitError, match="exists"):
+        with atomic_dir(out):
+            pass
+    with atomic_dir(out, overwrite=True) as tmp:
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["b"]
+
+
+def test_load_masks_rejects_other_files(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(PrunekitError, match="not a prunekit masks file"):
+        load_masks(tmp_path / "x.safetensors")
+    save_masks({"a": torch.ones(3, 3, dtype=torch.bool)}, tmp_path / "m.safetensors")
+    assert load_masks(tmp_path / "m.safetensors")["a"].all()

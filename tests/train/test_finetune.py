@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from conftest import byte_tokenizer, tiny_llama
+from prunekit import PruneConfig, PrunekitError, is_valid_nm, prune
+from prunekit.data import TextSource
+from prunekit.targets import find_targets, weight_view
+from prunekit.train.finetune import finetune
+from prunekit.train.masks import masks_of
+
+TEXT = TextSource("t", ("the quick brown fox jumps over the lazy dog. " * 60,), None, None)
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_finetune_keeps_mask_and_learns(lora_rank):
+    model, tok = tiny_llama(), byte_tokenizer()
+    prune(model, PruneConfig(sparsity=0.5, pattern="2:4"), progress=False)
+    zeros = {n: weight_view(t) == 0 for n, t in find_targets(model).items()}
+    before = {n: weight_view(t).clone() for n, t in find_targets(model).items()}
+    model, log = finetune(model, tok, TEXT, steps=12, seqlen=32, batch_size=2, lr=3e-3, lora_rank=lora_rank,
+                          progress=False)
+    assert not masks_of(model) and type(model).__name__ == "LlamaForCausalLM"  # plain model back
+    targets = find_targets(model)
+    for n, t in targets.items():
+        w = weight_view(t)
+        assert torch.equal(w == 0, zeros[n]) and is_valid_nm(w, 2, 4), n
+        assert not torch.signbit(w[zeros[n]]).any(), n  # +0.0, as prune leaves them (LoRA merges back through the mask)
+    assert any(not torch.equal(weight_view(t), before[n]) for n, t in targets.items())
+    assert sum(log["losses"][-3:]) < sum(log["losses"][:3])
+
+
+def test_bad_steps():
+    with pytest.raises(PrunekitError, match="steps"):
+        finetune(tiny_llama(), byte_tokenizer(), TEXT, steps=0)
