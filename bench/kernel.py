@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from prunekit.measure.hardware import cpu_info, pruned_weight
-from prunekit.run import kernel
+from prunekit.run import extension, kernel
 from prunekit.run.sparse_linear import LAYOUTS, SMALL_BATCH, SparseLinear
 from prunekit.run.swap import layout_bytes, measure_layer
 from prunekit.store.manifest import build_manifest, write_json
@@ -51,7 +51,7 @@ def bare_seconds(w: torch.Tensor, reps: int) -> dict[str, float]:
     """Median seconds of bare ``F.linear`` and of the compiled call under ``SparseLinear`` (per layout)."""
     n = copies_past_cache(w.numel() * w.element_size())
     dense = [w.clone() for _ in range(n)]
-    call, isa = kernel.load().sparse_forward, kernel.forced_isa()
+    call, isa = extension.load().sparse_forward, extension.forced_isa()
     x = torch.randn(1, w.shape[1], dtype=w.dtype)
     fns = {"dense": lambda i: F.linear(x, dense[i % n])}
     for k in kernel.KINDS:
@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=3, help="sweeps over every row; each row reports the median pass")
     ap.add_argument("--out", default="runs/bench-kernel.json")
     args = ap.parse_args()
-    if not kernel.available():
+    if not extension.available():
         sys.exit("the sparse kernel could not be built here (no C++ compiler?)")
     if args.passes < 1 or args.reps < 1:
         sys.exit("--passes and --reps must be at least 1")
@@ -107,7 +107,7 @@ def main() -> None:
               f"{r['speedup_range'][1]:.2f}]  bare {r['bare_speedup']:>5.2f}x  limit {r['limit']:>5.2f}x "
               f"({r['of_limit']:.0%})  target {r['target'] or '-'}  err {r['max_rel_error']:.1e}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_json(build_manifest(command=sys.argv, machine=cpu_info(), kernel_isa=kernel.isa(), reps=args.reps,
+    write_json(build_manifest(command=sys.argv, machine=cpu_info(), kernel_isa=extension.isa(), reps=args.reps,
                               passes=args.passes, rows=rows), args.out)
     print(json.dumps({"out": args.out, "rows": len(rows),
                       "below_target": [r for r in rows if r["target"] and r["speedup"] < r["target"]]}, indent=1))

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunekit.run import kernel
+from prunekit.run import extension, kernel
 
-pytestmark = pytest.mark.skipif(not kernel.available(), reason="no C++ compiler: the sparse kernel cannot be built")
+pytestmark = pytest.mark.skipif(not extension.available(), reason="no C++ compiler: the sparse kernel cannot be built")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 SHAPES = ((1, 1), (1, 17), (7, 37), (5, 16), (33, 100), (64, 576))
 
@@ -18,7 +18,7 @@ SHAPES = ((1, 1), (1, 17), (7, 37), (5, 16), (33, 100), (64, 576))
 @pytest.fixture(params=["avx512_permute", "avx512_bf16", "avx512", "avx2", "scalar"])
 def isa(request, monkeypatch):
     monkeypatch.setenv("PRUNEKIT_KERNEL_ISA", request.param)
-    if kernel.isa() != request.param:
+    if extension.isa() != request.param:
         pytest.skip(f"this CPU cannot run {request.param}")
     return request.param
 
@@ -271,14 +271,14 @@ def test_permute_path_equals_expand_path_bit_for_bit(monkeypatch, dtype, shape):
     """avx512_permute replaces vexpand by a computed permute: the same lanes, so the same bits, at
     batch 1 and in every batch tile."""
     monkeypatch.setenv("PRUNEKIT_KERNEL_ISA", "avx512_permute")
-    if kernel.isa() != "avx512_permute":
+    if extension.isa() != "avx512_permute":
         pytest.skip("this CPU does not take the avx512_permute path")
     w = sparse_weight(*shape, 0.7, dtype)
     packed = kernel.pack(w, "bitmask")
     for batch in (1, 2, 3, 4, 8, 9):
         x = torch.randn(batch, shape[1]).to(dtype)
-        y = kernel.forward(x, packed, isa=kernel.ISAS["avx512_permute"])
-        assert torch.equal(y, kernel.forward(x, packed, isa=kernel.ISAS["avx512_bf16"]))
+        y = kernel.forward(x, packed, isa=extension.ISAS["avx512_permute"])
+        assert torch.equal(y, kernel.forward(x, packed, isa=extension.ISAS["avx512_bf16"]))
 
 
 @pytest.mark.parametrize("layout", kernel.KINDS)

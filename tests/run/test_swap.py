@@ -10,11 +10,11 @@ import torch
 from conftest import tiny_llama
 from prunekit.config import PruneConfig
 from prunekit.oneshot.pruner import prune
-from prunekit.run import kernel
+from prunekit.run import extension
 from prunekit.run.sparse_linear import SparseLinear
 from prunekit.run.swap import dense_linear, measure_layer, pick, sparsify
 
-needs_kernel = pytest.mark.skipif(not kernel.available(), reason="no C++ compiler: the sparse kernel cannot be built")
+needs_kernel = pytest.mark.skipif(not extension.available(), reason="no C++ compiler: the sparse kernel cannot be built")
 
 
 def pruned_tiny(sparsity: float = 0.7):
@@ -95,7 +95,7 @@ def test_unpruned_layers_are_left_alone():
 
 
 def test_without_a_compiler_layers_stay_dense(monkeypatch, caplog):
-    monkeypatch.setattr(kernel, "available", lambda: False)
+    monkeypatch.setattr(extension, "available", lambda: False)
     model = pruned_tiny()
     with caplog.at_level(logging.WARNING):
         assert sparsify(model, layout="bitmask") == []

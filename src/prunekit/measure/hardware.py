@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..oneshot.scores import select_mask
-from ..run import kernel, semi_structured
+from ..run import extension, semi_structured
 from ..run.sparse_linear import LAYOUTS
 from ..run.swap import measure_layer
 from ..selection import parse_pattern
@@ -45,7 +45,7 @@ def cpu_info() -> dict:
     return {"cpu": name, "machine": platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "isa_flags": [f for f in FLAGS if f in flags], "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "last_level_cache_mb": llc_bytes() >> 20,
-            "prunekit_kernel": kernel.isa() if kernel.available() else "unavailable (no compiler)"}
+            "prunekit_kernel": extension.isa() if extension.available() else "unavailable (no compiler)"}
 
 
 def gpu_info() -> dict:
@@ -74,7 +74,7 @@ def pruned_weight(shape: tuple[int, int], pattern: str, dtype: torch.dtype, seed
 def microbench(shapes: Counter, patterns: tuple[str, ...] = PATTERNS, batches: tuple[int, ...] = (1, 8, 128),
                dtype: torch.dtype = torch.float32, reps: int = 15) -> list[dict]:
     """One row per (shape, pattern, batch): median seconds of dense and each layout."""
-    layouts = LAYOUTS if kernel.available() else ("torch_csr",)
+    layouts = LAYOUTS if extension.available() else ("torch_csr",)
     rows = []
     for shape, pattern in tqdm([(s, p) for s in shapes for p in patterns], desc="hardware micro-benchmark"):
         w = pruned_weight(shape, pattern, dtype)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 
-from ..run import kernel
+from ..run import extension
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,10 @@ MIN_BYTES = 1 << 16  # smaller requests stay with torch's own allocator
 def pooled_cpu_memory(min_bytes: int = MIN_BYTES) -> Iterator[Callable[[], int]]:
     """Route CPU allocations of ``min_bytes`` or more through the pool; yields ``trim`` (give free
     pages back, returns the bytes released). Without the compiled extension it changes nothing."""
-    if not kernel.available():
+    if not extension.available():
         yield lambda: 0
         return
-    ext = kernel.load()
+    ext = extension.load()
     if ext.pool_stats()["pooling"]:  # nested: the outer block owns the pool
         yield ext.pool_trim
         return
@@ -43,4 +43,4 @@ def pooled_cpu_memory(min_bytes: int = MIN_BYTES) -> Iterator[Callable[[], int]]
 
 def pool_stats() -> dict[str, int]:
     """Live bytes, their peak and the peak span of the pool since pooling began; whether it is pooling."""
-    return dict(kernel.load().pool_stats()) if kernel.available() else {}
+    return dict(extension.load().pool_stats()) if extension.available() else {}

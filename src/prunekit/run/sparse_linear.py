@@ -14,7 +14,7 @@ import torch
 import torch.nn.modules.module as torch_module  # the global hook registries nn.Module.__call__ checks
 from torch import nn
 
-from . import kernel
+from . import extension, kernel
 
 LAYOUTS = ("bitmask", "sell", "torch_csr")
 CSR_PARTS = ("csr_crow", "csr_col", "csr_values")  # torch_csr's buffers
@@ -43,7 +43,7 @@ class SparseLinear(nn.Module):
                 self.register_buffer(name, part)
         else:
             self.register_buffer("packed", kernel.pack(weight, layout))  # one uint8 tensor: see kernel.pack
-            self._isa = kernel.forced_isa()  # read once: a per-call environment lookup costs ~0.5 µs
+            self._isa = extension.forced_isa()  # read once: a per-call environment lookup costs ~0.5 µs
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
         self._hooked = False
 
@@ -90,7 +90,7 @@ class SparseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self._buffers  # not nn.Module.__getattr__: a small layer's call is a few µs, most of it fixed cost
         if self.layout != "torch_csr":  # one compiled call: the kernel, or tiled dense GEMM for large batches
-            return kernel.load().sparse_forward(x, b["packed"], b["bias"], self._isa, SMALL_BATCH, 0)
+            return extension.load().sparse_forward(x, b["packed"], b["bias"], self._isa, SMALL_BATCH, 0)
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must end in a dimension of {self.in_features} features, got shape {tuple(x.shape)}")
         x2 = x.reshape(-1, self.in_features)  # (batch, in); stock torch: sparse kernel at every batch size

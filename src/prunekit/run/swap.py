@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..targets import find_targets
 from ..timing import alternate, copies_past_cache
-from . import kernel
+from . import extension, kernel
 from .sparse_linear import LAYOUTS, SparseLinear
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
     forces it."""
     if layout != "auto" and layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose auto or one of {LAYOUTS}")
-    if any(k in kernel.KINDS for k in (layout, *layouts)) and not kernel.available():
+    if any(k in kernel.KINDS for k in (layout, *layouts)) and not extension.available():
         layouts = tuple(k for k in layouts if k not in kernel.KINDS)  # stock torch CSR still works
         if layout in kernel.KINDS or not layouts:
             log.warning("no compiled sparse kernel: layers stay dense")
