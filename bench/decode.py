@@ -15,9 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-from prunekit.config import PruneConfig
+from prunekit.config import DTYPES, PruneConfig
 from prunekit.measure.bench import bench_model
 from prunekit.measure.hardware import cpu_info
 from prunekit.models import load_model
@@ -38,7 +36,7 @@ def main() -> None:
     rows = []
     print("sparsity | layouts | decode tok/s dense → sparse | decode × | prefill × | weights MB dense → sparse")
     for sparsity in [float(s) for s in args.sparsities.split(",")]:
-        model, _, _ = load_model(args.model, getattr(torch, args.dtype))
+        model, _, _ = load_model(args.model, DTYPES[args.dtype])
         prune(model, PruneConfig(method="magnitude", sparsity=sparsity))
         r = bench_model(model, args.prompt_tokens, args.new_tokens, args.reps)
         rows.append({"sparsity": sparsity, **r})

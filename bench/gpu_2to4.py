@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from prunekit.config import PruneConfig
+from prunekit.config import DTYPES, PruneConfig
 from prunekit.measure.bench import bench_model
 from prunekit.measure.hardware import gpu_bench, gpu_info, gpu_verdict, model_shapes
 from prunekit.models import load_model
@@ -59,7 +59,7 @@ def main() -> None:
     if not ok:
         print(f"no GPU 2:4 here: {why}")
         sys.exit(1)
-    dtype = getattr(torch, args.dtype)
+    dtype = DTYPES[args.dtype]
     model = random_smollm2() if args.random_init else load_model(args.model)[0]  # float32, on CPU
     shapes = model_shapes(model) + Counter({(4096, 4096): 1, (11008, 4096): 1})
     rows = gpu_bench(shapes, tuple(int(b) for b in args.batches.split(",")), dtype)

@@ -28,15 +28,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from prunekit.config import DTYPES
 from prunekit.measure.hardware import cpu_info, pruned_weight
 from prunekit.run import extension, kernel
 from prunekit.run.sparse_linear import LAYOUTS, SMALL_BATCH, SparseLinear
 from prunekit.run.swap import layout_bytes, measure_layer
+from prunekit.selection import Pattern
 from prunekit.store.manifest import build_manifest, write_json
 from prunekit.timing import alternate, copies_past_cache
 
 SHAPES = [(576, 576), (192, 576), (1536, 576), (576, 1536), (4096, 4096), (11008, 4096)]
-PATTERNS = ["50%", "2:4", "70%", "90%"]
+PATTERNS = tuple(map(Pattern.parse, ["50%", "2:4", "70%", "90%"]))
 TARGETS = {"50%": 1.25, "70%": 2.0, "90%": 4.5}
 
 
@@ -80,7 +82,7 @@ def main() -> None:
         sys.exit("the sparse kernel could not be built here (no C++ compiler?)")
     if args.passes < 1 or args.reps < 1:
         sys.exit("--passes and --reps must be at least 1")
-    keys = [(getattr(torch, d), shape, pattern) for d in args.dtypes.split(",") for shape in SHAPES for pattern in PATTERNS]
+    keys = [(DTYPES[d], shape, pattern) for d in args.dtypes.split(",") for shape in SHAPES for pattern in PATTERNS]
     passes: dict[tuple, list[dict[str, float]]] = {key: [] for key in keys}
     for i in range(args.passes):  # whole sweeps, so a slow spell of the machine hits one pass of every row
         for key in tqdm(keys, desc=f"pass {i + 1}/{args.passes}"):
@@ -92,16 +94,16 @@ def main() -> None:
         best = max(kernel.KINDS, key=med.get)
         dense_bytes = w.numel() * w.element_size()
         limit = dense_bytes / min(layout_bytes(w, kernel.KINDS).values())
-        rows.append({"dtype": str(dtype).removeprefix("torch."), "shape": list(shape), "pattern": pattern,
+        rows.append({"dtype": str(dtype).removeprefix("torch."), "shape": list(shape), "pattern": str(pattern),
                      "dense_us": round(med["dense_s"] * 1e6, 1), "best": best, "speedup": round(med[best], 2),
                      "speedup_range": [round(min(r[best] for r in runs), 2), round(max(r[best] for r in runs), 2)],
                      **{k: round(med[k], 2) for k in LAYOUTS}, "limit": round(limit, 2),
-                     "of_limit": round(med[best] / limit, 2), "target": TARGETS.get(pattern),
+                     "of_limit": round(med[best] / limit, 2), "target": TARGETS.get(str(pattern)),
                      "dense_gb_s": round(dense_bytes / med["dense_s"] / 1e9, 1),
                      "bare_dense_us": round(med["bare_dense_s"] * 1e6, 1), "bare_speedup": round(med["bare_speedup"], 2),
                      "max_rel_error": max_rel_error(w, best)})
         r = rows[-1]
-        print(f"{r['dtype']:>8} {shape[0]:>5}x{shape[1]:<5} {pattern:>4}  dense {r['dense_us']:>8.1f} us "
+        print(f"{r['dtype']:>8} {shape[0]:>5}x{shape[1]:<5} {pattern!s:>4}  dense {r['dense_us']:>8.1f} us "
               f"({r['dense_gb_s']:>5.1f} GB/s)  bitmask {r['bitmask']:>5.2f}x  sell {r['sell']:>5.2f}x  "
               f"torch_csr {r['torch_csr']:>5.2f}x  best {r['speedup']:>5.2f}x [{r['speedup_range'][0]:.2f}-"
               f"{r['speedup_range'][1]:.2f}]  bare {r['bare_speedup']:>5.2f}x  limit {r['limit']:>5.2f}x "

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from prunekit.config import CalibConfig
 from prunekit.data import load_text, sample_calibration, shared_data_dir
 from prunekit.errors import PrunekitError
 
@@ -30,9 +31,9 @@ def test_bad_files(tmp_path):
 
 def test_documents_sampling_is_seeded_and_in_range(text_files):
     src = load_text(str(text_files["jsonl"]))
-    a = sample_calibration(src, chars, 6, 64, seed=1, sampling="documents")
-    b = sample_calibration(src, chars, 6, 64, seed=1, sampling="documents")
-    c = sample_calibration(src, chars, 6, 64, seed=2, sampling="documents")
+    a = sample_calibration(src, chars, CalibConfig(src.name, 6, 64, seed=1, sampling="documents"))
+    b = sample_calibration(src, chars, CalibConfig(src.name, 6, 64, seed=1, sampling="documents"))
+    c = sample_calibration(src, chars, CalibConfig(src.name, 6, 64, seed=2, sampling="documents"))
     assert a.shape == (6, 64) and torch.equal(a, b) and not torch.equal(a, c)
     docs = [chars(d)["input_ids"] for d in src.documents]
     for row in a.tolist():  # every window is a contiguous slice of one long document
@@ -42,16 +43,16 @@ def test_documents_sampling_is_seeded_and_in_range(text_files):
 def test_auto_falls_back_to_stream(text_files, caplog):
     src = load_text(str(text_files["jsonl"]))
     with caplog.at_level("INFO"):
-        out = sample_calibration(src, chars, 8, 2000, seed=0)  # no doc is 2000 chars: stream
+        out = sample_calibration(src, chars, CalibConfig(src.name, 8, 2000, seed=0))  # no doc is 2000 chars: stream
     assert out.shape == (8, 2000) and "concatenated stream" in caplog.text
 
 
 def test_errors(text_files):
     src = load_text(str(text_files["jsonl"]))
     with pytest.raises(PrunekitError, match="nsamples"):
-        sample_calibration(src, chars, 0, 16, seed=0)
+        sample_calibration(src, chars, CalibConfig(src.name, 0, 16, seed=0))
     with pytest.raises(PrunekitError, match="fewer than seqlen"):
-        sample_calibration(src, chars, 2, 10**6, seed=0)
+        sample_calibration(src, chars, CalibConfig(src.name, 2, 10**6, seed=0))
 
 
 def test_named_sources_resolve_to_shared_data(monkeypatch, tmp_path):

@@ -3,6 +3,7 @@
 import pytest
 
 from prunekit import PruneConfig, is_valid_nm, prune
+from prunekit.config import CalibConfig
 from prunekit.data import load_text, sample_calibration, shared_data_dir
 from prunekit.measure.perplexity import perplexity
 from prunekit.targets import find_targets, weight_view
@@ -34,7 +35,7 @@ def test_default_model_prunes_and_stays_sane(default_model, shared):
     assert len(find_targets(model)) == 30 * 7 and model.config.num_hidden_layers == 30
     dense = perplexity(model, tok, wiki, seqlen=256, max_windows=4, progress=False)["perplexity"]
     assert 5 < dense < 60  # a working pretrained LM, not a random one (random: ~49k)
-    calib = sample_calibration(c4, tok, 4, 256, seed=0)
+    calib = sample_calibration(c4, tok, CalibConfig("c4", 4, 256, seed=0))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     try:
         result = prune(model, PruneConfig(method="wanda", pattern="2:4", sequential="sublayer"), calib, progress=False)

@@ -11,6 +11,7 @@ from prunekit.selection import (
     nm_mask,
     parse_pattern,
     row_smallest_mask,
+    select_mask,
     smallest_mask,
     split_count,
     zero_pruned_,
@@ -174,3 +175,9 @@ def test_global_counts_property(sizes, sparsity, seed):
     counts = global_counts(scores, sparsity)
     assert sum(counts) == count_to_prune(sum(sizes), sparsity)
     assert all(0 <= c <= s for c, s in zip(counts, sizes, strict=True))
+
+
+def test_row_scope_exact_layer_total():
+    keep = select_mask(torch.rand(7, 9, generator=torch.Generator().manual_seed(0)), 0.63, "row")
+    per_row = (~keep).sum(1)
+    assert int(per_row.sum()) == count_to_prune(63, 0.63) and int(per_row.max() - per_row.min()) <= 1

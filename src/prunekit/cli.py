@@ -4,17 +4,20 @@ Calls only the public API."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
+import typing
+from enum import StrEnum
 from pathlib import Path
 
 import torch
 
-from .config import ALLOCATIONS, METHODS, CalibConfig, PruneConfig
+from .config import DTYPES, CalibConfig, PruneConfig
 from .data import load_text, sample_calibration
-from .errors import PrunekitError
+from .errors import PrunekitError, choice
 from .fsutil import check_output_dir
 from .measure.perplexity import perplexity
 from .models import load_model
@@ -25,7 +28,49 @@ from .store.save import save_pruned
 
 log = logging.getLogger("prunekit")
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors become PrunekitErrors: one line on stderr and exit code 2, like every other."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise PrunekitError(message)
+
+
+def _choice_type(kind: type[StrEnum], what: str):
+    """argparse ``type`` for an enum: its member, or our one-line message (argparse shows the text of an
+    ArgumentTypeError, but only a generic line for other errors)."""
+    def convert(value: str) -> StrEnum:
+        try:
+            return choice(kind, value, what)
+        except PrunekitError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return convert
+
+
+def _add_config_flags(p: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of the config dataclass ``cls``: type, default, choices and help from the field."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        kind = hints[f.name]
+        if typing.get_origin(kind) in (typing.Union, type(int | None)):  # X | None
+            kind = next(k for k in typing.get_args(kind) if k is not type(None))
+        kw: dict = {"dest": f.name, "default": f.default, "help": f.metadata["help"]}
+        if kind is bool:
+            kw["action"] = "store_true"
+        elif typing.get_origin(kind) is tuple:
+            kw |= {"action": "append", "default": [], "type": typing.get_args(kind)[0]}
+        elif isinstance(kind, type) and issubclass(kind, StrEnum):
+            kw |= {"type": _choice_type(kind, f.name.replace("_", " ")), "choices": list(kind)}
+        else:
+            kw["type"] = kind
+        p.add_argument("--" + (f.metadata["flag"] or f.name.replace("_", "-")), **kw)
+
+
+def _config(cls: type, args: argparse.Namespace):
+    """``cls`` built from the flags ``_add_config_flags`` made for it (validated by ``cls`` itself)."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init})
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -44,41 +89,14 @@ def _add_eval_args(p: argparse.ArgumentParser, data_flag: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prunekit", description=__doc__)
+    parser = _Parser(prog="prunekit", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prune", help="prune a model and save it")
     _add_model_args(p)
-    p.add_argument("--method", default="magnitude", help=f"one of {', '.join(METHODS)}")
-    p.add_argument("--sparsity", type=float, default=0.5)
-    p.add_argument("--pattern", default="unstructured", help="unstructured or N:M (2:4, 4:8, ...)")
-    p.add_argument("--scope", default=None, help="global, layer or row (default: the method's own)")
-    p.add_argument("--allocation", default="uniform", help=f"one of {', '.join(ALLOCATIONS)}")
-    p.add_argument("--include", action="append", default=[], help="regex on layer names to prune (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], help="regex on layer names to skip (repeatable)")
-    p.add_argument("--min-layer-sparsity", type=float, default=0.0)
-    p.add_argument("--max-layer-sparsity", type=float, default=0.999)
-    p.add_argument("--refine", default="none", help="weight update after the mask: none, or admm (exact masked "
-                   "least squares on H; needs calibration)")
-    p.add_argument("--admm-iters", type=int, default=30)
-    p.add_argument("--strict", action="store_true", help="error instead of skipping layers N:M cannot tile")
-    p.add_argument("--calib", default="c4", help="calibration text: c4, wikitext2, a .txt or .jsonl file")
-    p.add_argument("--nsamples", type=int, default=128)
-    p.add_argument("--seqlen", type=int, default=2048, help="calibration window length")
-    p.add_argument("--calib-sampling", default="auto", choices=["auto", "documents", "stream"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=1, help="calibration windows per forward pass (block mode)")
-    p.add_argument("--sequential", default="block", choices=["block", "sublayer"],
-                   help="block: prune a block from its dense statistics, then rerun it (2 passes); "
-                        "sublayer: one pass, each layer pruned before its own matmul")
-    p.add_argument("--calib-dtype", default="model", choices=["model", "bfloat16", "float16", "float32"],
-                   help="dtype of the calibration forward passes (autocast); weights and statistics keep "
-                        "full precision. bfloat16 about halves the forward time on CPUs with bf16 support")
-    p.add_argument("--percdamp", type=float, default=0.01)
-    p.add_argument("--blocksize", type=int, default=128)
-    p.add_argument("--owl-m", type=float, default=5.0)
-    p.add_argument("--owl-lambda", type=float, default=0.08)
+    _add_config_flags(p, PruneConfig)
+    _add_config_flags(p, CalibConfig)
     _add_eval_args(p, "--eval")
     p.add_argument("--eval-dense", action="store_true", help="also evaluate the model before pruning")
     p.add_argument("--out", required=True)
@@ -164,28 +182,18 @@ def _eval(model, tok, args) -> dict:
 
 
 def cmd_prune(args) -> dict:
-    config = PruneConfig(
-        method=args.method, sparsity=args.sparsity, pattern=args.pattern, scope=args.scope,
-        allocation=args.allocation, include=tuple(args.include), exclude=tuple(args.exclude),
-        min_layer_sparsity=args.min_layer_sparsity, max_layer_sparsity=args.max_layer_sparsity,
-        strict=args.strict, percdamp=args.percdamp, blocksize=args.blocksize, owl_m=args.owl_m,
-        owl_lambda=args.owl_lambda, batch_size=args.batch_size, sequential=args.sequential,
-        refine=args.refine, admm_iters=args.admm_iters, calib_dtype=args.calib_dtype,
-    )
+    config, calib_cfg = _config(PruneConfig, args), _config(CalibConfig, args)
     check_output_dir(args.out, args.overwrite)
-    calib_cfg = calib_source = None
-    if config.needs_calibration:
-        calib_cfg = CalibConfig(args.calib, args.nsamples, args.seqlen, args.seed, args.calib_sampling)
-        calib_source = load_text(args.calib)
+    if not config.needs_calibration:
+        calib_cfg = None
+    calib_source = None if calib_cfg is None else load_text(calib_cfg.data)
     if args.eval:
         load_text(args.eval)  # fail on bad eval data before any long work
     torch.manual_seed(args.seed)
     model, tok, path = load_model(args.model, DTYPES[args.dtype], args.device)
     calibration = None
     if calib_cfg is not None:
-        calibration = sample_calibration(
-            calib_source, tok, calib_cfg.nsamples, calib_cfg.seqlen, calib_cfg.seed, calib_cfg.sampling
-        )
+        calibration = sample_calibration(calib_source, tok, calib_cfg)
     evaluation = {}
     if args.eval and args.eval_dense:
         evaluation["dense"] = _eval(model, tok, args)
@@ -205,7 +213,7 @@ def cmd_prune(args) -> dict:
         manifest={
             "command": sys.argv, "model": {"spec": args.model, "path": path, "dtype": args.dtype},
             "config": config.to_dict(), "seed": args.seed,
-            "calibration": None if calib_cfg is None else {**vars(calib_cfg), "source": calib_source.describe()},
+            "calibration": calib_cfg and {**dataclasses.asdict(calib_cfg), "source": calib_source.describe()},
             "result": result.to_dict(), "evaluation": evaluation, "summary": summary,
         },
     )
@@ -281,19 +289,11 @@ def _csv(text: str, kind=str) -> tuple:
 
 def cmd_hardware(args) -> dict:
     from .measure.hardware import hardware_report
-    from .selection import parse_pattern
+    from .selection import Pattern
 
-    def valid(pattern: str) -> bool:  # "50%" or "N:M"
-        if ":" in pattern:
-            return parse_pattern(pattern) is not None
-        try:
-            return pattern.endswith("%") and 0 < float(pattern[:-1]) < 100
-        except ValueError:
-            return False
-
-    patterns, batches = _csv(args.patterns), _csv(args.batches, int)
-    if not patterns or not all(valid(p) for p in patterns) or not batches or min(batches) < 1:
-        raise PrunekitError(f"patterns look like 50%% or 2:4 and batches are positive integers; got {args.patterns!r}, "
+    patterns, batches = tuple(map(Pattern.parse, _csv(args.patterns))), _csv(args.batches, int)
+    if not patterns or not batches or min(batches) < 1:
+        raise PrunekitError(f"give at least one pattern, and batches as positive integers; got {args.patterns!r}, "
                             f"{args.batches!r}")
     report = hardware_report(args.model, patterns, batches, DTYPES[args.dtype], args.reps)
     if args.out:
@@ -355,7 +355,11 @@ def cmd_info(args) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except PrunekitError as e:
+        print(f"prunekit: error: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock"):

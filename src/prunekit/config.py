@@ -1,147 +1,167 @@
-"""Frozen, validated configuration for one pruning run; saved as JSON in the manifest."""
+"""Frozen, validated configuration for one pruning run; saved as JSON in the manifest.
+
+Every value is parsed and checked here, once, into typed fields (enums, the parsed N:M pattern). The
+CLI builds its ``prune`` flags from these fields (their ``help`` metadata), so a new setting is one
+field here.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from .errors import PrunekitError
-from .selection import parse_pattern
+import torch
 
-METHODS = ("magnitude", "wanda", "sparsegpt")
-SCOPES = ("layer", "row")
-ALLOCATIONS = ("uniform", "global", "owl")
-CALIB_DTYPES = ("model", "bfloat16", "float16", "float32")
-REFINES = ("none", "admm")  # weight update after the mask is chosen (admm: exact masked least squares)
-# Default comparison group per method, as in the original papers' code.
-DEFAULT_SCOPE = {"magnitude": "layer", "wanda": "row", "sparsegpt": "layer"}
+from .errors import PrunekitError, choice
+from .oneshot.methods import METHODS, Method, Statistics
+from .selection import Scope, parse_pattern
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # names users give
+
+
+class Allocation(StrEnum):
+    UNIFORM = "uniform"  # every layer at the target
+    GLOBAL = "global"    # one threshold over all layers
+    OWL = "owl"          # outlier-weighted: blocks with more |W|·‖X‖ outliers get lower sparsity
+
+
+class Sequential(StrEnum):
+    BLOCK = "block"        # prune a block from its dense statistics, then rerun it (2 passes)
+    SUBLAYER = "sublayer"  # one pass, each layer pruned just before its own matmul
+
+
+class Refine(StrEnum):
+    NONE = "none"
+    ADMM = "admm"  # re-solve the kept weights for the mask: masked least squares on H, by ADMM
+
+
+class CalibDtype(StrEnum):
+    MODEL = "model"  # the model's own dtype
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+    FLOAT32 = "float32"
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return DTYPES.get(self.value)
+
+
+class Sampling(StrEnum):
+    AUTO = "auto"            # documents when enough are long enough, else stream
+    DOCUMENTS = "documents"  # a random long document, then a random offset (SparseGPT/Wanda)
+    STREAM = "stream"        # random offsets into all documents' concatenated tokens
+
+
+def _setting(default: Any, help: str, flag: str | None = None) -> Any:
+    """A config field with the CLI's help text (and its flag name where it differs from the field's)."""
+    return field(default=default, metadata={"help": help, "flag": flag})
 
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """What to prune and how.
+    """What to prune and how. ``method``: a row of ``oneshot.methods.METHODS`` (score, statistics,
+    weight update). ``pattern`` ``N:M`` sets ``nm`` and the sparsity. ``scope`` ``global`` becomes
+    layer scope with a global allocation. ``refine=admm`` re-solves each layer's kept weights for its
+    mask after the method's own update (``oneshot/admm.py``). ``calib_dtype`` is the dtype of the
+    calibration forward passes (autocast); weights, statistics and the solve keep full precision."""
 
-    ``method`` is a preset of score and weight update: magnitude (|W|), wanda (|W|·‖X‖),
-    sparsegpt (OBS updates from H = 2XXᵀ). ``allocation`` sets per-layer sparsity: ``uniform``,
-    ``global`` (one threshold over all targets) or ``owl``. ``scope`` is the comparison group
-    within a layer (``row`` or ``layer``; ``global`` is accepted as allocation=global + scope=layer).
-    ``pattern`` is ``unstructured`` or ``N:M`` (keep N of every M consecutive inputs).
-    ``sequential``: ``block`` prunes all layers of a block from the block's dense statistics (as the
-    original Wanda/SparseGPT code), then reruns it; ``sublayer`` runs each block once on all
-    calibration data in one batch and prunes each layer just before its own matmul, so later layers
-    see pruned earlier ones (one forward pass per block instead of two; more activation memory).
-    ``refine="admm"`` re-solves the kept weights of each layer for its mask by ADMM on H (``admm.py``),
-    after any method's mask and update.
-    ``calib_dtype``: the dtype the calibration forward passes run in (autocast; activations stored in
-    it). ``model`` keeps the model's own. Weights, statistics and the solve stay in the model's dtype
-    and float32; ``bfloat16`` roughly halves the forward time and activation memory on CPUs with bf16
-    dot products, at the cost of bf16 rounding in the activations (as the original code's fp16 runs).
-    """
-
-    method: str = "magnitude"
-    sparsity: float = 0.5
-    pattern: str = "unstructured"
-    scope: str | None = None
-    allocation: str = "uniform"
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    min_layer_sparsity: float = 0.0
-    max_layer_sparsity: float = 0.999
-    strict: bool = False
-    percdamp: float = 0.01
-    blocksize: int = 128
-    owl_m: float = 5.0
-    owl_lambda: float = 0.08
-    batch_size: int = 1
-    sequential: str = "block"
-    refine: str = "none"
-    admm_iters: int = 30
-    calib_dtype: str = "model"
+    method: Method = _setting(Method.MAGNITUDE, "score and weight update")
+    sparsity: float = _setting(0.5, "fraction of each layer's weights to prune (an N:M pattern sets its own)")
+    pattern: str = _setting("unstructured", "unstructured or N:M (2:4, 4:8, ...)")
+    scope: Scope | None = _setting(None, "comparison group; global = one threshold over all layers "
+                                         "(default: the method's own)")
+    allocation: Allocation = _setting(Allocation.UNIFORM, "per-layer sparsity: uniform, global or owl")
+    include: tuple[str, ...] = _setting((), "regex on layer names to prune (repeatable)")
+    exclude: tuple[str, ...] = _setting((), "regex on layer names to skip (repeatable)")
+    min_layer_sparsity: float = _setting(0.0, "lowest sparsity any layer gets")
+    max_layer_sparsity: float = _setting(0.999, "highest sparsity any layer gets")
+    strict: bool = _setting(False, "error instead of skipping layers N:M cannot tile")
+    percdamp: float = _setting(0.01, "Hessian damping, as a fraction of its mean diagonal")
+    blocksize: int = _setting(128, "columns per lazy-update block (SparseGPT)")
+    owl_m: float = _setting(5.0, "OWL: a score is an outlier above M times its block's mean")
+    owl_lambda: float = _setting(0.08, "OWL: block sparsities stay within target ± lambda")
+    batch_size: int = _setting(1, "calibration windows per forward pass (block mode)")
+    sequential: Sequential = _setting(Sequential.BLOCK, "block: prune a block from its dense statistics, then "
+                                      "rerun it (2 passes); sublayer: one pass, each layer pruned before its own matmul")
+    refine: Refine = _setting(Refine.NONE, "weight update after the mask: none, or admm (exact masked least squares "
+                              "on H; needs calibration)")
+    admm_iters: int = _setting(30, "ADMM iterations")
+    calib_dtype: CalibDtype = _setting(CalibDtype.MODEL, "dtype of the calibration forward passes (autocast); "
+                                       "weights and statistics keep full precision. bfloat16 about halves the "
+                                       "forward time on CPUs with bf16 support")
+    nm: tuple[int, int] | None = field(init=False, default=None)  # (N, M) parsed from ``pattern``
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        if self.method not in METHODS:
-            raise PrunekitError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        method = choice(Method, self.method, "method")
+        row = METHODS[method]
         if not isinstance(self.sparsity, (int, float)) or not 0.0 <= self.sparsity < 1.0:
             raise PrunekitError(f"sparsity must be in [0, 1), got {self.sparsity!r}")
         nm = parse_pattern(self.pattern)
-        scope = self.scope or DEFAULT_SCOPE[self.method]
-        allocation = self.allocation
-        if scope == "global":
-            if allocation not in ("uniform", "global"):
+        scope = choice(Scope, self.scope or row.default_scope, "scope")
+        allocation = choice(Allocation, self.allocation, "allocation")
+        if scope == Scope.GLOBAL:
+            if allocation not in (Allocation.UNIFORM, Allocation.GLOBAL):
                 raise PrunekitError("scope 'global' already sets the allocation; drop --allocation")
-            scope, allocation = "layer", "global"
-        if scope not in SCOPES:
-            raise PrunekitError(f"unknown scope {scope!r}; choose global, layer or row")
-        if allocation not in ALLOCATIONS:
-            raise PrunekitError(f"unknown allocation {allocation!r}; choose one of {', '.join(ALLOCATIONS)}")
+            scope, allocation = Scope.LAYER, Allocation.GLOBAL
         if nm is not None:
             n, m = nm
-            if allocation != "uniform":
+            if allocation != Allocation.UNIFORM:
                 raise PrunekitError(f"allocation {allocation!r} does not apply to the N:M pattern {self.pattern}")
-            if self.method == "sparsegpt" and self.blocksize % m:
+            if row.column_blocks and self.blocksize % m:
                 raise PrunekitError(f"blocksize {self.blocksize} must be a multiple of M={m}")
             set_(self, "sparsity", 1.0 - n / m)
         if not 0.0 <= self.min_layer_sparsity <= self.max_layer_sparsity < 1.0:
             raise PrunekitError("need 0 <= min_layer_sparsity <= max_layer_sparsity < 1")
         if self.percdamp <= 0 or self.blocksize < 1 or self.batch_size < 1:
             raise PrunekitError("percdamp must be > 0, blocksize and batch_size >= 1")
-        if self.sequential not in ("block", "sublayer"):
-            raise PrunekitError(f"sequential must be 'block' or 'sublayer', got {self.sequential!r}")
-        if self.calib_dtype not in CALIB_DTYPES:
-            raise PrunekitError(f"calib_dtype must be one of {', '.join(CALIB_DTYPES)}, got {self.calib_dtype!r}")
-        if self.refine not in REFINES:
-            raise PrunekitError(f"refine must be one of {', '.join(REFINES)}, got {self.refine!r}")
-        if self.refine == "admm" and self.method == "magnitude":
-            raise PrunekitError("refine 'admm' needs calibration statistics: use it with wanda or sparsegpt")
+        refine = choice(Refine, self.refine, "refine")
+        if refine == Refine.ADMM and row.statistics == Statistics.NONE:
+            calibrated = ", ".join(m for m, r in METHODS.items() if r.statistics != Statistics.NONE)
+            raise PrunekitError(f"refine 'admm' needs calibration statistics: use it with {calibrated}")
         if self.admm_iters < 1:
             raise PrunekitError(f"admm_iters must be >= 1, got {self.admm_iters}")
         if self.owl_m <= 0 or not 0 <= self.owl_lambda < 1:
             raise PrunekitError("owl_m must be > 0 and owl_lambda in [0, 1)")
+        set_(self, "method", method)
         set_(self, "scope", scope)
         set_(self, "allocation", allocation)
+        set_(self, "refine", refine)
+        set_(self, "sequential", choice(Sequential, self.sequential, "sequential mode"))
+        set_(self, "calib_dtype", choice(CalibDtype, self.calib_dtype, "calib_dtype"))
         set_(self, "include", tuple(self.include))
         set_(self, "exclude", tuple(self.exclude))
+        set_(self, "nm", nm)
 
     @property
-    def nm(self) -> tuple[int, int] | None:
-        return parse_pattern(self.pattern)
+    def statistics(self) -> Statistics:
+        """What calibration gathers for this run: the method's own, or XᵀX for ADMM refinement."""
+        return Statistics.XTX if self.refine == Refine.ADMM else METHODS[self.method].statistics
 
     @property
     def needs_calibration(self) -> bool:
-        return self.method != "magnitude" or self.allocation == "owl"
+        return self.statistics != Statistics.NONE or self.allocation == Allocation.OWL
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PruneConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise PrunekitError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        return cls(**data)
 
 
 @dataclass(frozen=True)
 class CalibConfig:
     """Calibration sample: ``nsamples`` windows of ``seqlen`` tokens from ``data``, seeded."""
 
-    data: str = "c4"
-    nsamples: int = 128
-    seqlen: int = 2048
-    seed: int = 0
-    sampling: str = "auto"
+    data: str = _setting("c4", "calibration text: c4, wikitext2, a .txt or .jsonl file", flag="calib")
+    nsamples: int = _setting(128, "calibration windows")
+    seqlen: int = _setting(2048, "calibration window length (tokens)")
+    seed: int = _setting(0, "seed of the calibration sample (and of torch)")
+    sampling: Sampling = _setting(Sampling.AUTO, "how windows are drawn: auto, documents or stream",
+                                  flag="calib-sampling")
 
     def __post_init__(self) -> None:
         if self.nsamples < 1:
             raise PrunekitError(f"nsamples must be >= 1, got {self.nsamples}")
         if self.seqlen < 2:
             raise PrunekitError(f"seqlen must be >= 2, got {self.seqlen}")
-        if self.sampling not in ("auto", "documents", "stream"):
-            raise PrunekitError("sampling must be auto, documents or stream")
+        object.__setattr__(self, "sampling", choice(Sampling, self.sampling, "sampling"))

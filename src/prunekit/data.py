@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .config import CalibConfig, Sampling
 from .errors import PrunekitError
 from .fsutil import sha256_file
 
@@ -112,28 +113,25 @@ def encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text)["input_ids"]
 
 
-def sample_calibration(
-    source: TextSource, tokenizer, nsamples: int, seqlen: int, seed: int, sampling: str = "auto"
-) -> torch.Tensor:
-    """``(nsamples, seqlen)`` token windows, drawn the SparseGPT/Wanda way.
+def sample_calibration(source: TextSource, tokenizer, calib: CalibConfig) -> torch.Tensor:
+    """``(nsamples, seqlen)`` token windows, drawn the SparseGPT/Wanda way (``calib.sampling``).
 
     ``documents``: pick a random document longer than ``seqlen``, then a random offset.
     ``stream``: random offsets into the concatenated token stream of all documents.
     ``auto``: documents when at least 2×nsamples documents are long enough, else stream.
     """
-    if nsamples < 1:
-        raise PrunekitError(f"nsamples must be >= 1, got {nsamples}")
-    rng = random.Random(seed)
+    nsamples, seqlen, sampling = calib.nsamples, calib.seqlen, calib.sampling
+    rng = random.Random(calib.seed)
     encoded = [encode(tokenizer, d) for d in source.documents if d.strip()]
     long_docs = [ids for ids in encoded if len(ids) > seqlen]
-    if sampling == "auto":
-        sampling = "documents" if len(long_docs) >= 2 * nsamples else "stream"
-        if sampling == "stream":
+    if sampling == Sampling.AUTO:
+        sampling = Sampling.DOCUMENTS if len(long_docs) >= 2 * nsamples else Sampling.STREAM
+        if sampling == Sampling.STREAM:
             log.info(
                 "only %d of %d documents exceed %d tokens: drawing windows from the concatenated stream",
                 len(long_docs), len(encoded), seqlen,
             )
-    if sampling == "documents":
+    if sampling == Sampling.DOCUMENTS:
         if not long_docs:
             raise PrunekitError(f"no document in {source.name} is longer than {seqlen} tokens")
         windows = []

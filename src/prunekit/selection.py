@@ -6,15 +6,36 @@ requested number of entries per comparison group (ties broken by position, never
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
+
 import numpy as np
 import torch
 
 from .errors import PrunekitError
 
 
+class Scope(StrEnum):
+    """The comparison group within a layer: its rows, or the whole layer. ``global`` (one threshold
+    over all layers) is the layer scope with a global allocation; ``PruneConfig`` rewrites it so."""
+
+    LAYER = "layer"
+    ROW = "row"
+    GLOBAL = "global"
+
+
 def count_to_prune(numel: int, sparsity: float) -> int:
     """Number of entries to prune for ``sparsity`` of ``numel`` (round half to even, clamped)."""
     return max(0, min(numel, round(sparsity * numel)))
+
+
+def row_counts(total: int, rows: int) -> list[int]:
+    """``total`` prune counts spread over ``rows`` rows as evenly as possible (the first rows take one
+    more), summing exactly to ``total``."""
+    if rows == 0:
+        return []
+    base, extra = divmod(total, rows)
+    return [base + (r < extra) for r in range(rows)]
 
 
 def parse_pattern(pattern: str) -> tuple[int, int] | None:
@@ -28,6 +49,31 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
     if not 0 < n < m:
         raise PrunekitError(f"N:M pattern needs 0 < N < M, got {pattern!r}")
     return n, m
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A sparsity pattern as the speed tools name it: ``"50%"`` (that share pruned, unstructured) or
+    ``"2:4"`` (N:M, which fixes its own sparsity)."""
+
+    sparsity: float
+    nm: tuple[int, int] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Pattern:
+        if ":" in text:
+            n, m = parse_pattern(text)
+            return cls(1 - n / m, (n, m))
+        try:
+            percent = float(text.removesuffix("%")) if text.endswith("%") else -1.0
+        except ValueError:
+            percent = -1.0
+        if not 0 < percent < 100:
+            raise PrunekitError(f"a pattern is a percentage in (0, 100) such as 50% or N:M such as 2:4, got {text!r}")
+        return cls(percent / 100)
+
+    def __str__(self) -> str:
+        return f"{self.nm[0]}:{self.nm[1]}" if self.nm else f"{self.sparsity * 100:g}%"
 
 
 def smallest_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -156,3 +202,14 @@ def split_count(total: int, sizes: list[int]) -> list[int]:
     for i in order[: total - sum(parts)]:
         parts[i] += 1
     return parts
+
+
+def select_mask(scores: torch.Tensor, sparsity: float, scope: Scope, nm: tuple[int, int] | None = None) -> torch.Tensor:
+    """Keep-mask pruning exactly the lowest scores (rows, cols): per row, per layer, or N of every M inputs."""
+    if nm is not None:
+        return nm_mask(scores, *nm)
+    if scope == Scope.ROW:  # the layer's exact count, spread over rows as evenly as possible
+        return row_smallest_mask(scores, row_counts(count_to_prune(scores.numel(), sparsity), scores.shape[0]))
+    if scope == Scope.LAYER:
+        return smallest_mask(scores, count_to_prune(scores.numel(), sparsity))
+    raise ValueError(f"select_mask takes a layer or row scope, not {scope!r}")

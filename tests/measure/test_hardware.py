@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from prunekit.measure.hardware import cpu_info, gpu_info, layer_shapes, microbench, pruned_weight, summarize, verdict
-from prunekit.selection import is_valid_nm
+from prunekit.selection import Pattern, is_valid_nm
 from prunekit.store.formats import format_bytes
 
 
 @pytest.mark.parametrize(("pattern", "zeros"), [("50%", 0.5), ("70%", 0.7), ("90%", 0.9), ("2:4", 0.5)])
 def test_pruned_weight_has_exactly_the_pattern(pattern, zeros):
-    w = pruned_weight((24, 64), pattern, torch.float32)
+    w = pruned_weight((24, 64), Pattern.parse(pattern), torch.float32)
     assert int((w == 0).sum()) == round(zeros * w.numel())
     if pattern == "2:4":
         assert is_valid_nm(w, 2, 4)
@@ -22,11 +22,14 @@ def test_pruned_weight_has_exactly_the_pattern(pattern, zeros):
 def test_summarize_weights_shapes_by_count_and_says_no_speedup():
     """Hand-computed: two shapes, the second three times as common."""
     rows = [
-        {"shape": [8, 8], "count": 1, "pattern": "50%", "batch": 1, "seconds": {"dense": 4.0, "bitmask": 1.0, "sell": 2.0},
+        {"shape": [8, 8], "count": 1, "pattern": "50%", "sparsity": 0.5, "batch": 1,
+         "seconds": {"dense": 4.0, "bitmask": 1.0, "sell": 2.0},
          "dense_bytes": 100, "stored_bytes": {"bitmask": 50, "sell": 70}},
-        {"shape": [8, 16], "count": 3, "pattern": "50%", "batch": 1, "seconds": {"dense": 2.0, "bitmask": 1.0, "sell": 4.0},
+        {"shape": [8, 16], "count": 3, "pattern": "50%", "sparsity": 0.5, "batch": 1,
+         "seconds": {"dense": 2.0, "bitmask": 1.0, "sell": 4.0},
          "dense_bytes": 200, "stored_bytes": {"bitmask": 110, "sell": 120}},
-        {"shape": [8, 8], "count": 1, "pattern": "50%", "batch": 128, "seconds": {"dense": 1.0, "bitmask": 1.5, "sell": 1.1},
+        {"shape": [8, 8], "count": 1, "pattern": "50%", "sparsity": 0.5, "batch": 128,
+         "seconds": {"dense": 1.0, "bitmask": 1.5, "sell": 1.1},
          "dense_bytes": 100, "stored_bytes": {"bitmask": 50, "sell": 70}},
     ]
     s = summarize(rows)["50%"]
@@ -55,6 +58,6 @@ def test_machine_info():
 
 
 def test_microbench_rows():
-    rows = microbench(Counter({(16, 32): 2}), ("50%", "2:4"), (1, 3), reps=2)
+    rows = microbench(Counter({(16, 32): 2}), (Pattern.parse("50%"), Pattern.parse("2:4")), (1, 3), reps=2)
     assert [(r["pattern"], r["batch"]) for r in rows] == [("50%", 1), ("50%", 3), ("2:4", 1), ("2:4", 3)]
     assert all("dense" in r["seconds"] and len(r["seconds"]) >= 2 for r in rows)

@@ -183,7 +183,8 @@ def test_sublayer_sees_pruned_upstream_layers():
     inputs = capture_inputs(model, block, calib, batch_size=4)
     targets = block_targets(block, "model.layers.0", find_targets(model))
     stats, _, _ = collect_stats(block, {"o": targets["model.layers.0.self_attn.o_proj"]}, inputs, False)
-    from prunekit.oneshot.scores import select_mask, wanda_scores
+    from prunekit.oneshot.scores import wanda_scores
+    from prunekit.selection import select_mask
 
     w = weight_view(block.self_attn.o_proj)
     expected = ~select_mask(wanda_scores(w, stats["o"].norms_sq), 0.5, "row")

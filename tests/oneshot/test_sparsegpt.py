@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from prunekit.errors import PrunekitError
-from prunekit.oneshot.scores import magnitude_scores, select_mask, wanda_scores
+from prunekit.oneshot.scores import magnitude_scores, wanda_scores
 from prunekit.oneshot.sparsegpt import inverse_cholesky, sparsegpt_prune
 from prunekit.oneshot.stats import InputStats
-from prunekit.selection import count_to_prune, is_valid_nm
+from prunekit.selection import count_to_prune, is_valid_nm, select_mask
 
 
 def _err(w, w_hat, x):

@@ -34,6 +34,17 @@ def test_prune_remaining_takes_fraction_of_survivors():
     assert prune_remaining(m, w, 0.5)["a"].tolist() == [True, False, False, False, True]
 
 
+def test_row_scope_prunes_exactly_k_with_a_remainder():
+    # 3 rows × 4: one weight already pruned in row 0, so 11 remain; half of them is round(5.5) = 6 more,
+    # k = 7 in all, which 3 rows split 3 / 2 / 2 (k // rows would prune only 2 per row: 6).
+    keep = torch.ones(3, 4, dtype=torch.bool)
+    keep[0, 1] = False
+    w = torch.tensor([[4.0, 9.0, 3.0, 1.0], [8.0, 2.0, 7.0, 6.0], [5.0, 1.5, 2.5, 3.5]])
+    out = prune_remaining({"a": keep}, {"a": w}, 0.5, scope="row")["a"]
+    assert int((~out).sum()) == 7 and (~out).sum(1).tolist() == [3, 2, 2]
+    assert out.tolist() == [[True, False, False, False], [True, False, True, False], [True, False, False, True]]
+
+
 def test_rounds_sparsity_and_reset_to_theta0():
     starts = []  # (masks, weights) of every model handed to train, before training
 

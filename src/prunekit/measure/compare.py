@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
 
-from ..config import METHODS, CalibConfig, PruneConfig
+from ..config import CalibConfig, PruneConfig
 from ..data import load_text, sample_calibration
-from ..errors import PrunekitError
+from ..errors import PrunekitError, choice
 from ..models import load_model
+from ..oneshot.methods import Method
 from ..oneshot.pruner import prune
-from ..selection import is_valid_nm, parse_pattern
+from ..selection import Pattern, is_valid_nm
 from ..store.formats import format_bytes
 from ..targets import find_targets, weight_view
 from .bench import bench_model
@@ -28,7 +29,7 @@ from .hardware import cpu_info, layer_shapes, microbench, summarize
 from .perplexity import perplexity
 
 log = logging.getLogger(__name__)
-SWEEP = ("30%", "50%", "60%", "70%", "80%", "90%", "95%")
+SWEEP = tuple(map(Pattern.parse, ("30%", "50%", "60%", "70%", "80%", "90%", "95%")))
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class CompareConfig:
     model: str = "default"
     sparsities: tuple[float, ...] = (0.5,)
     patterns: tuple[str, ...] = ("unstructured", "2:4")
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[Method, ...] = tuple(Method)
     calib: str = "c4"
     nsamples: int = 16
     seqlen: int = 2048
@@ -49,30 +50,25 @@ class CompareConfig:
     new_tokens: int = 16
     bench_reps: int = 3
     seed: int = 0
+    calibration: CalibConfig = field(init=False)
+    runs: tuple[PruneConfig, ...] = field(init=False)  # one per method × pattern (× sparsity when unstructured)
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise PrunekitError(f"unknown methods {bad}; choose from {', '.join(METHODS)}")
-        if not self.patterns:
-            raise PrunekitError("give at least one pattern")
-        for p in self.patterns:
-            parse_pattern(p)
+        if not self.methods or not self.patterns:
+            raise PrunekitError("give at least one method and one pattern")
         if not self.sparsities or any(not 0 < s < 1 for s in self.sparsities):
             raise PrunekitError(f"sparsities must be in (0, 1), got {self.sparsities}")
-        CalibConfig(self.calib, self.nsamples, self.seqlen, self.seed)
         if self.max_windows < 1 or self.prompt_tokens < 1 or self.new_tokens < 2 or self.bench_reps < 1:
             raise PrunekitError("max_windows, prompt_tokens and bench_reps must be >= 1; new_tokens >= 2")
-
-    def runs(self) -> list[tuple[str, str, float]]:
-        """(method, pattern, sparsity) for each run; an N:M pattern fixes its own sparsity."""
-        out = []
-        for method in self.methods:
+        methods = tuple(choice(Method, m, "method") for m in self.methods)
+        runs = []
+        for method in methods:
             for pattern in self.patterns:
-                nm = parse_pattern(pattern)
-                for s in (1 - nm[0] / nm[1],) if nm else self.sparsities:
-                    out.append((method, pattern, s))
-        return out
+                base = PruneConfig(method=method, pattern=pattern)  # an N:M pattern sets its own sparsity
+                runs += [base] if base.nm else [replace(base, sparsity=s) for s in self.sparsities]
+        object.__setattr__(self, "methods", methods)
+        object.__setattr__(self, "calibration", CalibConfig(self.calib, self.nsamples, self.seqlen, self.seed))
+        object.__setattr__(self, "runs", tuple(runs))
 
 
 def storage_mb(model: torch.nn.Module) -> dict[str, float]:
@@ -93,7 +89,7 @@ def run_compare(cfg: CompareConfig) -> dict:
     calib_source, eval_source = load_text(cfg.calib), load_text(cfg.eval_data)
     torch.manual_seed(cfg.seed)
     model, tok, path = load_model(cfg.model)
-    calibration = sample_calibration(calib_source, tok, cfg.nsamples, cfg.seqlen, cfg.seed)
+    calibration = sample_calibration(calib_source, tok, cfg.calibration)
     dense_state = {k: v.clone() for k, v in model.state_dict().items()}
 
     def evaluate() -> float:
@@ -102,18 +98,18 @@ def run_compare(cfg: CompareConfig) -> dict:
     t0 = time.perf_counter()
     dense_ppl = evaluate()
     rows = []
-    for method, pattern, sparsity in tqdm(cfg.runs(), desc="compare"):
+    for config in tqdm(cfg.runs, desc="compare"):
         model.load_state_dict(dense_state)
-        config = PruneConfig(method=method, sparsity=sparsity, pattern=pattern)
         result = prune(model, config, calibration if config.needs_calibration else None)
         ppl = evaluate()
         speed = bench_model(model, cfg.prompt_tokens, cfg.new_tokens, cfg.bench_reps, seed=cfg.seed)
-        rows.append({"method": method, "pattern": pattern, "sparsity": round(result.sparsity, 4),
+        rows.append({"method": config.method, "pattern": config.pattern, "sparsity": round(result.sparsity, 4),
                      "perplexity": round(ppl, 3), "delta_vs_dense": round(ppl - dense_ppl, 3),
                      "prune_seconds": round(result.seconds, 1), "prune_peak_rss_mb": round(result.peak_rss_mb, 1),
                      "weight_mb": storage_mb(model), "bench": speed,
                      "layer_sparsity": [round(r.sparsity, 4) for r in result.layers]})
-        log.info("%s %s %.2f: ppl %.2f, decode %.2fx", method, pattern, sparsity, ppl, speed["ratios"]["decode_speedup"])
+        log.info("%s %s %.2f: ppl %.2f, decode %.2fx", config.method, config.pattern, config.sparsity, ppl,
+                 speed["ratios"]["decode_speedup"])
     sweep = summarize(microbench(layer_shapes(cfg.model), SWEEP, (1,)))
     return {"config": asdict(cfg), "model_path": path, "machine": cpu_info(), "dense_perplexity": round(dense_ppl, 3),
             "calibration": {"source": calib_source.describe(), "shape": list(calibration.shape)},

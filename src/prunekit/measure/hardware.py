@@ -15,15 +15,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..oneshot.scores import select_mask
 from ..run import extension, semi_structured
 from ..run.sparse_linear import LAYOUTS
 from ..run.swap import measure_layer
-from ..selection import parse_pattern
+from ..selection import Pattern, Scope, select_mask
 from ..store.formats import format_bytes
 from ..timing import llc_bytes
 
-PATTERNS = ("50%", "2:4", "70%", "90%")
+PATTERNS = tuple(map(Pattern.parse, ("50%", "2:4", "70%", "90%")))
 FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_bf16", "avx512_bitalg", "avx512_vpopcntdq", "avx512_fp16",
          "amx_tile", "amx_bf16", "asimd", "sve")
 # Below this a ratio is reported as "no speedup": the same path measured 0.86–1.04× over runs here
@@ -57,30 +56,23 @@ def gpu_info() -> dict:
             "semi_structured_2to4": "available" if ok else why}
 
 
-def parse_nm(pattern: str) -> tuple[int, int] | None:
-    """"2:4" -> (2, 4); "50%" -> None."""
-    return parse_pattern(pattern) if ":" in pattern else None
-
-
-def pruned_weight(shape: tuple[int, int], pattern: str, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
-    """A random (rows, cols) weight magnitude-pruned to ``pattern`` ("50%" or "2:4" style)."""
+def pruned_weight(shape: tuple[int, int], pattern: Pattern, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    """A random (rows, cols) weight magnitude-pruned to ``pattern``, per row."""
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(shape, generator=g)
-    nm = parse_nm(pattern)
-    sparsity = float(pattern.rstrip("%")) / 100 if nm is None else 1 - nm[0] / nm[1]
-    return (w * select_mask(w.abs(), sparsity, "row", nm)).to(dtype)
+    return (w * select_mask(w.abs(), pattern.sparsity, Scope.ROW, pattern.nm)).to(dtype)
 
 
-def microbench(shapes: Counter, patterns: tuple[str, ...] = PATTERNS, batches: tuple[int, ...] = (1, 8, 128),
+def microbench(shapes: Counter, patterns: tuple[Pattern, ...] = PATTERNS, batches: tuple[int, ...] = (1, 8, 128),
                dtype: torch.dtype = torch.float32, reps: int = 15) -> list[dict]:
     """One row per (shape, pattern, batch): median seconds of dense and each layout."""
     layouts = LAYOUTS if extension.available() else ("torch_csr",)
     rows = []
     for shape, pattern in tqdm([(s, p) for s in shapes for p in patterns], desc="hardware micro-benchmark"):
         w = pruned_weight(shape, pattern, dtype)
-        common = {"shape": list(shape), "count": shapes[shape], "pattern": pattern,
+        common = {"shape": list(shape), "count": shapes[shape], "pattern": str(pattern), "sparsity": pattern.sparsity,
                   "dtype": str(dtype).removeprefix("torch."), "dense_bytes": w.numel() * w.element_size(),
-                  "stored_bytes": format_bytes(w, parse_nm(pattern))}
+                  "stored_bytes": format_bytes(w, pattern.nm)}
         for batch, seconds in measure_layer(w, None, layouts, reps, batches).items():
             rows.append(common | {"batch": batch, "seconds": seconds})
     return rows
@@ -102,8 +94,9 @@ def summarize(rows: list[dict]) -> dict[str, dict]:
         dense = sum(r["count"] * r["dense_bytes"] for r in at)
         stored = {f: sum(r["count"] * r["stored_bytes"][f] for r in at) for f in at[0]["stored_bytes"]}
         fmt = min(stored, key=stored.get)
-        out[pattern] = {"speed": speed, "memory_format": fmt, "memory_ratio": round(dense / stored[fmt], 2),
-                        "verdict": verdict(pattern, speed, fmt, dense / stored[fmt])}
+        ratio = dense / stored[fmt]
+        out[pattern] = {"sparsity": mine[0]["sparsity"], "speed": speed, "memory_format": fmt,
+                        "memory_ratio": round(ratio, 2), "verdict": verdict(pattern, speed, fmt, ratio)}
     return out
 
 
@@ -173,7 +166,7 @@ def gpu_verdict(rows: list[dict], gpu: str) -> str:
         f"; {memory:.2f}× less weight memory" + tail
 
 
-def hardware_report(spec: str = "default", patterns: tuple[str, ...] = PATTERNS, batches: tuple[int, ...] = (1, 8, 128),
+def hardware_report(spec: str = "default", patterns: tuple[Pattern, ...] = PATTERNS, batches: tuple[int, ...] = (1, 8, 128),
                     dtype: torch.dtype = torch.float32, reps: int = 15) -> dict:
     shapes = layer_shapes(spec)
     rows = microbench(shapes, patterns, batches, dtype, reps)

@@ -81,7 +81,7 @@ def plot(results: dict, folder: Path) -> list[str]:
 
     def speedup(ax) -> None:
         sweep = results["kernel_sweep"]
-        xs = [float(p.rstrip("%")) / 100 for p in sweep]
+        xs = [s["sparsity"] for s in sweep.values()]
         batch1 = [{int(b): v for b, v in s["speed"].items()}[1]["speedup"] for s in sweep.values()]  # JSON keys are str
         ax.plot(xs, batch1, "o-", label="best sparse layer kernel vs dense (batch 1)")
         limit = [s["memory_ratio"] for s in sweep.values()]

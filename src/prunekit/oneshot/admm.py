@@ -1,10 +1,13 @@
 """Fixed-mask weight update by ADMM (Boža 2024, "Fast and optimal weight update for pruned LLMs").
 
-Given the dense weights W₀, a keep-mask and H = XXᵀ/n, find Ŵ that is zero off the mask and
-minimizes ‖(W₀ − Ŵ)X‖² = tr((W₀ − Ŵ) H (W₀ − Ŵ)ᵀ). ADMM splits W (unconstrained quadratic) from
-Z (masked): W = (W₀H + ρ(Z − U))(H + ρI)⁻¹; Z = mask ⊙ (W + U); U += W − Z. With a fixed ρ
-(mean diag H) the inverse is computed once and each iteration is one matmul; 30 iterations converge
-on test problems. Run after SparseGPT it re-solves the kept weights jointly, not column by column.
+Given the dense weights W₀, a keep-mask and H = 2XᵀX/n (``InputStats.hessian``, X the (tokens, cols)
+inputs), find Ŵ that is zero off the mask and minimizes ‖X(W₀ − Ŵ)ᵀ‖² ∝ tr((W₀ − Ŵ) H (W₀ − Ŵ)ᵀ). Any
+positive scale of H gives the same Ŵ: ρ and the damping scale with mean(diag H).
+
+ADMM splits W (unconstrained quadratic) from Z (masked): W = (W₀H + ρ(Z − U))(H + ρI)⁻¹;
+Z = mask ⊙ (W + U); U += W − Z. With a fixed ρ (mean diag H) the inverse is computed once and each
+iteration is one matmul; 30 iterations converge on test problems. Run after SparseGPT it re-solves the
+kept weights jointly, not column by column.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import PruneConfig
+from ..config import Allocation, PruneConfig, Refine, Sequential
 from ..errors import PrunekitError
 from ..models import check_finite
-from ..selection import zero_pruned_
+from ..selection import select_mask, zero_pruned_
 from ..store.mask_file import PackedMasks
 from ..targets import block_targets, find_blocks, find_targets, weight_view
 from ..timing import peak_rss_bytes, reset_peak_rss, rss_bytes
@@ -21,8 +21,8 @@ from .admm import admm_update
 from .allocation import clamp, global_allocation, outlier_ratio, owl_sparsities
 from .calibrate import BlockInputs, capture_inputs, collect_stats, run_block
 from .memory_pool import pooled_cpu_memory
-from .scores import magnitude_scores, select_mask, wanda_scores
-from .sparsegpt import sparsegpt_prune
+from .methods import METHODS, Statistics
+from .scores import magnitude_scores, wanda_scores
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,9 @@ def _layer_sparsities(
 ) -> tuple[dict[str, float], list[float] | None]:
     """Per-layer target sparsity: uniform, global threshold, or OWL (dense pre-pass over the blocks)."""
     low, high = config.min_layer_sparsity, config.max_layer_sparsity
-    if config.allocation == "uniform":
+    if config.allocation == Allocation.UNIFORM:
         return clamp(dict.fromkeys(targets, config.sparsity), low, high), None
-    if config.allocation == "global" and not config.needs_calibration:
+    if config.allocation == Allocation.GLOBAL and not config.needs_calibration:
         scores = {n: magnitude_scores(weight_view(m)) for n, m in targets.items()}
         return clamp(global_allocation(scores, config.sparsity), low, high), None
     # Calibrated score |W|·‖X‖ on the dense model, block by block.
@@ -127,12 +127,12 @@ def _layer_sparsities(
             block, local, inputs, hessian=False, outputs=i + 1 < len(block_list), inplace=i > 0
         )
         scores = {n: wanda_scores(weight_view(m), stats[n].norms_sq) for n, m in local.items()}
-        if config.allocation == "global":
+        if config.allocation == Allocation.GLOBAL:
             global_scores.update(scores)
         elif scores:
             params = sum(s.numel() for s in scores.values())
             owl_blocks.append((list(scores), outlier_ratio(list(scores.values()), config.owl_m), params))
-    if config.allocation == "global":
+    if config.allocation == Allocation.GLOBAL:
         return clamp(global_allocation(global_scores, config.sparsity), low, high), None
     names, ratios, params = zip(*owl_blocks, strict=True)
     block_s = owl_sparsities(list(ratios), list(params), config.sparsity, config.owl_lambda)
@@ -144,18 +144,17 @@ def _prune_layer(
     config: PruneConfig, name: str, module: nn.Module, sparsity: float, stats=None, sample=None
 ) -> tuple[torch.Tensor, LayerReport, int]:
     w = weight_view(module)
-    old = w.detach().clone() if sample is not None or config.refine == "admm" else None  # dense, for error / ADMM
+    refine = config.refine == Refine.ADMM
+    old = w.detach().clone() if sample is not None or refine else None  # dense, for error / ADMM
     escalations = 0
     t0 = time.perf_counter()
-    if config.method == "sparsegpt":
-        new, keep, escalations = sparsegpt_prune(
-            w, stats.hessian, sparsity, config.scope, config.nm, config.blocksize, config.percdamp, name
-        )
+    row = METHODS[config.method]
+    if row.update is not None:  # the update chooses the mask as it goes
+        new, keep, escalations = row.update(w, stats, sparsity, config, name)
         w.copy_(new)
     else:
-        scores = magnitude_scores(w) if config.method == "magnitude" else wanda_scores(w, stats.norms_sq)
-        keep = select_mask(scores, sparsity, config.scope, config.nm)
-    if config.refine == "admm":
+        keep = select_mask(row.score(w, stats), sparsity, config.scope, config.nm)
+    if refine:
         start = zero_pruned_(w, keep)
         w.copy_(admm_update(old, keep, stats.hessian, start=start, iters=config.admm_iters, percdamp=config.percdamp))
     zero_pruned_(w, keep)  # +0.0 at every pruned entry (the solvers leave -0.0 where a product was negative)
@@ -207,9 +206,7 @@ def _final_masks(targets: dict[str, nn.Module], kept_zeros: dict[str, torch.Tens
 def _calib_dtype(config: PruneConfig, block: nn.Module) -> torch.dtype:
     """The dtype calibration activations are kept and the blocks run in (autocast, never upcast)."""
     weights = next(block.parameters()).dtype
-    if config.calib_dtype == "model":
-        return weights
-    dtype = getattr(torch, config.calib_dtype)
+    dtype = config.calib_dtype.dtype or weights
     if dtype.itemsize > weights.itemsize:
         raise PrunekitError(f"calib_dtype {config.calib_dtype} is wider than the model's {weights}; use 'model'")
     return dtype
@@ -229,8 +226,8 @@ def prune(
     if config.needs_calibration and (calibration is None or calibration.numel() == 0):
         raise PrunekitError(f"method {config.method!r} with allocation {config.allocation!r} needs calibration data")
 
-    def magnitude_all(sparsities: dict[str, float], block_s: list[float] | None) -> PruneResult:
-        for name, module in tqdm(targets.items(), desc="magnitude", unit="layer", disable=not progress):
+    def without_statistics(sparsities: dict[str, float], block_s: list[float] | None) -> PruneResult:
+        for name, module in tqdm(targets.items(), desc=str(config.method), unit="layer", disable=not progress):
             keep, report, _ = _prune_layer(config, name, module, sparsities[name])
             kept_zeros[name] = _kept_zeros(weight_view(module), keep)
             reports.append(report)
@@ -238,21 +235,21 @@ def prune(
         return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), 0, block_s, info)
 
     if not config.needs_calibration:
-        return magnitude_all(*_layer_sparsities(config, targets, None, None))
+        return without_statistics(*_layer_sparsities(config, targets, None, None))
 
     blocks = find_blocks(model)
     if blocks is None:
         raise PrunekitError("calibrated pruning needs a model with repeated blocks (an nn.ModuleList)")
     block_name, block_list = blocks
     with pooled_cpu_memory() as trim:  # every batch reuses the same pages: RSS stays at the working set
-        sublayer = config.sequential == "sublayer"
+        sublayer = config.sequential == Sequential.SUBLAYER
         batch = calibration.shape[0] if sublayer else config.batch_size
         inputs = capture_inputs(model, block_list[0], calibration, batch, dtype=_calib_dtype(config, block_list[0]))
         activation_bytes = sum(h.nbytes for h in inputs.hidden)
         sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks)
-        if config.method == "magnitude":  # OWL needed calibration for the allocation only
-            return magnitude_all(sparsities, block_s)
-        hessian = config.method == "sparsegpt" or config.refine == "admm"
+        if config.statistics == Statistics.NONE:  # OWL needed calibration for the allocation only
+            return without_statistics(sparsities, block_s)
+        hessian = config.statistics == Statistics.XTX
         escalations = [0]
         stats_bytes = 0  # the most any one block's statistics and reconstruction samples took
 

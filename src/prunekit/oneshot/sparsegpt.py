@@ -1,4 +1,5 @@
-"""SparseGPT (Frantar & Alistarh 2023): OBS weight updates from H = 2XXᵀ, blocked lazy updates."""
+"""SparseGPT (Frantar & Alistarh 2023): OBS weight updates from H = 2XᵀX/n (X: (tokens, cols) inputs), blocked
+lazy updates."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import torch
 
 from ..errors import PrunekitError
-from ..selection import count_to_prune, smallest_mask, split_count
+from ..selection import Scope, count_to_prune, smallest_mask, split_count
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def sparsegpt_prune(
     weight: torch.Tensor,
     hessian: torch.Tensor,
     sparsity: float,
-    scope: str = "layer",
+    scope: Scope = Scope.LAYER,
     nm: tuple[int, int] | None = None,
     blocksize: int = 128,
     percdamp: float = 0.01,
@@ -71,7 +72,7 @@ def sparsegpt_prune(
 
     starts = list(range(0, cols, blocksize))
     widths = [min(blocksize, cols - s) for s in starts]
-    if nm is None and scope == "layer":
+    if nm is None and scope == Scope.LAYER:
         block_k = split_count(count_to_prune(rows * cols, sparsity), [rows * w for w in widths])
     elif nm is None:
         block_k = split_count(count_to_prune(cols, sparsity), widths)  # per row
@@ -85,7 +86,7 @@ def sparsegpt_prune(
         d = torch.diag(Hinv1)  # (count,)
         if nm is None:
             tmp = W1**2 / d[None, :] ** 2
-            if scope == "layer":
+            if scope == Scope.LAYER:
                 keep1 = smallest_mask(tmp, block_k[b])
             else:
                 keep1 = torch.ones_like(W1, dtype=torch.bool)

@@ -64,7 +64,8 @@ class InputStats:
 
     @property
     def hessian(self) -> torch.Tensor:
-        """H = 2XXᵀ/n, the Hessian of the layer-wise squared error."""
+        """H = 2XᵀX/n for the inputs X (tokens, cols), the Hessian of the layer-wise squared error (the
+        papers write 2XXᵀ, with X as (cols, tokens))."""
         if self.xtx is None:
             raise ValueError("hessian was not accumulated")
         return self.xtx * (2.0 / max(self.count, 1))

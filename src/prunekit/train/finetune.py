@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..config import CalibConfig
 from ..data import TextSource, sample_calibration
 from ..errors import PrunekitError
 from ..selection import zero_pruned_
@@ -38,7 +39,7 @@ def finetune(
     """
     if steps < 1:
         raise PrunekitError(f"steps must be >= 1, got {steps}")
-    windows = sample_calibration(source, tokenizer, steps * batch_size, seqlen, seed)
+    windows = sample_calibration(source, tokenizer, CalibConfig(source.name, steps * batch_size, seqlen, seed))
     locked = attach_dense(model)
     kept = {n: int(m.sum()) for n, m in locked.items()}
     if lora_rank:

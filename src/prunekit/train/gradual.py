@@ -8,9 +8,8 @@ import math
 import torch
 from torch import nn
 
-from ..errors import PrunekitError
-from ..oneshot.scores import select_mask
-from ..selection import global_counts, nm_mask, parse_pattern, smallest_mask
+from ..errors import PrunekitError, choice
+from ..selection import Scope, global_counts, nm_mask, parse_pattern, select_mask, smallest_mask
 from ..targets import ExpertSlice, find_targets, stored_transposed
 from .masks import attach, masks_of
 
@@ -43,7 +42,7 @@ class GradualPruner:
         end_step: int,
         frequency: int = 100,
         initial_sparsity: float = 0.0,
-        scope: str = "layer",
+        scope: Scope = Scope.LAYER,
         pattern: str = "unstructured",
         include: tuple[str, ...] = (),
         exclude: tuple[str, ...] = (),
@@ -58,10 +57,9 @@ class GradualPruner:
             raise PrunekitError(f"begin_step ({begin_step}) must be < end_step ({end_step})")
         if frequency < 1:
             raise PrunekitError(f"frequency must be >= 1, got {frequency}")
-        if scope not in ("layer", "row", "global"):
-            raise PrunekitError(f"scope must be layer, row or global, got {scope!r}")
         self.model, self.final, self.initial = model, final_sparsity, initial_sparsity
-        self.begin, self.end, self.frequency, self.scope = begin_step, end_step, frequency, scope
+        self.begin, self.end, self.frequency = begin_step, end_step, frequency
+        self.scope = choice(Scope, scope, "scope")
         targets = find_targets(model, include, exclude)
         if any(isinstance(t, ExpertSlice) for t in targets.values()):
             raise PrunekitError("gradual pruning of fused mixture-of-experts parameters is not supported yet")
@@ -103,7 +101,7 @@ class GradualPruner:
             n, m = self.nm
             keep_n = m - min(round(target * m), m - n)
             return {name: nm_mask(s, keep_n, m) if keep_n < m else s > -math.inf for name, s in scores.items()}
-        if self.scope == "global":
+        if self.scope == Scope.GLOBAL:
             counts = global_counts(list(scores.values()), target)
             return {n: smallest_mask(s, c) for (n, s), c in zip(scores.items(), counts, strict=True)}
         return {n: select_mask(s, target, self.scope) for n, s in scores.items()}

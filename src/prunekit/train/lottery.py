@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import PrunekitError
-from ..selection import global_counts, row_smallest_mask, smallest_mask
+from ..errors import PrunekitError, choice
+from ..selection import Scope, global_counts, row_counts, row_smallest_mask, smallest_mask
 from ..targets import find_targets, weight_view
 from .masks import attach, remove
 
@@ -28,10 +28,12 @@ class Round:
 
 
 def prune_remaining(masks: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], fraction: float,
-                    scope: str = "global") -> dict[str, torch.Tensor]:
-    """Prune ``fraction`` of the still-kept weights by magnitude (already pruned ones stay pruned)."""
+                    scope: Scope = Scope.GLOBAL) -> dict[str, torch.Tensor]:
+    """Prune ``fraction`` of the still-kept weights by magnitude (already pruned ones stay pruned).
+    Each layer (or, with global scope, the model) prunes exactly its count; row scope spreads a layer's
+    count over its rows as evenly as possible."""
     scores = {n: torch.where(masks[n], weights[n].abs().float(), torch.tensor(-1.0)) for n in masks}
-    if scope == "global":
+    if scope == Scope.GLOBAL:
         kept = sum(int(m.sum()) for m in masks.values())
         total = sum(m.numel() for m in masks.values())
         pruned_now = total - kept + round(fraction * kept)
@@ -40,7 +42,7 @@ def prune_remaining(masks: dict[str, torch.Tensor], weights: dict[str, torch.Ten
     out = {}
     for n, s in scores.items():
         k = masks[n].numel() - int(masks[n].sum()) + round(fraction * int(masks[n].sum()))
-        out[n] = smallest_mask(s, k) if scope == "layer" else row_smallest_mask(s, k // s.shape[0])
+        out[n] = smallest_mask(s, k) if scope == Scope.LAYER else row_smallest_mask(s, row_counts(k, s.shape[0]))
     return out
 
 
@@ -50,7 +52,7 @@ def lottery(
     evaluate: Callable[[nn.Module], float],
     rounds: int,
     prune_fraction: float = 0.2,
-    scope: str = "global",
+    scope: Scope = Scope.GLOBAL,
     rewind: Callable[[nn.Module], None] | None = None,
     random_reinit_control: bool = False,
     seed: int = 0,
@@ -65,6 +67,7 @@ def lottery(
         raise PrunekitError(f"rounds must be >= 1, got {rounds}")
     if not 0 < prune_fraction < 1:
         raise PrunekitError(f"prune_fraction must be in (0, 1), got {prune_fraction}")
+    scope = choice(Scope, scope, "scope")
     model = make_model(seed)
     if rewind is not None:
         rewind(model)
