@@ -7,15 +7,16 @@ from transformers import AutoModelForCausalLM
 from conftest import byte_tokenizer, tiny_llama
 from prunekit import PruneConfig, PrunekitError, prune
 from prunekit.fsutil import atomic_dir
+from prunekit.store.bits import pack_bits, unpack_bits
 from prunekit.store.info import layer_table
-from prunekit.store.mask_file import PackedMasks, load_masks, pack_mask, save_masks, unpack_mask
+from prunekit.store.mask_file import PackedMasks, load_masks, save_masks
 from prunekit.store.save import save_pruned
 
 
 @pytest.mark.parametrize("shape", [(1,), (3, 5), (7, 9), (2, 3, 4)])
 def test_pack_roundtrip(shape):
     m = torch.rand(shape) > 0.5
-    assert torch.equal(unpack_mask(pack_mask(m), shape), m)
+    assert torch.equal(unpack_bits(pack_bits(m), m.numel()).reshape(shape), m)
 
 
 def test_packed_masks_hold_one_bit_per_weight_and_count_without_unpacking(tmp_path):

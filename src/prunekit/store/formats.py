@@ -1,8 +1,8 @@
 """Lossless sparse storage formats for pruned weight matrices (pure functions on tensors).
 
-- ``bitmask``: one bit per weight + the nonzero values in row-major order.
+- ``bitmask``: one bit per weight (``bits.pack_bits``, row-major) + the nonzero values in row-major order.
 - ``nm``: N values per group of M inputs + each value's position in its group, packed in
-  ceil(log2 M) bits (2 bits for 2:4: the layout semi-structured kernels read).
+  ceil(log2 M) bits (``bits.pack_bits``; 2 bits for 2:4: the layout semi-structured kernels read).
 - ``csr``: row pointers + column indices in the narrowest integer type that fits + values.
 
 Each encoder returns a dict of tensors; ``decode`` rebuilds the exact dense matrix.
@@ -12,25 +12,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from ..errors import PrunekitError
 from ..selection import is_valid_nm
+from .bits import pack_bits, unpack_bits
 
 FORMATS = ("bitmask", "nm", "csr")
-
-
-def _pack_bits(values: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack small unsigned ints (< 2**bits) into a uint8 tensor, little-endian within each byte."""
-    v = values.reshape(-1).to(torch.int64).numpy()
-    bitplanes = ((v[:, None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(-1)
-    return torch.from_numpy(np.packbits(bitplanes, bitorder="little"))
-
-
-def _unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
-    planes = np.unpackbits(packed.numpy(), count=count * bits, bitorder="little").reshape(count, bits)
-    return torch.from_numpy((planes.astype(np.int64) << np.arange(bits)).sum(1))
 
 
 def index_dtype(limit: int) -> torch.dtype:
@@ -43,7 +31,7 @@ def index_dtype(limit: int) -> torch.dtype:
 
 def encode_bitmask(weight: torch.Tensor) -> dict[str, torch.Tensor]:
     keep = weight != 0
-    return {"mask": _pack_bits(keep, 1), "values": weight[keep].contiguous()}
+    return {"mask": pack_bits(keep), "values": weight[keep].contiguous()}
 
 
 def encode_nm(weight: torch.Tensor, n: int, m: int) -> dict[str, torch.Tensor]:
@@ -55,7 +43,7 @@ def encode_nm(weight: torch.Tensor, n: int, m: int) -> dict[str, torch.Tensor]:
     order = torch.argsort((groups != 0).to(torch.int8), dim=2, descending=True, stable=True)[..., :n]
     idx = order.sort(dim=2).values  # (rows, groups, n), ascending positions
     values = torch.gather(groups, 2, idx)
-    return {"values": values.reshape(rows, -1).contiguous(), "indices": _pack_bits(idx, max(1, math.ceil(math.log2(m))))}
+    return {"values": values.reshape(rows, -1).contiguous(), "indices": pack_bits(idx, max(1, math.ceil(math.log2(m))))}
 
 
 def encode_csr(weight: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -81,13 +69,20 @@ def encode(weight: torch.Tensor, fmt: str, nm: tuple[int, int] | None = None) ->
     raise PrunekitError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
+def _unpack(packed: torch.Tensor, count: int, bits: int, fmt: str) -> torch.Tensor:
+    try:
+        return unpack_bits(packed, count, bits)
+    except ValueError as e:
+        raise PrunekitError(f"corrupt {fmt} layer: {e}") from e
+
+
 def decode(parts: dict[str, torch.Tensor], fmt: str, shape: tuple[int, int], dtype: torch.dtype,
            nm: tuple[int, int] | None = None) -> torch.Tensor:
     """The exact dense (rows, cols) matrix back from ``encode``'s tensors."""
     rows, cols = shape
     out = torch.zeros(rows * cols, dtype=dtype)
     if fmt == "bitmask":
-        keep = _unpack_bits(parts["mask"], 1, rows * cols).bool()
+        keep = _unpack(parts["mask"], rows * cols, 1, fmt)
         if int(keep.sum()) != parts["values"].numel():
             raise PrunekitError("corrupt bitmask layer: mask and values disagree")
         out[keep] = parts["values"].to(dtype)
@@ -102,7 +97,7 @@ def decode(parts: dict[str, torch.Tensor], fmt: str, shape: tuple[int, int], dty
     if fmt == "nm":
         n, m = nm
         count = rows * (cols // m) * n
-        idx = _unpack_bits(parts["indices"], max(1, math.ceil(math.log2(m))), count).view(rows, cols // m, n)
+        idx = _unpack(parts["indices"], count, max(1, math.ceil(math.log2(m))), fmt).view(rows, cols // m, n)
         values = parts["values"].to(dtype).view(rows, cols // m, n)
         dense = torch.zeros(rows, cols // m, m, dtype=dtype)
         dense.scatter_(2, idx, values)

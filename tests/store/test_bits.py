@@ -1,0 +1,60 @@
+"""The two bit layouts a mask takes (flat on disk, row-aligned words in the kernel) and that a mask
+survives every conversion between them."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from prunekit.errors import PrunekitError
+from prunekit.run import kernel
+from prunekit.store.bits import pack_bits, unpack_bits
+from prunekit.store.formats import decode, encode
+from prunekit.store.mask_file import load_masks, save_masks
+
+
+def test_little_bit_order_by_hand():
+    mask = torch.tensor([1, 0, 0, 0, 0, 0, 0, 0, 0, 1], dtype=torch.bool)  # entries 0 and 9
+    assert pack_bits(mask).tolist() == [0x01, 0x02]
+    # 2-bit values 3, 1, 2: bits 0-1 = 0b11, bits 2-3 = 0b01, bits 4-5 = 0b10 -> 0b00100111
+    assert pack_bits(torch.tensor([3, 1, 2]), 2).tolist() == [0x27]
+    assert unpack_bits(torch.tensor([0x27], dtype=torch.uint8), 3, 2).tolist() == [3, 1, 2]
+
+
+def test_wrong_byte_count_is_refused():
+    with pytest.raises(ValueError, match="expected 2 packed bytes"):
+        unpack_bits(torch.zeros(1, dtype=torch.uint8), 10)
+
+
+def test_a_mask_survives_every_conversion(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    keep = torch.rand(5, 37, generator=g) > 0.4  # 37 columns: a partial kernel word and a partial byte
+    save_masks({"layer": keep}, tmp_path / "m.safetensors")
+    from_file = load_masks(tmp_path / "m.safetensors")["layer"]
+    w = torch.randn(5, 37, generator=g) * from_file  # zeros exactly where the mask prunes
+    assert torch.equal(w != 0, keep)
+    exported = decode(encode(w, "bitmask"), "bitmask", (5, 37), w.dtype)
+    assert torch.equal(exported != 0, keep)
+    for layout in kernel.KINDS:
+        assert torch.equal(kernel.unpack(kernel.pack(exported, layout)) != 0, keep)
+
+
+def test_kernel_words_equal_the_flat_bytes_when_rows_fill_whole_words():
+    keep = torch.rand(3, 32, generator=torch.Generator().manual_seed(1)) > 0.5
+    words = kernel.pack_bitmask(keep.float())["mask"]  # (rows, 2) int16, bit j of word c = column 16c + j
+    assert torch.equal(words.contiguous().view(torch.uint8).reshape(-1), pack_bits(keep))
+
+
+def test_version_1_mask_files_still_read(tmp_path):
+    keep = torch.rand(4, 10, generator=torch.Generator().manual_seed(2)) > 0.5
+    big = torch.from_numpy(np.packbits(keep.reshape(-1).numpy()))  # numpy's default big bit order
+    save_file({"l": big}, str(tmp_path / "v1.safetensors"),
+              metadata={"format": "prunekit-masks", "version": "1", "shapes": '{"l": [4, 10]}'})
+    assert torch.equal(load_masks(tmp_path / "v1.safetensors")["l"], keep)
+
+
+def test_truncated_mask_file_is_a_clear_error(tmp_path):
+    save_file({"l": torch.zeros(1, dtype=torch.uint8)}, str(tmp_path / "t.safetensors"),
+              metadata={"format": "prunekit-masks", "version": "2", "shapes": '{"l": [4, 10]}'})
+    with pytest.raises(PrunekitError, match="mask of l"):
+        load_masks(tmp_path / "t.safetensors")
