@@ -8,6 +8,16 @@ import pytest
 import torch
 
 
+def pytest_runtest_setup(item):
+    """``@pytest.mark.kernel`` tests need the compiled extension: checked when such a test runs, not at
+    collection, so collecting (or ``-m "not kernel"``) never builds it."""
+    if item.get_closest_marker("kernel"):
+        from prunekit.run import extension
+
+        if not extension.available():
+            pytest.skip("no C++ compiler: the compiled extension (sparse kernel, memory pool) cannot be built")
+
+
 def byte_tokenizer():
     """A real fast tokenizer with 256 byte tokens: saves and loads like any Hugging Face tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -99,6 +99,7 @@ def test_finetune_cli(tiny_model_dir, text_files, tmp_path, capsys):
     assert code == 2 and "steps must be >= 1" in err and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_lottery_cli(tmp_path, capsys):
     code, stdout, _ = _run(capsys, "lottery", "--rounds", "2", "--seeds", "1", "--epochs", "1",
                            "--out", str(tmp_path / "lt"))
@@ -118,6 +119,7 @@ def test_export_cli(tiny_model_dir, tmp_path, capsys):
     assert code == 2 and "exists" in err
 
 
+@pytest.mark.slow
 def test_hardware_cli(tiny_model_dir, tmp_path, capsys):
     code, stdout, _ = _run(capsys, "hardware", "--model", str(tiny_model_dir), "--patterns", "50%,2:4", "--batches", "1",
                "--reps", "2", "--out", str(tmp_path / "hw.json"))

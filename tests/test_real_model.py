@@ -8,7 +8,7 @@ from prunekit.data import load_text, sample_calibration, shared_data_dir
 from prunekit.measure.perplexity import perplexity
 from prunekit.targets import find_targets, weight_view
 
-pytestmark = pytest.mark.real_model
+pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,24 @@ import sys
 
 import pytest
 
+from prunekit import timing
 from prunekit.timing import alternate, copies_past_cache, llc_bytes
 
 
-def test_alternate_interleaves_and_takes_medians():
+def test_alternate_interleaves_and_takes_medians(monkeypatch):
+    clock = [0.0]  # a fake clock each call advances by its scripted duration: medians, not wall time
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    durations = {"a": [9.0, 1.0, 1.0, 5.0], "b": [9.0, 2.0, 3.0, 3.0]}  # first: the warm-up call
     calls = []
-    out = alternate({"a": lambda i: calls.append(("a", i)), "b": lambda i: calls.append(("b", i))}, reps=3, warmup=1)
-    assert set(out) == {"a", "b"} and all(v >= 0 for v in out.values())
+
+    def fn(name):
+        def call(i):
+            calls.append((name, i))
+            clock[0] += durations[name].pop(0)
+        return call
+
+    out = alternate({"a": fn("a"), "b": fn("b")}, reps=3, warmup=1)
+    assert out == {"a": 1.0, "b": 3.0}  # medians of (1, 1, 5) and (2, 3, 3); the means would be 2.33 and 2.67
     assert calls == [("a", 0), ("b", 0), ("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
 
 
@@ -23,6 +34,7 @@ def test_copies_past_cache():
     assert copies_past_cache(1) == 256           # capped
 
 
+@pytest.mark.slow
 def test_peak_rss_tracks_a_big_allocation():
     """In a fresh process (a long-lived one may reuse freed memory without growing RSS)."""
     code = """

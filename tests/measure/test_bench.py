@@ -7,7 +7,6 @@ from conftest import tiny_llama
 from prunekit.config import PruneConfig
 from prunekit.measure.bench import bench_model, weight_bytes
 from prunekit.oneshot.pruner import prune
-from prunekit.run import extension
 
 
 def test_weight_bytes_counts_tied_weights_once():
@@ -18,7 +17,7 @@ def test_weight_bytes_counts_tied_weights_once():
     assert weight_bytes(model) == sum(params.values()) + sum(b.numel() * b.element_size() for b in model.buffers())
 
 
-@pytest.mark.skipif(not extension.available(), reason="no C++ compiler: the sparse kernel cannot be built")
+@pytest.mark.kernel
 def test_bench_model_dense_vs_sparse():
     model = tiny_llama()
     prune(model, PruneConfig(method="magnitude", sparsity=0.7))

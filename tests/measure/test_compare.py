@@ -11,7 +11,6 @@ from prunekit.errors import PrunekitError
 from prunekit.measure.compare import CompareConfig, run_compare, storage_mb
 from prunekit.measure.report import write_report
 from prunekit.oneshot.pruner import prune
-from prunekit.run import extension
 
 
 def test_runs_dedupe_nm_patterns():
@@ -37,7 +36,8 @@ def test_storage_mb_counts_nm_only_when_every_layer_is_valid():
     assert "nm" not in storage_mb(tiny_model)
 
 
-@pytest.mark.skipif(not extension.available(), reason="no C++ compiler: the sparse kernel cannot be built")
+@pytest.mark.slow
+@pytest.mark.kernel
 def test_compare_end_to_end(tiny_model_dir, text_files, tmp_path):
     cfg = CompareConfig(model=str(tiny_model_dir), patterns=("unstructured", "2:4"), methods=("magnitude", "wanda"),
                         calib=str(text_files["jsonl"]), nsamples=2, seqlen=32, eval_data=str(text_files["txt"]),

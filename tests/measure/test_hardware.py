@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from prunekit.measure.hardware import cpu_info, gpu_info, layer_shapes, microbench, pruned_weight, summarize, verdict
+from prunekit.run import semi_structured
 from prunekit.selection import Pattern, is_valid_nm
 from prunekit.store.formats import format_bytes
 
@@ -54,7 +55,9 @@ def test_layer_shapes_from_config_only(tiny_model_dir):
 def test_machine_info():
     info = cpu_info()
     assert info["cores"] >= 1 and info["torch_cpu_capability"]
-    assert gpu_info()["semi_structured_2to4"]  # "available" or why not
+    ok, why = semi_structured.support()
+    assert gpu_info()["semi_structured_2to4"] == ("available" if ok else why)
+    assert torch.cuda.is_available() or gpu_info() == {"gpu": None, "semi_structured_2to4": "no CUDA GPU"}
 
 
 def test_microbench_rows():

@@ -51,6 +51,7 @@ def test_bad_shapes():
         admm_update(torch.zeros(2, 3), torch.ones(2, 3, dtype=torch.bool), torch.eye(4))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
 def test_refine_admm_in_prune_lowers_layer_errors(method):
     """On a tiny Llama, refining each layer's weights on its mask lowers the mean reconstruction error."""

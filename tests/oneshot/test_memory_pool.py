@@ -4,10 +4,9 @@ import pytest
 import torch
 
 from prunekit.oneshot.memory_pool import pool_stats, pooled_cpu_memory
-from prunekit.run import extension
 from prunekit.timing import rss_bytes
 
-pytestmark = pytest.mark.skipif(not extension.available(), reason="no C++ compiler: the memory pool cannot be built")
+pytestmark = pytest.mark.kernel
 MB = 1 << 20
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from prunekit.run import extension, kernel
 
-pytestmark = pytest.mark.skipif(not extension.available(), reason="no C++ compiler: the sparse kernel cannot be built")
+pytestmark = pytest.mark.kernel
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 SHAPES = ((1, 1), (1, 17), (7, 37), (5, 16), (33, 100), (64, 576))
 

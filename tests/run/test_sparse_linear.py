@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from prunekit.run import extension, kernel
+from prunekit.run import kernel
 from prunekit.run.sparse_linear import LAYOUTS, SMALL_BATCH, SparseLinear
 
-pytestmark = pytest.mark.skipif(not extension.available(), reason="no C++ compiler: the sparse kernel cannot be built")
+pytestmark = pytest.mark.kernel
 
 
 def pruned_linear(inp: int, out: int, sparsity: float, dtype=torch.float32, bias: bool = True) -> nn.Linear:

@@ -14,8 +14,6 @@ from prunekit.run import extension
 from prunekit.run.sparse_linear import SparseLinear
 from prunekit.run.swap import dense_linear, measure_layer, pick, sparsify
 
-needs_kernel = pytest.mark.skipif(not extension.available(), reason="no C++ compiler: the sparse kernel cannot be built")
-
 
 def pruned_tiny(sparsity: float = 0.7):
     model = tiny_llama()
@@ -55,7 +53,8 @@ def test_pick_keeps_prefill_near_dense():
     assert pick(seconds, 1.03, prefill=prefill | {"bitmask": 1.2}, prefill_floor=0.9) == "dense"
 
 
-@needs_kernel
+@pytest.mark.slow
+@pytest.mark.kernel
 @pytest.mark.parametrize("layout", ["auto", "bitmask", "sell", "torch_csr"])
 def test_outputs_and_generation_unchanged(layout):
     model = pruned_tiny()
@@ -78,7 +77,7 @@ def test_outputs_and_generation_unchanged(layout):
         assert c.stored_bytes < c.dense_bytes or c.layout == "dense"
 
 
-@needs_kernel
+@pytest.mark.kernel
 def test_auto_keeps_dense_layers_that_measure_slower(monkeypatch):
     monkeypatch.setattr("prunekit.run.swap.measure_layer",
                         lambda w, b, layouts, reps, batches=(1,): {n: {"dense": 1.0, **{k: 2.0 for k in layouts}}
@@ -103,7 +102,7 @@ def test_without_a_compiler_layers_stay_dense(monkeypatch, caplog):
     assert {c.layout for c in sparsify(model, reps=2)} <= {"dense", "torch_csr"}
 
 
-@needs_kernel
+@pytest.mark.kernel
 def test_measure_layer_reports_every_candidate():
     w = torch.randn(32, 48)
     w[w.abs() < 1] = 0
@@ -111,7 +110,7 @@ def test_measure_layer_reports_every_candidate():
     assert set(seconds) == {"dense", "bitmask", "sell"} and all(s > 0 for s in seconds.values())
 
 
-@needs_kernel
+@pytest.mark.kernel
 def test_measure_layer_times_modules_on_both_sides(monkeypatch):
     """Dense is timed as the nn.Linear a model calls (module overhead included), as SparseLinear is."""
     calls = {"dense": 0, "sparse": 0}
