@@ -39,6 +39,11 @@ def small(x: torch.Tensor, blob: torch.Tensor, bias: torch.Tensor | None = None)
     return kernel.forward(x, blob, bias, small_batch=x.shape[0])
 
 
+def raw(x: torch.Tensor, blob: torch.Tensor) -> torch.Tensor:
+    """The compiled call alone, without ``kernel.forward``'s ``check``: the kernel's own header checks."""
+    return extension.load().sparse_forward(x, blob, None, extension.forced_isa(), x.shape[0], 0)
+
+
 def tiled(x: torch.Tensor, blob: torch.Tensor, bias: torch.Tensor | None = None, tile_rows: int = 0) -> torch.Tensor:
     """The large-batch path: unpacked tiles of rows through dense GEMM."""
     return kernel.forward(x, blob, bias, small_batch=-1, tile_rows=tile_rows)
@@ -172,27 +177,36 @@ def test_corrupt_packed_weight_is_a_clear_error(layout):
         bad = packed.clone()
         bad[:kernel.HEADER].view(torch.int64)[field] = value
         with pytest.raises(RuntimeError, match=match):
-            small(x, bad)
+            raw(x, bad)
+        with pytest.raises(ValueError, match="magic|corrupt"):
+            small(x, bad)  # kernel.forward checks first
     assert header[0] == kernel.MAGIC  # the originals are untouched
     with pytest.raises(RuntimeError, match="outside"):
-        small(x, packed[: packed.numel() - 64].clone())  # truncated
+        raw(x, packed[: packed.numel() - 64].clone())  # truncated
     with pytest.raises(RuntimeError, match="uint8"):
-        small(x, packed.view(torch.int16))
+        raw(x, packed.view(torch.int16))
     with pytest.raises(ValueError, match="magic"):
         kernel.read(torch.zeros(kernel.HEADER, dtype=torch.uint8))
     with pytest.raises(ValueError, match="corrupt"):
         kernel.read(packed[: packed.numel() - 64].clone())
 
 
+def stamp(blob: torch.Tensor) -> torch.Tensor:
+    """Write ``blob``'s checksum into its header, as a deliberate tamperer would after an edit."""
+    blob[8 * kernel.DIGEST:8 * kernel.DIGEST + 8] = torch.tensor([kernel.digest(blob)]).view(torch.uint8)
+    return blob
+
+
 def corrupt_copies(layout: str) -> list[tuple[str, torch.Tensor]]:
-    """A packed (40, 70) weight with each index part wrong in one way that keeps every size right."""
+    """A packed (40, 70) weight with each index part wrong in one way that keeps every size right, and
+    the checksum rewritten to match: the index checks alone must catch these."""
     packed = kernel.pack(sparse_weight(40, 70, 0.5), layout)
     cases = []
 
     def case(name, edit):
         bad = packed.clone()
         edit(kernel.read(bad).parts)  # views into bad
-        cases.append((name, bad))
+        cases.append((name, stamp(bad)))
 
     if layout == "sell":
         case("column past the end", lambda p: p["col"].__setitem__(0, 70))
@@ -207,6 +221,7 @@ def corrupt_copies(layout: str) -> list[tuple[str, torch.Tensor]]:
             words[first] = int(words[first]) & (int(words[first]) - 1)
             words[-1] = int(words[-1]) | (1 << 10)
         case("row offsets off the mask", lambda p: p["row_ptr"].__setitem__(1, p["row_ptr"][1] + 1))
+        case("negative row offset", lambda p: p["row_ptr"].__setitem__(1, -1))
         case("mask bit past the last column", bit_past_cols)
     return cases
 
@@ -224,6 +239,23 @@ def test_check_finds_indices_out_of_bounds(layout):
                 assert "corrupt" in str(e), name
             else:
                 pytest.fail(f"{fn.__name__} took a packed weight with a {name}")
+
+
+@pytest.mark.parametrize("layout", kernel.KINDS)
+def test_checksum_catches_what_the_index_checks_cannot(layout):
+    """A changed value, or the value dtype switched between bf16 and fp16, leaves every index valid: only
+    the checksum tells the weight is not the one packed."""
+    w = sparse_weight(40, 70, 0.5, torch.bfloat16)
+    packed = kernel.pack(w, layout)
+    value = packed.clone()
+    kernel.read(value).parts["values"][3] += 1
+    dtype = packed.clone()
+    dtype[:kernel.HEADER].view(torch.int64)[4] = kernel.VALUE_DTYPES.index(torch.float16)
+    for bad in (value, dtype):
+        with pytest.raises(ValueError, match="checksum"):
+            kernel.check(bad)
+        back = kernel.unpack(stamp(bad))  # valid once stamped, but not w: other bits, or other dtype
+        assert back.dtype != w.dtype or not torch.equal(back.view(torch.int16), w.view(torch.int16))
 
 
 @pytest.mark.parametrize("layout", kernel.KINDS)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+import io
+import zipfile
 
 import pytest
 import torch
+from test_kernel import corrupt_copies, sparse_weight
 from torch import nn
 
+from prunekit.errors import PrunekitError
 from prunekit.run import kernel
 from prunekit.run.sparse_linear import LAYOUTS, SMALL_BATCH, SparseLinear
 
@@ -90,8 +94,8 @@ def test_state_dict_and_pickle_round_trip(layout, tmp_path):
         other.csr_values.zero_()
         assert torch.equal(other(x), other.bias.expand(3, -1))
     else:
-        other.packed.zero_()  # a wrecked buffer: its header no longer reads as a packed weight
-        with pytest.raises(RuntimeError, match="magic"):
+        other.packed.zero_()  # a wrecked buffer, in place: checked again before the kernel sees it
+        with pytest.raises(PrunekitError, match="magic"):
             other(x)
     other.load_state_dict(sparse.state_dict())
     assert torch.equal(other(x), sparse(x))
@@ -119,6 +123,41 @@ def test_load_state_dict_checks_the_packed_weight_before_copying(layout):
     with pytest.raises(ValueError, match="this layer is"):
         sparse.load_state_dict(other.state_dict())
     assert torch.equal(sparse(x), before)
+
+
+def _tampered_save(layer: SparseLinear, bad: torch.Tensor) -> io.BytesIO:
+    """``torch.save(layer)`` with the packed weight's bytes replaced in the file, as an edit of it would."""
+    good, out = io.BytesIO(), io.BytesIO()
+    torch.save(layer, good)
+    target = layer.packed.numpy().tobytes()
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            dst.writestr(item, bad.numpy().tobytes() if data == target else data)
+    out.seek(0)
+    return out
+
+
+@pytest.mark.parametrize("layout", ("bitmask", "sell"))
+def test_every_path_to_the_kernel_is_checked(layout):
+    """A packed weight with an index out of bounds (checksum rewritten to match) reaches the layer by
+    assignment, by an in-place write, or in an edited ``torch.save`` file: each is refused on the next
+    call, before the kernel reads it (4 of 9 such cases crashed the process before)."""
+    x = torch.randn(2, 70)
+    for name, bad in corrupt_copies(layout):
+        assigned = SparseLinear(sparse_weight(40, 70, 0.5), None, layout)
+        assigned.packed = bad.clone()
+        in_place = SparseLinear(sparse_weight(40, 70, 0.5), None, layout)
+        in_place(x)
+        in_place.packed.copy_(bad)
+        loaded = torch.load(_tampered_save(SparseLinear(sparse_weight(40, 70, 0.5), None, layout), bad),
+                            weights_only=False)
+        for path, layer in (("assigned", assigned), ("in place", in_place), ("torch.load", loaded)):
+            with pytest.raises(PrunekitError, match="corrupt"):
+                layer(x)
+                pytest.fail(f"{name}, {path}: reached the kernel")
+    fine = SparseLinear(sparse_weight(40, 70, 0.5), None, layout)
+    assert torch.equal(torch.load(_tampered_save(fine, fine.packed), weights_only=False)(x), fine(x))
 
 
 def test_load_state_dict_checks_torch_csr_parts():

@@ -5,6 +5,8 @@ Building and loading the extension is ``extension.py``'s job."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from typing import NamedTuple
 
 import torch
@@ -17,6 +19,7 @@ SLICE = 16  # rows per sell slice: one AVX-512 vector of float32
 PAD = 32  # zeros after the packed values, so vector loads never leave the buffer
 MAGIC = 0x31534B50  # "PKS1": the packed weight's first int64 (see csrc/sparse_linear.cpp, read_packed)
 HEADER = 128  # bytes: 16 int64, then each part at a 64-byte aligned offset
+DIGEST = 14  # header slot of the checksum over everything else (the kernel does not read it)
 VALUE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -91,39 +94,66 @@ def pack(weight: torch.Tensor, kind: str) -> torch.Tensor:
     blob[:HEADER] = header.view(torch.uint8)
     for off, r in zip(offsets[:-1], raw, strict=True):
         blob[off:off + r.numel()] = r
+    blob[8 * DIGEST:8 * DIGEST + 8] = torch.tensor([digest(blob)], dtype=torch.int64).view(torch.uint8)
     return blob
 
 
+def digest(blob: torch.Tensor) -> int:
+    """64-bit BLAKE2b of the packed tensor minus its checksum slot, as a signed int64: ``check`` compares
+    it with the slot, so a changed byte anywhere (a value, or the dtype field) is caught, not run."""
+    data = memoryview(blob.contiguous().numpy())
+    h = hashlib.blake2b(digest_size=8)
+    h.update(data[:8 * DIGEST])
+    h.update(data[8 * DIGEST + 8:])
+    return int.from_bytes(h.digest(), "little", signed=True)
+
+
 def read(blob: torch.Tensor) -> Packed:
-    """``pack``'s tensor as its layout, shape and parts (views, no copies)."""
-    if blob.dtype != torch.uint8 or blob.dim() != 1 or blob.numel() < HEADER:
-        raise ValueError("not a packed weight: expected a 1-D uint8 tensor with prunekit's header")
+    """``pack``'s tensor as its layout, shape and parts (views, no copies), after the header checks the
+    kernel makes on each call (parts inside the tensor, sizes that fit the shape). Raises ValueError."""
+    if blob.dtype != torch.uint8 or blob.dim() != 1 or not blob.is_contiguous() or blob.numel() < HEADER:
+        raise ValueError("not a packed weight: expected a contiguous 1-D uint8 tensor with prunekit's header")
     h = blob[:HEADER].clone().view(torch.int64).tolist()
     if h[0] != MAGIC:
         raise ValueError("not a packed weight (wrong magic number)")
-    if not (0 <= h[1] < len(KINDS) and 0 <= h[4] < len(VALUE_DTYPES)) or any(
-            h[6 + 2 * k] < HEADER or h[6 + 2 * k] + h[7 + 2 * k] > blob.numel() for k in range(len(PARTS[KINDS[h[1]]]))):
+    kind_i, rows, cols, dtype_i, index_bytes = h[1:6]
+    if not (0 <= kind_i < len(KINDS) and 0 <= dtype_i < len(VALUE_DTYPES) and 0 <= rows < 1 << 31 and 0 <= cols < 1 << 31
+            and (kind_i == 0 or index_bytes in (2, 4))):
         raise ValueError("corrupt packed weight header")
-    kind, rows, cols = KINDS[h[1]], h[2], h[3]
-    dtypes = {"mask": torch.int16, "values": VALUE_DTYPES[h[4]], "row_ptr": torch.int64, "slice_ptr": torch.int64,
-              "col": torch.int16 if h[5] == 2 else torch.int32, "where": torch.int32}
-    parts = {name: blob[h[6 + 2 * k]:h[6 + 2 * k] + h[7 + 2 * k]].view(dtypes[name]) for k, name in enumerate(PARTS[kind])}
-    if kind == "bitmask":
-        parts["mask"] = parts["mask"].view(rows, -(-cols // 16))
+    kind = KINDS[kind_i]
+    names = PARTS[kind]
+    spans = [(h[6 + 2 * k], h[7 + 2 * k]) for k in range(len(names))]
+    if any(off < HEADER or off % 64 or size < 0 or off + size > blob.numel() for off, size in spans):
+        raise ValueError("corrupt packed weight: a part lies outside the tensor")
+    dtypes = {"mask": torch.int16, "values": VALUE_DTYPES[dtype_i], "row_ptr": torch.int64, "slice_ptr": torch.int64,
+              "col": torch.int16 if index_bytes == 2 else torch.int32, "where": torch.int32}
+    try:
+        parts = {name: blob[off:off + size].view(dtypes[name]) for name, (off, size) in zip(names, spans, strict=True)}
+        if kind == "bitmask":
+            parts["mask"] = parts["mask"].view(rows, -(-cols // 16))
+    except RuntimeError as e:  # a size that is not a whole number of elements, or not rows × chunks
+        raise ValueError(f"corrupt packed weight: part sizes do not fit a ({rows}, {cols}) {kind} weight") from e
     return Packed(kind, (rows, cols), parts)
 
 
+@functools.cache
+def _word_bits() -> torch.Tensor:
+    """Set bits of every 16-bit word, (65536,)."""
+    return (torch.arange(1 << 16)[:, None] >> torch.arange(16) & 1).sum(1)
+
+
 def check(blob: torch.Tensor) -> Packed:
-    """``read``, and every index the kernel follows checked against the shape: the kernel itself checks
-    only the header and the parts' sizes on each call, so a tensor from outside (a loaded state_dict)
-    is checked here once. Raises ValueError."""
+    """``read``, its checksum, and every index the kernel follows checked against the shape. The kernel
+    checks only the header and the parts' sizes on each call, so every packed weight from outside
+    (a loaded state_dict or pickle, an assigned buffer) passes here once before it runs. Raises ValueError."""
     kind, (rows, cols), parts = packed = read(blob)
+    if digest(blob) != blob[8 * DIGEST:8 * DIGEST + 8].view(torch.int64).item():
+        raise ValueError("corrupt packed weight: its checksum does not match its bytes")
     values = parts["values"]
     if kind == "bitmask":
         mask, row_ptr = parts["mask"], parts["row_ptr"]  # (rows, chunks), (rows + 1,)
         words = mask.to(torch.int32) & 0xFFFF
-        ones = (torch.arange(1 << 16)[:, None] >> torch.arange(16) & 1).sum(1)  # set bits of every 16-bit word
-        counts = ones[words].sum(1)  # (rows,)
+        counts = _word_bits()[words].sum(1)  # (rows,)
         tail = cols % 16
         ok = (row_ptr.numel() == rows + 1 and row_ptr[0] == 0 and torch.equal(row_ptr.diff(), counts)
               and values.numel() >= int(row_ptr[-1]) + PAD and (tail == 0 or rows == 0 or not (words[:, -1] >> tail).any()))
@@ -165,7 +195,9 @@ def unpack(blob: torch.Tensor) -> torch.Tensor:
 
 def forward(x: torch.Tensor, blob: torch.Tensor, bias: torch.Tensor | None = None, small_batch: int = 16,
             tile_rows: int = 0, isa: int | None = None) -> torch.Tensor:
-    """nn.Linear's forward for a packed W, in one compiled call: x is (..., cols), y (..., rows) in x's
-    dtype. Up to ``small_batch`` rows of x run the sparse kernel (computed in float32); more unpack
-    tiles of ``tile_rows`` rows (0: ~8 MB) and multiply each with dense GEMM. ``bias``: float32."""
+    """nn.Linear's forward for a packed W, in one compiled call after ``check(blob)``: x is (..., cols),
+    y (..., rows) in x's dtype. Up to ``small_batch`` rows of x run the sparse kernel (computed in
+    float32); more unpack tiles of ``tile_rows`` rows (0: ~8 MB) and multiply each with dense GEMM.
+    ``bias``: float32. (``SparseLinear`` checks its weight once per change and calls the kernel directly.)"""
+    check(blob)
     return load().sparse_forward(x, blob, bias, forced_isa() if isa is None else isa, small_batch, tile_rows)

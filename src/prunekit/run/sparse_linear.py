@@ -14,6 +14,7 @@ import torch
 import torch.nn.modules.module as torch_module  # the global hook registries nn.Module.__call__ checks
 from torch import nn
 
+from ..errors import PrunekitError
 from . import extension, kernel
 
 LAYOUTS = ("bitmask", "sell", "torch_csr")
@@ -23,7 +24,12 @@ MODULE_CALL = nn.Module.__call__  # as torch defines it; tracers (torch.fx) patc
 
 
 class SparseLinear(nn.Module):
+    """The weight's buffers are checked in full before their first use after any change (a new tensor,
+    or an in-place write: its version counter moves), because the kernels trust the indices inside them:
+    a loaded pickle or state_dict, or an assigned buffer, never reaches the kernel unchecked."""
+
     _hooked = True  # False once built; adding any hook (or compile) sets it back: see __call__
+    _verified: tuple = ()  # ((buffer, its version), ...) as last checked; see _verify
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, layout: str) -> None:
         """``weight`` is (out, in) in the model's dtype; zeros are dropped, everything else kept exactly."""
@@ -46,6 +52,7 @@ class SparseLinear(nn.Module):
             self._isa = extension.forced_isa()  # read once: a per-call environment lookup costs ~0.5 µs
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
         self._hooked = False
+        self._verified = tuple((t, t._version) for t in self._weight_buffers())  # built here: nothing to check
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, layout: str) -> SparseLinear:
@@ -90,7 +97,12 @@ class SparseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self._buffers  # not nn.Module.__getattr__: a small layer's call is a few µs, most of it fixed cost
         if self.layout != "torch_csr":  # one compiled call: the kernel, or tiled dense GEMM for large batches
-            return extension.load().sparse_forward(x, b["packed"], b["bias"], self._isa, SMALL_BATCH, 0)
+            packed, seen = b["packed"], self._verified
+            if not seen or seen[0][0] is not packed or seen[0][1] != packed._version:
+                self._verify()
+            return extension.load().sparse_forward(x, packed, b["bias"], self._isa, SMALL_BATCH, 0)
+        if self._stale():
+            self._verify()
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must end in a dimension of {self.in_features} features, got shape {tuple(x.shape)}")
         x2 = x.reshape(-1, self.in_features)  # (batch, in); stock torch: sparse kernel at every batch size
@@ -118,21 +130,49 @@ class SparseLinear(nn.Module):
         return torch.sparse_csr_tensor(b["csr_crow"], b["csr_col"], b["csr_values"], (self.out_features, self.in_features),
                                        check_invariants=False)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        """A loaded weight is checked in full before anything is copied: the kernels trust the indices
-        inside it, and it must describe this layer (layout, shape, dtype)."""
-        if self.layout == "torch_csr" and all(prefix + n in state_dict for n in CSR_PARTS):
-            crow, col, values = (state_dict[prefix + n] for n in CSR_PARTS)
+    def _weight_buffers(self) -> tuple[torch.Tensor, ...]:
+        return tuple(self._buffers[n] for n in (CSR_PARTS if self.layout == "torch_csr" else ("packed",)))
+
+    def _check(self, parts: tuple[torch.Tensor, ...], prefix: str = "") -> None:
+        """Raise PrunekitError unless ``parts`` (as ``_weight_buffers``) are a valid weight of this layer:
+        every index in range (the packed checksum too) and the layer's layout, shape and dtype."""
+        shape = (self.out_features, self.in_features)
+        if self.layout == "torch_csr":
             try:
-                torch.sparse_csr_tensor(crow, col, values, (self.out_features, self.in_features), check_invariants=True)
+                torch.sparse_csr_tensor(*parts, shape, check_invariants=True)
             except RuntimeError as e:
-                raise ValueError(f"{prefix}csr_*: not a valid CSR weight for this layer: {e}") from e
-        blob = state_dict.get(prefix + "packed")
-        if blob is not None and self.layout != "torch_csr":
-            kind, shape, parts = kernel.check(blob)
-            if (kind, shape, parts["values"].dtype) != (self.layout, (self.out_features, self.in_features), self.dtype):
-                raise ValueError(f"{prefix}packed holds a {kind} {shape} {parts['values'].dtype} weight; this layer is "
-                                 f"{self.layout} {(self.out_features, self.in_features)} {self.dtype}")
+                raise PrunekitError(f"{prefix}csr_*: not a valid CSR weight for this layer: {e}") from e
+            if parts[2].dtype != torch.float32:
+                raise PrunekitError(f"{prefix}csr_values: float32 expected, got {parts[2].dtype}")
+            return
+        try:
+            kind, stored, packed = kernel.check(parts[0])
+        except ValueError as e:
+            raise PrunekitError(f"{prefix}packed: {e}") from e
+        if (kind, stored, packed["values"].dtype) != (self.layout, shape, self.dtype):
+            raise PrunekitError(f"{prefix}packed holds a {kind} {stored} {packed['values'].dtype} weight; this layer "
+                                f"is {self.layout} {shape} {self.dtype}")
+
+    def _stale(self) -> bool:
+        parts, seen = self._weight_buffers(), self._verified
+        return len(seen) != len(parts) or any(s is not t or v != t._version for (s, v), t in zip(seen, parts, strict=True))
+
+    def _verify(self) -> None:
+        """Check the weight's buffers as they are now, and remember which tensors, at which version, passed."""
+        parts = self._weight_buffers()
+        self._check(parts)
+        self._verified = tuple((t, t._version) for t in parts)
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state)
+        self._verified = ()  # an unpickled (possibly edited) weight is checked before its first use
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """A loaded weight is checked in full before anything is copied (and the layer keeps its own on
+        failure): the kernels trust the indices inside it, and it must describe this layer."""
+        names = CSR_PARTS if self.layout == "torch_csr" else ("packed",)
+        if all(prefix + n in state_dict for n in names):
+            self._check(tuple(state_dict[prefix + n] for n in names), prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def dense_weight(self) -> torch.Tensor:
