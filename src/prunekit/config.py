@@ -165,3 +165,21 @@ class CalibConfig:
         if self.seqlen < 2:
             raise PrunekitError(f"seqlen must be >= 2, got {self.seqlen}")
         object.__setattr__(self, "sampling", choice(Sampling, self.sampling, "sampling"))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Perplexity windows: non-overlapping ``seqlen``-token windows, the first ``max_windows`` (None: all),
+    ``batch_size`` windows per forward pass."""
+
+    seqlen: int = 2048
+    max_windows: int | None = None
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.seqlen < 2:
+            raise PrunekitError(f"the evaluation seqlen must be >= 2 (one token predicts the next), got {self.seqlen}")
+        if self.max_windows is not None and self.max_windows < 1:
+            raise PrunekitError(f"max_windows must be >= 1 (leave it out for all windows), got {self.max_windows}")
+        if self.batch_size < 1:
+            raise PrunekitError(f"the evaluation batch size must be >= 1, got {self.batch_size}")

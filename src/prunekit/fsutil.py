@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import json
+import logging
 import os
 import shutil
 import tempfile
@@ -11,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import PrunekitError
+
+log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
@@ -28,34 +33,149 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+OWNER_FILE = ".prunekit-output"  # in every folder prunekit writes: --overwrite replaces only such folders
+
+
+def _is_prunekit_output(folder: Path) -> bool:
+    """An empty folder, one prunekit wrote (its marker), or an older prunekit output (a manifest naming it)."""
+    if not any(folder.iterdir()) or (folder / OWNER_FILE).is_file():
+        return True
+    for name in ("manifest.json", "results.json"):
+        try:
+            return "prunekit" in json.loads((folder / name).read_text())["versions"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return False
+
+
 def check_output_dir(out: str | Path, overwrite: bool) -> Path:
-    """Fail early (before any work) when ``out`` exists and may not be replaced."""
+    """Fail early (before any work) when ``out`` may not be written: it exists without ``overwrite``, is not
+    a folder, or is a folder prunekit did not write (``--overwrite`` never deletes a user's files)."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise PrunekitError(f"output folder {out} exists (pass --overwrite to replace it)")
-    if out.exists() and not out.is_dir():
+    if not out.exists():
+        return out
+    if not out.is_dir():
         raise PrunekitError(f"output path {out} exists and is not a folder")
+    if not overwrite:
+        raise PrunekitError(f"output folder {out} exists (pass --overwrite to replace it)")
+    if not _is_prunekit_output(out):
+        held = sorted(p.name for p in out.iterdir())
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise PrunekitError(f"output folder {out} is not a prunekit output (it holds {shown}): --overwrite replaces "
+                            "only folders prunekit wrote; remove it yourself or choose another --out")
     return out
+
+
+def _leftovers(out: Path) -> tuple[Path, list[Path]]:
+    """The old-output and temporary folders a run writing ``out`` uses beside it."""
+    return out.parent / f".{out.name}.old", sorted(out.parent.glob(f".{out.name}.tmp-*"))
+
+
+def _recover(out: Path) -> None:
+    """Tidy what an interrupted run left beside ``out`` (this run holds the lock, so no other is writing):
+    a previous output moved aside but not replaced is put back; temporaries are removed."""
+    old, temporaries = _leftovers(out)
+    if old.is_dir() and not out.exists():
+        old.rename(out)
+        log.warning("%s: an earlier run was interrupted while replacing this folder; its previous content is back", out)
+    elif old.exists():
+        shutil.rmtree(old, ignore_errors=True)  # the replace finished; only the clean-up did not
+    for tmp in temporaries:
+        log.warning("%s: removing %s, left by an interrupted run", out, tmp.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class OutputClaim:
+    """The right to write one output folder during a run: checked, locked against other runs and tidied
+    of interrupted runs' leftovers by ``claim_output``; ``write()`` fills a temporary folder and swaps it in."""
+
+    def __init__(self, path: Path, overwrite: bool) -> None:
+        self.path, self.overwrite = path, overwrite
+
+    def require_space(self, nbytes: int) -> None:
+        """Raise before the work when the destination lacks room for about ``nbytes`` (plus 5%)."""
+        free = shutil.disk_usage(self.path.parent).free
+        if free < nbytes * 1.05:
+            raise PrunekitError(f"{self.path.parent} has {free / 2**20:.0f} MB free; the output needs about "
+                                f"{nbytes / 2**20:.0f} MB")
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Path]:
+        """Yield a temporary folder beside the output; once the block succeeds it becomes the output. The
+        previous output is moved aside first and deleted last: a crash in between leaves it to be put back
+        by the next claim."""
+        out = check_output_dir(self.path, self.overwrite)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
+        try:
+            yield tmp
+            (tmp / OWNER_FILE).write_text("written by prunekit; --overwrite may replace this folder\n")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old, _ = _leftovers(out)
+        if out.exists():
+            out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def claim_output(out: str | Path, overwrite: bool = False) -> Iterator[OutputClaim]:
+    """Check that ``out`` may be written, lock it for the run (another run on it fails at once), put back or
+    remove what interrupted runs left beside it; all before any work. The lock file sits beside ``out``."""
+    out = Path(out)
+    lock = out.parent / f".{out.name}.lock"
+    fd = _lock(lock, out)
+    try:
+        _recover(out)
+        check_output_dir(out, overwrite)
+        yield OutputClaim(out, overwrite)
+    finally:
+        lock.unlink(missing_ok=True)  # while still held: a run that opened it meanwhile sees it gone, retries
+        os.close(fd)
+
+
+def _lock(lock: Path, out: Path) -> int:
+    """An open descriptor holding an exclusive lock on ``lock``, which still names the locked file."""
+    while True:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise PrunekitError(f"cannot write in {lock.parent}: {e.strerror}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise PrunekitError(f"another prunekit run is writing {out}; wait for it or choose another --out") from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed the file as we locked it: lock the new one
 
 
 @contextlib.contextmanager
 def atomic_dir(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out``; rename it to ``out`` only if the block succeeds."""
-    out = check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
-    try:
+    """``claim_output`` and ``write`` in one: a temporary folder that becomes ``out`` if the block succeeds."""
+    with claim_output(out, overwrite) as claim, claim.write() as tmp:
         yield tmp
+
+
+def write_file_atomic(path: str | Path, data: str) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it and a rename: all or nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise PrunekitError(f"{path} is a folder; give a file name")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+        os.replace(tmp, path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

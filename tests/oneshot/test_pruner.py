@@ -206,3 +206,16 @@ def test_reconstruction_sample_is_strided_over_all_batches():
     assert every["q"].shape[0] == tokens
     _, some, _ = collect_stats(block, q, inputs, False, sample_tokens=10)
     assert torch.equal(some["q"], every["q"][:: tokens // 10])
+
+
+@pytest.mark.parametrize(("method", "allocation", "sequential"), [
+    ("wanda", "uniform", "block"), ("sparsegpt", "uniform", "sublayer"), ("magnitude", "owl", "block")])
+def test_non_finite_activations_stop_the_run_naming_the_layer(method, allocation, sequential):
+    """A NaN in a norm weight makes every activation after it NaN; Wanda (row scope) used to save 5.4%
+    sparsity instead of 50% with reconstruction error 0.0. The first layer fed NaN is named."""
+    model = tiny_llama()
+    with torch.no_grad():
+        model.model.layers[1].post_attention_layernorm.weight[0] = float("nan")
+    config = PruneConfig(method=method, sparsity=0.5, allocation=allocation, sequential=sequential)
+    with pytest.raises(PrunekitError, match=r"model\.layers\.1\.mlp\.(gate|up)_proj: its calibration inputs hold NaN"):
+        prune(model, config, _calib(), progress=False)

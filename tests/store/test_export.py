@@ -2,11 +2,16 @@ import json
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from conftest import byte_tokenizer, tiny_llama
 from prunekit import PruneConfig, PrunekitError, prune
+from prunekit.selection import nm_mask, zero_pruned_
+from prunekit.store.container import save_tensors
 from prunekit.store.export import WEIGHTS_FILE, export_folder, load_exported
+from prunekit.store.formats import encode
 from prunekit.store.save import save_pruned
 
 
@@ -79,3 +84,92 @@ def test_bad_files(tmp_path):
         export_folder(folder, tmp_path / "out3", "nm")
     with pytest.raises(PrunekitError, match="unknown format"):
         export_folder(folder, tmp_path / "out4", "zip")
+
+
+def _small_export(tmp_path, fmt: str, pattern: str = "unstructured", version: int = 2):
+    """A one-layer export (8 × 16 weight), as tensors plus layer table, and a writer that re-seals edits
+    (version 2) or writes the version-1 file, which has no checksum."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 16, generator=g)
+    zero_pruned_(w, nm_mask(w.abs(), 2, 4) if pattern == "2:4" else torch.rand(8, 16, generator=g) > 0.5)
+    nm = (2, 4) if fmt == "nm" else None
+    tensors = {f"l.weight::{k}": v for k, v in encode(w, fmt, nm).items()} | {"other": torch.ones(3)}
+    layers = {"l.weight": {"format": fmt, "shape": [8, 16], "dtype": "float32", "nm": list(nm) if nm else None,
+                           "transposed": False}}
+    (tmp_path / "x").mkdir(exist_ok=True)
+
+    def write(tensors=tensors, layers=layers):
+        path = tmp_path / "x" / WEIGHTS_FILE
+        if version == 2:
+            save_tensors(tensors, path, "prunekit-sparse", {"version": 2, "layers": layers})
+        else:
+            meta = {"magic": "prunekit-sparse", "version": "1", "layers": json.dumps(layers)}
+            save_file(tensors, str(path), metadata=meta)
+        return tmp_path / "x"
+
+    return w, tensors, layers, write
+
+
+def _edit(tensors, key, fn):
+    out = dict(tensors)
+    out[key] = fn(out[key].clone())
+    return out
+
+
+def _set(t, i, v):
+    t[i] = v
+    return t
+
+
+CORRUPT = [  # (format, pattern, what, edit of (tensors, layers) -> (tensors, layers)), each re-sealed
+    ("csr", "unstructured", "column past the row end",
+     lambda t, la: (_edit(t, "l.weight::col", lambda c: _set(c, 0, 16)), la)),
+    ("csr", "unstructured", "negative column",
+     lambda t, la: (_edit(t, "l.weight::col", lambda c: _set(c.to(torch.int16), 0, -1)), la)),
+    ("csr", "unstructured", "duplicate column", lambda t, la: (_edit(t, "l.weight::col", lambda c: _set(c, 1, c[0])), la)),
+    ("csr", "unstructured", "row pointers out of order",
+     lambda t, la: (_edit(t, "l.weight::crow", lambda r: _set(r, 1, r[2] + 1)), la)),
+    ("nm", "2:4", "duplicate N:M position",
+     lambda t, la: (_edit(t, "l.weight::indices", lambda i: _set(i, 0, 0)), la)),
+    ("nm", "2:4", "short N:M positions", lambda t, la: (_edit(t, "l.weight::indices", lambda i: i[:-1]), la)),
+    ("bitmask", "unstructured", "missing part",
+     lambda t, la: ({k: v for k, v in t.items() if not k.endswith("::mask")}, la)),
+    ("bitmask", "unstructured", "dense layer without its tensor",
+     lambda t, la: ({k: v for k, v in t.items() if "::" not in k}, {"l.weight": la["l.weight"] | {"format": "dense"}})),
+    ("bitmask", "unstructured", "layer table not a mapping", lambda t, la: (t, ["l.weight"])),
+    ("bitmask", "unstructured", "shape that does not fit its mask",
+     lambda t, la: (t, {"l.weight": la["l.weight"] | {"shape": [8, 17]}})),
+    ("nm", "2:4", "N:M that does not divide the width", lambda t, la: (t, {"l.weight": la["l.weight"] | {"nm": [2, 3]}})),
+]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize(("fmt", "pattern", "what", "edit"), CORRUPT, ids=[c[2] for c in CORRUPT])
+def test_every_invariant_is_checked_on_load(tmp_path, fmt, pattern, what, edit, version):
+    """Edits that keep the checksum right (re-sealed, as a deliberate edit would be), or in a version-1
+    file that has none: the structural checks alone must refuse each one with a PrunekitError naming the
+    layer (it was silently wrong weights, a KeyError, or a ZeroDivisionError before)."""
+    w, tensors, layers, write = _small_export(tmp_path, fmt, pattern, version)
+    assert torch.equal(load_exported(write())["l.weight"], w)
+    with pytest.raises(PrunekitError, match=r"l\.weight|layer table|parts of no listed layer") as e:
+        load_exported(write(*edit(tensors, layers)))
+    assert str(tmp_path) in str(e.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_random_corruption_never_loads_wrong_weights(tmp_path_factory, data):
+    """Random byte changes anywhere in a valid export file: a PrunekitError, or the very same weights."""
+    tmp_path = tmp_path_factory.mktemp("fuzz")
+    fmt = data.draw(st.sampled_from(["bitmask", "csr", "nm"]))
+    w, tensors, layers, write = _small_export(tmp_path, fmt, "2:4")
+    path = write() / WEIGHTS_FILE
+    raw = bytearray(path.read_bytes())
+    for _ in range(data.draw(st.integers(1, 3))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
+    path.write_bytes(bytes(raw))
+    try:
+        back = load_exported(path.parent)
+    except PrunekitError:
+        return
+    assert same_bits(back["l.weight"], w) and torch.equal(back["other"], torch.ones(3))

@@ -66,7 +66,7 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
     with atomic_dir(out, overwrite=True) as tmp:
         (tmp / "b").write_text("2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert sorted(p.name for p in out.iterdir()) == ["b"]
+    assert sorted(p.name for p in out.iterdir()) == [".prunekit-output", "b"]  # the marker --overwrite looks for
 
 
 def test_load_masks_rejects_other_files(tmp_path):

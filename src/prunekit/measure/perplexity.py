@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..config import EvalConfig
 from ..data import TextSource, encode
 from ..errors import PrunekitError
 
@@ -30,13 +31,15 @@ def perplexity(
     """Tokenize the whole text once, cut non-overlapping ``seqlen`` windows, return exp(mean NLL).
 
     Each window's loss is the mean over its ``seqlen - 1`` predicted tokens, weighted by ``seqlen``
-    exactly as the reference code does, so figures match published tables.
+    exactly as the reference code does, so figures match published tables. The arguments are checked
+    by ``EvalConfig``.
     """
+    EvalConfig(seqlen, max_windows, batch_size)
     ids = torch.tensor(encode(tokenizer, source.text), dtype=torch.long)
     total = ids.numel() // seqlen
     if total == 0:
         raise PrunekitError(f"{source.name} has {ids.numel()} tokens, fewer than seqlen={seqlen}")
-    n = min(total, max_windows) if max_windows else total
+    n = total if max_windows is None else min(total, max_windows)
     windows = ids[: n * seqlen].view(n, seqlen)
     device = next(model.parameters()).device
     nlls = []

@@ -126,6 +126,8 @@ def _layer_sparsities(
         stats, _, inputs = collect_stats(
             block, local, inputs, hessian=False, outputs=i + 1 < len(block_list), inplace=i > 0
         )
+        for n in local:
+            stats[n].check_finite(n)
         scores = {n: wanda_scores(weight_view(m), stats[n].norms_sq) for n, m in local.items()}
         if config.allocation == Allocation.GLOBAL:
             global_scores.update(scores)
@@ -143,6 +145,8 @@ def _layer_sparsities(
 def _prune_layer(
     config: PruneConfig, name: str, module: nn.Module, sparsity: float, stats=None, sample=None
 ) -> tuple[torch.Tensor, LayerReport, int]:
+    if stats is not None:
+        stats.check_finite(name)
     w = weight_view(module)
     refine = config.refine == Refine.ADMM
     old = w.detach().clone() if sample is not None or refine else None  # dense, for error / ADMM

@@ -6,6 +6,8 @@ import itertools
 
 import torch
 
+from ..errors import PrunekitError
+
 # Tokens per float32 chunk: the copy is the largest temporary of a statistics pass (1024 × 1536
 # floats = 6.3 MB, as big as one bf16 MLP activation of a 2048-token sample). XᵀX of 32768 × 1536 took
 # as long in 1024-row chunks as in 4096-row ones here (0.67–0.68 s vs 0.56–0.68 s).
@@ -51,6 +53,14 @@ class InputStats:
                 gram_add_(self.xtx, chunk.float())
             else:
                 self.sq_sum += chunk.to(torch.float32, copy=True).square_().sum(0)  # copy: never square the activations
+
+    def check_finite(self, name: str) -> None:
+        """Raise when a sum holds NaN or Inf: every score and update from it would be meaningless (and a
+        NaN score is never among the k smallest, so far fewer weights would be pruned, silently)."""
+        sums = self.xtx if self.xtx is not None else self.sq_sum
+        if not torch.isfinite(sums).all():
+            raise PrunekitError(f"{name}: its calibration inputs hold NaN or Inf (non-finite activations reach "
+                                "this layer: check the weights and norms of the layers before it)")
 
     @property
     def nbytes(self) -> int:

@@ -1,8 +1,10 @@
 """Export a pruned folder's target weights in a sparse format, and load them back exactly.
 
 The output folder holds ``weights.prunekit.safetensors`` (no pickle): dense tensors under their own
-names, sparse layers as ``name::part`` tensors, and a header with a magic string, a format version
-and per-layer layout. Non-weight files (config, tokenizer, manifest) are copied alongside.
+names, sparse layers as ``name::part`` tensors, and a ``container`` header (format version, per-layer
+layout, a checksum over everything). Non-weight files (config, tokenizer, manifest) are copied alongside.
+Loading checks every structural invariant and the checksum; any failure is a PrunekitError naming the
+layer. Version 1 files (before checksums) are still read.
 """
 
 from __future__ import annotations
@@ -12,29 +14,32 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
 
 from ..errors import PrunekitError
-from ..fsutil import atomic_dir
+from ..fsutil import claim_output
 from ..selection import is_valid_nm
+from .container import load_tensors, read_metadata, read_tensors, save_tensors
 from .formats import FORMATS, decode, encode, nbytes
 from .mask_file import MASKS_FILE, load_masks
 
-MAGIC = "prunekit-sparse"
-VERSION = "1"
+KIND = "prunekit-sparse"  # the metadata key (version 1: the value of its "magic" key)
+VERSION = 2
+DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64)}
 WEIGHTS_FILE = "weights.prunekit.safetensors"
 NM_CANDIDATES = ((2, 4), (4, 8))
 
 
-def _read_state(folder: Path) -> dict[str, torch.Tensor]:
-    files = sorted(folder.glob("*.safetensors"))
-    files = [f for f in files if f.name not in (MASKS_FILE, WEIGHTS_FILE)]
+def _weight_files(folder: Path) -> list[Path]:
+    files = [f for f in sorted(folder.glob("*.safetensors")) if f.name not in (MASKS_FILE, WEIGHTS_FILE)]
     if not files:
         raise PrunekitError(f"no safetensors weights in {folder}")
+    return files
+
+
+def _read_state(files: list[Path]) -> dict[str, torch.Tensor]:
     state = {}
     for f in files:
-        state.update(load_file(str(f)))
+        state.update(read_tensors(f))
     return state
 
 
@@ -71,8 +76,15 @@ def export_folder(folder: str | Path, out: str | Path, fmt: str = "auto", overwr
     if fmt not in ("auto", *FORMATS):
         raise PrunekitError(f"unknown format {fmt!r}; choose auto, {', '.join(FORMATS)}")
     folder = Path(folder)
+    with claim_output(out, overwrite) as claim:
+        files = _weight_files(folder)
+        claim.require_space(sum(f.stat().st_size for f in files))  # auto never stores more than dense
+        return _export(folder, files, claim, fmt)
+
+
+def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
     masks = load_masks(folder / MASKS_FILE)
-    state = _read_state(folder)
+    state = _read_state(files)
     tensors: dict[str, torch.Tensor] = {}
     layers: dict[str, dict] = {}
     dense_bytes = sparse_bytes = 0
@@ -94,45 +106,72 @@ def export_folder(folder: str | Path, out: str | Path, fmt: str = "auto", overwr
         dense_bytes += w.numel() * w.element_size()
         sparse_bytes += nbytes(parts) if parts else w.numel() * w.element_size()
         tensors.update({f"{key}::{p}": t for p, t in parts.items()})
-    with atomic_dir(out, overwrite) as tmp:
-        save_file(tensors, str(tmp / WEIGHTS_FILE),
-                  metadata={"magic": MAGIC, "version": VERSION, "layers": json.dumps(layers)})
+    with claim.write() as tmp:
+        save_tensors(tensors, tmp / WEIGHTS_FILE, KIND, {"version": VERSION, "layers": layers})
         for f in folder.iterdir():
             if f.is_file() and f.suffix != ".safetensors":
                 shutil.copy2(f, tmp / f.name)
         file_bytes = (tmp / WEIGHTS_FILE).stat().st_size
-    original = sum(f.stat().st_size for f in folder.glob("*.safetensors") if f.name != MASKS_FILE)
+    original = sum(f.stat().st_size for f in files)
     counts: dict[str, int] = {}
     for info in layers.values():
         counts[info["format"]] = counts.get(info["format"], 0) + 1
-    return {"out": str(out), "format": fmt, "layers": counts, "target_dense_bytes": dense_bytes,
+    return {"out": str(claim.path), "format": fmt, "layers": counts, "target_dense_bytes": dense_bytes,
             "target_stored_bytes": sparse_bytes, "target_ratio": round(dense_bytes / max(sparse_bytes, 1), 3),
             "file_bytes": file_bytes, "original_file_bytes": original}
 
 
 def load_exported(out: str | Path) -> dict[str, torch.Tensor]:
-    """The exact dense state dict back from an export folder."""
+    """The exact dense state dict back from an export folder, every layer checked (PrunekitError naming it)."""
     path = Path(out) / WEIGHTS_FILE
-    if not path.is_file():
-        raise PrunekitError(f"no {WEIGHTS_FILE} in {out}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        stored = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise PrunekitError(f"{path} is corrupt or truncated: {e}") from e
-    if meta.get("magic") != MAGIC:
+    meta = read_metadata(path)
+    if KIND in meta:
+        stored, header = load_tensors(path, KIND)
+        version, layers = header.get("version"), header.get("layers")
+    elif meta.get("magic") == KIND:  # version 1, before checksums
+        version, stored = meta.get("version"), read_tensors(path)
+        try:
+            layers = json.loads(meta.get("layers", ""))
+        except ValueError as e:
+            raise PrunekitError(f"{path}: its layer table is not JSON ({e})") from e
+    else:
         raise PrunekitError(f"{path} is not a prunekit sparse export")
-    if meta.get("version") != VERSION:
-        raise PrunekitError(f"{path} has format version {meta.get('version')!r}; this prunekit reads {VERSION}")
-    layers = json.loads(meta["layers"])
+    if version not in ("1", VERSION):
+        raise PrunekitError(f"{path} has format version {version!r}; this prunekit reads 1 and {VERSION}")
+    if not isinstance(layers, dict):
+        raise PrunekitError(f"{path}: its layer table is not a mapping of layers")
     state = {k: v for k, v in stored.items() if "::" not in k}
+    claimed = set(state)
     for key, info in layers.items():
-        if info["format"] == "dense":
-            continue
         parts = {k.split("::", 1)[1]: v for k, v in stored.items() if k.startswith(key + "::")}
-        dtype = getattr(torch, info["dtype"])
-        nm = tuple(info["nm"]) if info["nm"] else None
-        w = decode(parts, info["format"], tuple(info["shape"]), dtype, nm)
-        state[key] = w.t().contiguous() if info["transposed"] else w
+        claimed |= {f"{key}::{p}" for p in parts}
+        try:
+            w = _decode_layer(info, parts, key in state)
+        except PrunekitError as e:
+            raise PrunekitError(f"{path}: layer {key}: {e}") from e
+        if w is not None:
+            state[key] = w
+    if claimed != set(stored):
+        raise PrunekitError(f"{path}: parts of no listed layer: {sorted(set(stored) - claimed)[:3]}")
     return state
+
+
+def _decode_layer(info, parts: dict[str, torch.Tensor], dense_present: bool) -> torch.Tensor | None:
+    """One layer of the table: None for a dense one (its tensor is stored as is), else its decoded weight."""
+    if not isinstance(info, dict) or not {"format", "shape", "dtype", "nm", "transposed"} <= set(info):
+        raise PrunekitError("its entry lacks format, shape, dtype, nm or transposed")
+    fmt, shape, dtype, nm = info["format"], info["shape"], DTYPES.get(info["dtype"]), info["nm"]
+    if fmt == "dense":
+        if not dense_present or parts:
+            raise PrunekitError("marked dense, but its tensor is not stored as is")
+        return None
+    if fmt not in FORMATS or dtype is None or not isinstance(info["transposed"], bool) or not _ints(shape, 2) \
+            or not (nm is None or _ints(nm, 2)) or dense_present:
+        raise PrunekitError(f"its entry is malformed: {json.dumps(info)[:200]}")
+    w = decode(parts, fmt, tuple(shape), dtype, tuple(nm) if nm else None)
+    return w.t().contiguous() if info["transposed"] else w
+
+
+def _ints(value, count: int) -> bool:
+    return isinstance(value, list) and len(value) == count and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 31 for v in value)

@@ -69,40 +69,72 @@ def encode(weight: torch.Tensor, fmt: str, nm: tuple[int, int] | None = None) ->
     raise PrunekitError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-def _unpack(packed: torch.Tensor, count: int, bits: int, fmt: str) -> torch.Tensor:
-    try:
-        return unpack_bits(packed, count, bits)
-    except ValueError as e:
-        raise PrunekitError(f"corrupt {fmt} layer: {e}") from e
+PARTS = {"bitmask": ("mask", "values"), "nm": ("values", "indices"), "csr": ("crow", "col", "values")}
+
+
+def _bad(fmt: str, why: str) -> PrunekitError:
+    return PrunekitError(f"corrupt {fmt} layer: {why}")
+
+
+def _check_parts(parts: dict[str, torch.Tensor], fmt: str, dtype: torch.dtype) -> None:
+    if set(parts) != set(PARTS[fmt]):
+        raise _bad(fmt, f"parts {sorted(parts)}, expected {list(PARTS[fmt])}")
+    if any(t.dim() != (2 if fmt == "nm" and k == "values" else 1) for k, t in parts.items()):
+        raise _bad(fmt, "a part has the wrong number of dimensions")
+    if parts["values"].dtype != dtype:
+        raise _bad(fmt, f"values are {parts['values'].dtype}, the layer is {dtype}")
+    if any(k != "values" and (t.is_floating_point() or t.is_complex()) for k, t in parts.items()):
+        raise _bad(fmt, "an index part is not integer")
 
 
 def decode(parts: dict[str, torch.Tensor], fmt: str, shape: tuple[int, int], dtype: torch.dtype,
            nm: tuple[int, int] | None = None) -> torch.Tensor:
-    """The exact dense (rows, cols) matrix back from ``encode``'s tensors."""
+    """The exact dense (rows, cols) matrix back from ``encode``'s tensors, after checking every structural
+    invariant (sizes, index ranges, order, no duplicates): PrunekitError otherwise."""
+    if fmt not in PARTS:
+        raise PrunekitError(f"unknown format {fmt!r}")
+    _check_parts(parts, fmt, dtype)
     rows, cols = shape
-    out = torch.zeros(rows * cols, dtype=dtype)
+    values = parts["values"]
     if fmt == "bitmask":
-        keep = _unpack(parts["mask"], rows * cols, 1, fmt)
-        if int(keep.sum()) != parts["values"].numel():
-            raise PrunekitError("corrupt bitmask layer: mask and values disagree")
-        out[keep] = parts["values"].to(dtype)
+        try:
+            keep = unpack_bits(parts["mask"], rows * cols)
+        except ValueError as e:
+            raise _bad(fmt, str(e)) from e
+        if int(keep.sum()) != values.numel():
+            raise _bad(fmt, "mask and values disagree")
+        out = torch.zeros(rows * cols, dtype=dtype)
+        out[keep] = values
         return out.view(rows, cols)
     if fmt == "csr":
         crow, col = parts["crow"].to(torch.int64), parts["col"].to(torch.int64)
-        if crow.numel() != rows + 1 or int(crow[-1]) != col.numel() or col.numel() != parts["values"].numel():
-            raise PrunekitError("corrupt csr layer: row pointers, columns and values disagree")
-        row = torch.repeat_interleave(torch.arange(rows), crow[1:] - crow[:-1])
-        out[row * cols + col] = parts["values"].to(dtype)
+        if crow.numel() != rows + 1 or int(crow[0]) != 0 or bool((crow.diff() < 0).any()):
+            raise _bad(fmt, "row pointers must start at 0 and never decrease, one per row plus one")
+        if int(crow[-1]) != col.numel() or col.numel() != values.numel():
+            raise _bad(fmt, "row pointers, columns and values disagree")
+        if col.numel() and (int(col.min()) < 0 or int(col.max()) >= cols):
+            raise _bad(fmt, f"a column lies outside 0..{cols - 1}")
+        row = torch.repeat_interleave(torch.arange(rows), crow.diff())
+        if bool(((col[1:] <= col[:-1]) & (row[1:] == row[:-1])).any()):
+            raise _bad(fmt, "columns within a row must increase (sorted, no duplicates)")
+        out = torch.zeros(rows * cols, dtype=dtype)
+        out[row * cols + col] = values
         return out.view(rows, cols)
-    if fmt == "nm":
-        n, m = nm
-        count = rows * (cols // m) * n
-        idx = _unpack(parts["indices"], count, max(1, math.ceil(math.log2(m))), fmt).view(rows, cols // m, n)
-        values = parts["values"].to(dtype).view(rows, cols // m, n)
-        dense = torch.zeros(rows, cols // m, m, dtype=dtype)
-        dense.scatter_(2, idx, values)
-        return dense.view(rows, cols)
-    raise PrunekitError(f"unknown format {fmt!r}")
+    if nm is None or len(nm) != 2 or not 0 < nm[0] < nm[1] or cols % nm[1]:
+        raise _bad(fmt, f"N:M {nm} does not fit a width of {cols}")
+    n, m = nm
+    groups = cols // m
+    if tuple(values.shape) != (rows, groups * n):
+        raise _bad(fmt, f"values are {tuple(values.shape)}, expected {(rows, groups * n)}")
+    try:
+        idx = unpack_bits(parts["indices"], rows * groups * n, max(1, math.ceil(math.log2(m)))).view(rows, groups, n)
+    except ValueError as e:
+        raise _bad(fmt, str(e)) from e
+    if bool((idx >= m).any()) or bool((idx.diff(dim=2) <= 0).any()):
+        raise _bad(fmt, f"positions within a group must increase (no duplicates) and stay below M={m}")
+    dense = torch.zeros(rows, groups, m, dtype=dtype)
+    dense.scatter_(2, idx, values.view(rows, groups, n))
+    return dense.view(rows, cols)
 
 
 def nbytes(parts: dict[str, torch.Tensor]) -> int:

@@ -1,8 +1,9 @@
 """Masks on disk: bit-packed uint8 tensors in safetensors, shapes in the header metadata.
 
 Version 2 packs with ``bits.pack_bits`` (row-major, little bit order: entry i is bit i % 8 of byte
-i // 8), the same encoding as the export's bitmask format. Version 1 files (big bit order, numpy's
-default: entry i is bit 7 - i % 8) are still read.
+i // 8), the same encoding as the export's bitmask format, in a ``container`` file (one header, a
+checksum). Version 1 files (big bit order, numpy's default: entry i is bit 7 - i % 8; no checksum) are
+still read.
 """
 
 from __future__ import annotations
@@ -10,16 +11,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, safe_open, save_file
 
 from ..errors import PrunekitError
 from .bits import pack_bits, unpack_bits
+from .container import load_tensors, read_metadata, read_tensors, save_tensors
 
 MASKS_FILE = "masks.safetensors"
-VERSION = "2"
+KIND = "prunekit-masks"
+VERSION = 2
 _BITS_SET = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)  # set bits per byte value
 
 
@@ -65,28 +68,38 @@ class PackedMasks(Mapping[str, torch.Tensor]):
 def save_masks(masks: Mapping[str, torch.Tensor], path: str | Path) -> None:
     masks = masks if isinstance(masks, PackedMasks) else PackedMasks(masks)
     shapes = {name: list(masks.packed(name)[1]) for name in masks}
-    packed = {name: masks.packed(name)[0] for name in masks}
-    save_file(packed, str(path), metadata={"format": "prunekit-masks", "version": VERSION, "shapes": json.dumps(shapes)})
+    save_tensors({name: masks.packed(name)[0] for name in masks}, path, KIND, {"version": VERSION, "shapes": shapes})
+
+
+def _shape(name: str, shape: Any) -> tuple[int, ...]:
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise PrunekitError(f"mask of {name}: its shape {shape!r} is not a list of sizes")
+    return tuple(shape)
 
 
 def load_masks(path: str | Path) -> dict[str, torch.Tensor]:
+    """The masks of a mask file, each checked against its stored bytes before it is unpacked (a shape
+    that does not fit its bytes is an error, never an allocation)."""
     path = Path(path)
-    if not path.is_file():
-        raise PrunekitError(f"no masks file at {path}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("format") != "prunekit-masks":
+    meta = read_metadata(path)
+    if KIND in meta:
+        packed, header = load_tensors(path, KIND)
+        shapes, order = header.get("shapes"), "little"
+    elif meta.get("format") == KIND and meta.get("version") == "1":  # before checksums: big bit order
+        packed, order = read_tensors(path), "big"
+        try:
+            shapes = json.loads(meta.get("shapes", ""))
+        except ValueError as e:
+            raise PrunekitError(f"{path}: its shapes are not JSON ({e})") from e
+    else:
         raise PrunekitError(f"{path} is not a prunekit masks file")
-    version = meta.get("version")
-    if version not in ("1", VERSION):
-        raise PrunekitError(f"{path} has masks version {version!r}; this prunekit reads 1 and {VERSION}")
-    shapes = json.loads(meta["shapes"])
-    packed = load_file(str(path))
+    if not isinstance(shapes, dict) or set(shapes) != set(packed):
+        raise PrunekitError(f"{path}: its shapes do not name exactly the masks it holds")
     out = {}
     for name, shape in shapes.items():
-        shape = tuple(shape)
+        shape = _shape(name, shape)
         try:
-            out[name] = unpack_bits(packed[name], _numel(shape), order="big" if version == "1" else "little").reshape(shape)
+            out[name] = unpack_bits(packed[name], _numel(shape), order=order).reshape(shape)
         except ValueError as e:
             raise PrunekitError(f"{path}: mask of {name}: {e}") from e
     return out
