@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 import typing
@@ -15,13 +16,14 @@ from pathlib import Path
 
 import torch
 
-from .config import DTYPES, CalibConfig, PruneConfig
+from .config import DTYPES, CalibConfig, EvalConfig, FinetuneConfig, PruneConfig
 from .data import load_text, sample_calibration
 from .errors import PrunekitError, choice
-from .fsutil import check_output_dir
+from .fsutil import claim_output
 from .measure.perplexity import perplexity
-from .models import load_model
+from .models import check_seqlen, fingerprint, load_config, load_model
 from .oneshot.pruner import prune
+from .run.sparse_linear import LAYOUTS
 from .store.info import format_table, layer_table
 from .store.manifest import build_manifest, write_json
 from .store.save import save_pruned
@@ -57,6 +59,8 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type) -> None:
         if typing.get_origin(kind) in (typing.Union, type(int | None)):  # X | None
             kind = next(k for k in typing.get_args(kind) if k is not type(None))
         kw: dict = {"dest": f.name, "default": f.default, "help": f.metadata["help"]}
+        if f.default is dataclasses.MISSING:
+            kw |= {"required": True, "default": None}
         if kind is bool:
             kw["action"] = "store_true"
         elif typing.get_origin(kind) is tuple:
@@ -110,12 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("finetune", help="recovery fine-tuning of a pruned model with its zeros locked")
     _add_model_args(f)
     f.add_argument("--data", default="c4", help="training text: c4, wikitext2, a .txt or .jsonl file")
-    f.add_argument("--steps", type=int, required=True)
-    f.add_argument("--seqlen", type=int, default=512)
-    f.add_argument("--batch-size", type=int, default=4)
-    f.add_argument("--lr", type=float, default=5e-5)
-    f.add_argument("--lora-rank", type=int, default=0, help="train LoRA adapters of this rank instead (peft)")
-    f.add_argument("--seed", type=int, default=0)
+    _add_config_flags(f, FinetuneConfig)
     _add_eval_args(f, "--eval")
     f.add_argument("--out", required=True)
     f.add_argument("--overwrite", action="store_true")
@@ -149,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prompt-tokens", type=int, default=512)
     b.add_argument("--new-tokens", type=int, default=32)
     b.add_argument("--reps", type=int, default=5)
-    b.add_argument("--layout", default="auto", help="auto (measure per layer), bitmask, sell or torch_csr")
+    b.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS), help="auto: measure per layer")
     b.add_argument("--device", default="cpu", help="cpu, or cuda: 2:4 layers run semi-structured (needs float16/bfloat16)")
     b.add_argument("--out", default=None, help="also write the JSON here")
 
@@ -176,60 +175,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _eval(model, tok, args) -> dict:
-    source = load_text(args.eval if hasattr(args, "eval") else args.data)
-    return perplexity(model, tok, source, args.eval_seqlen, args.max_windows, args.eval_batch_size)
+def _eval_config(args) -> EvalConfig:
+    return EvalConfig(args.eval_seqlen, args.max_windows, args.eval_batch_size)
+
+
+def _model_config(args, seqlens: dict[str, int]):
+    """The model's path and config, its windows checked against its positions: before any weights load."""
+    path, model_config = load_config(args.model)
+    for what, seqlen in seqlens.items():
+        check_seqlen(model_config, seqlen, what)
+    return path
+
+
+def _model_record(args, path: str, model) -> dict:
+    return {"spec": args.model, "path": path, "dtype": args.dtype, "fingerprint": fingerprint(args.model, path, model)}
+
+
+def _saved_bytes(model) -> int:
+    """About what ``save_pruned`` writes: the weights as stored, plus one bit per weight of masks."""
+    params = {p.data_ptr(): p for p in model.parameters()}.values()
+    return sum(p.numel() * p.element_size() + p.numel() // 8 for p in params)
 
 
 def cmd_prune(args) -> dict:
     config, calib_cfg = _config(PruneConfig, args), _config(CalibConfig, args)
-    check_output_dir(args.out, args.overwrite)
-    if not config.needs_calibration:
-        calib_cfg = None
-    calib_source = None if calib_cfg is None else load_text(calib_cfg.data)
-    if args.eval:
-        load_text(args.eval)  # fail on bad eval data before any long work
-    torch.manual_seed(args.seed)
-    model, tok, path = load_model(args.model, DTYPES[args.dtype], args.device)
-    calibration = None
-    if calib_cfg is not None:
-        calibration = sample_calibration(calib_source, tok, calib_cfg)
-    evaluation = {}
-    if args.eval and args.eval_dense:
-        evaluation["dense"] = _eval(model, tok, args)
-    result = prune(model, config, calibration)
-    if args.eval:
-        evaluation["pruned"] = _eval(model, tok, args)
-    summary = {
-        "model": args.model, "out": args.out, "method": config.method, "pattern": config.pattern,
-        "sparsity": round(result.sparsity, 6), "prune_seconds": round(result.seconds, 2),
-        "peak_rss_mb": round(result.peak_rss_mb, 1), "rss_at_start_mb": result.info["rss_start_mb"],
-        "memory_bound_mb": result.info.get("memory_bound", {}).get("bound_mb"),
-    }
-    for key, ev in evaluation.items():
-        summary[f"ppl_{key}"] = round(ev["perplexity"], 4)
-    save_pruned(
-        model, args.out, result.masks, tok, args.overwrite,
-        manifest={
-            "command": sys.argv, "model": {"spec": args.model, "path": path, "dtype": args.dtype},
-            "config": config.to_dict(), "seed": args.seed,
+    eval_cfg = _eval_config(args) if args.eval else None
+    calib_cfg = calib_cfg if config.needs_calibration else None
+    with claim_output(args.out, args.overwrite) as claim:
+        calib_source = calib_cfg and load_text(calib_cfg.data)
+        eval_source = args.eval and load_text(args.eval)  # bad data fails here, before any long work
+        seqlens = {"--seqlen": calib_cfg.seqlen} if calib_cfg else {}
+        path = _model_config(args, seqlens | ({"--eval-seqlen": eval_cfg.seqlen} if eval_cfg else {}))
+        torch.manual_seed(args.seed)
+        model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
+        claim.require_space(_saved_bytes(model))
+        calibration = calib_cfg and sample_calibration(calib_source, tok, calib_cfg)
+        evaluation = {}
+        if eval_cfg and args.eval_dense:
+            evaluation["dense"] = perplexity(model, tok, eval_source, **dataclasses.asdict(eval_cfg))
+        result = prune(model, config, calibration)
+        if eval_cfg:
+            evaluation["pruned"] = perplexity(model, tok, eval_source, **dataclasses.asdict(eval_cfg))
+        summary = {
+            "model": args.model, "out": args.out, "method": config.method, "pattern": config.pattern,
+            "sparsity": round(result.sparsity, 6), "prune_seconds": round(result.seconds, 2),
+            "peak_rss_mb": round(result.peak_rss_mb, 1), "rss_at_start_mb": result.info["rss_start_mb"],
+            "memory_bound_mb": result.info.get("memory_bound", {}).get("bound_mb"),
+        }
+        summary |= {f"ppl_{key}": round(ev["perplexity"], 4) for key, ev in evaluation.items()}
+        save_pruned(model, claim, result.masks, tok, manifest={
+            "command": sys.argv, "model": _model_record(args, path, model), "config": config.to_dict(), "seed": args.seed,
             "calibration": calib_cfg and {**dataclasses.asdict(calib_cfg), "source": calib_source.describe()},
-            "result": result.to_dict(), "evaluation": evaluation, "summary": summary,
-        },
-    )
+            "result": result.to_dict(), "evaluation": evaluation, "summary": summary})
     return summary
 
 
 def cmd_eval(args) -> dict:
+    eval_cfg = _eval_config(args)
     source = load_text(args.data)
-    model, tok, path = load_model(args.model, DTYPES[args.dtype], args.device)
-    t0 = time.perf_counter()
-    res = perplexity(model, tok, source, args.eval_seqlen, args.max_windows, args.eval_batch_size)
-    out = Path(args.out or f"runs/eval-{Path(args.model).name}-{source.name}-{args.eval_seqlen}.json")
-    report = build_manifest(command=sys.argv, model={"spec": args.model, "path": path, "dtype": args.dtype},
-                            evaluation=res, wall_seconds=round(time.perf_counter() - t0, 2))
+    out = Path(args.out or f"runs/eval-{Path(args.model).name}-{source.name}-{eval_cfg.seqlen}.json")
+    if out.is_dir():
+        raise PrunekitError(f"--out {out} is a folder; give a JSON file name")
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(report, out)
+    if not os.access(out.parent, os.W_OK):
+        raise PrunekitError(f"cannot write in {out.parent}")
+    path = _model_config(args, {"--seqlen": eval_cfg.seqlen})
+    model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
+    t0 = time.perf_counter()
+    res = perplexity(model, tok, source, **dataclasses.asdict(eval_cfg))
+    write_json(build_manifest(command=sys.argv, model=_model_record(args, path, model), evaluation=res,
+                              wall_seconds=round(time.perf_counter() - t0, 2)), out)
     return {"model": args.model, "data": source.name, "seqlen": res["seqlen"], "windows": res["windows"],
             "perplexity": round(res["perplexity"], 4), "seconds": res["seconds"], "out": str(out)}
 
@@ -238,36 +253,36 @@ def cmd_finetune(args) -> dict:
     from .targets import find_targets, weight_view
     from .train.finetune import finetune
 
-    check_output_dir(args.out, args.overwrite)
-    source = load_text(args.data)
-    if args.eval:
-        load_text(args.eval)
-    model, tok, path = load_model(args.model, DTYPES[args.dtype], args.device)
-    evaluation = {"before": _eval(model, tok, args)} if args.eval else {}
-    model, log_ = finetune(model, tok, source, args.steps, args.seqlen, args.batch_size, args.lr, args.seed,
-                           args.lora_rank)
-    if args.eval:
-        evaluation["after"] = _eval(model, tok, args)
-    masks = {n: weight_view(t) != 0 for n, t in find_targets(model).items()}
-    summary = {"model": args.model, "out": args.out, "steps": args.steps, "seconds": log_["seconds"],
-               "loss_first": round(log_["losses"][0], 4), "loss_last": round(log_["losses"][-1], 4)}
-    summary |= {f"ppl_{k}": round(v["perplexity"], 4) for k, v in evaluation.items()}
-    save_pruned(model, args.out, masks, tok, args.overwrite, manifest={
-        "command": sys.argv, "model": {"spec": args.model, "path": path, "dtype": args.dtype},
-        "data": source.describe(), "finetune": log_, "evaluation": evaluation, "summary": summary})
+    ft_cfg, eval_cfg = _config(FinetuneConfig, args), _eval_config(args) if args.eval else None
+    with claim_output(args.out, args.overwrite) as claim:
+        source = load_text(args.data)
+        eval_source = args.eval and load_text(args.eval)
+        path = _model_config(args, {"--seqlen": ft_cfg.seqlen} | ({"--eval-seqlen": eval_cfg.seqlen} if eval_cfg else {}))
+        model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
+        claim.require_space(_saved_bytes(model))
+        evaluation = {"before": perplexity(model, tok, eval_source, **dataclasses.asdict(eval_cfg))} if eval_cfg else {}
+        model, log_ = finetune(model, tok, source, ft_cfg)
+        if eval_cfg:
+            evaluation["after"] = perplexity(model, tok, eval_source, **dataclasses.asdict(eval_cfg))
+        masks = {n: weight_view(t) != 0 for n, t in find_targets(model).items()}
+        summary = {"model": args.model, "out": args.out, "steps": ft_cfg.steps, "seconds": log_["seconds"],
+                   "loss_first": round(log_["losses"][0], 4), "loss_last": round(log_["losses"][-1], 4)}
+        summary |= {f"ppl_{k}": round(v["perplexity"], 4) for k, v in evaluation.items()}
+        save_pruned(model, claim, masks, tok, manifest={
+            "command": sys.argv, "model": _model_record(args, path, model), "data": source.describe(),
+            "finetune": log_, "evaluation": evaluation, "summary": summary})
     return summary
 
 
 def cmd_lottery(args) -> dict:
-    from .fsutil import atomic_dir
     from .train.digits import DigitsSetup, plot_lottery, run_lottery
 
-    check_output_dir(args.out, args.overwrite)
-    result = run_lottery(args.rounds, args.prune_fraction, args.seeds, args.rewind_epochs,
-                         DigitsSetup(epochs=args.epochs))
-    with atomic_dir(args.out, args.overwrite) as tmp:
-        write_json(result, tmp / "lottery.json")
-        plot_lottery(result, tmp / "lottery.png")
+    with claim_output(args.out, args.overwrite) as claim:
+        result = run_lottery(args.rounds, args.prune_fraction, args.seeds, args.rewind_epochs,
+                             DigitsSetup(epochs=args.epochs))
+        with claim.write() as tmp:
+            write_json(result, tmp / "lottery.json")
+            plot_lottery(result, tmp / "lottery.png")
     last = result["runs"][0][-1]
     return {"out": args.out, "final_sparsity": round(last["sparsity"], 4),
             "ticket": [round(r[-1]["ticket"], 4) for r in result["runs"]],
@@ -318,15 +333,15 @@ def cmd_bench(args) -> dict:
                                 f"compute capability >= 8.0 and --dtype float16 or bfloat16 ({why or 'float32 given'})")
     elif args.device != "cpu":
         raise PrunekitError(f"--device is cpu or cuda[:N], not {args.device!r}")
-    model, tok, path = load_model(args.model, DTYPES[args.dtype], args.device)
+    path = _model_config(args, {"--prompt-tokens + --new-tokens": args.prompt_tokens + args.new_tokens})
+    model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
     result = bench_model(model, args.prompt_tokens, args.new_tokens, args.reps, args.layout)
     if args.out:
-        write_json(build_manifest(command=sys.argv, model={"spec": args.model, "path": path}, bench=result), args.out)
+        write_json(build_manifest(command=sys.argv, model=_model_record(args, path, model), bench=result), args.out)
     return result
 
 
 def cmd_compare(args) -> dict:
-    from .fsutil import atomic_dir
     from .measure.compare import CompareConfig, run_compare
     from .measure.report import write_report
 
@@ -334,10 +349,10 @@ def cmd_compare(args) -> dict:
                         methods=_csv(args.methods), calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
                         eval_data=args.eval, max_windows=args.max_windows, prompt_tokens=args.prompt_tokens,
                         new_tokens=args.new_tokens, bench_reps=args.bench_reps, seed=args.seed)
-    check_output_dir(args.out, args.overwrite)
-    results = run_compare(cfg)
-    with atomic_dir(args.out, args.overwrite) as tmp:
-        files = write_report(results, tmp, "prunekit " + " ".join(sys.argv[1:]))
+    with claim_output(args.out, args.overwrite) as claim:
+        results = run_compare(cfg)
+        with claim.write() as tmp:
+            files = write_report(results, tmp, "prunekit " + " ".join(sys.argv[1:]))
     return {"out": args.out, "files": files, "dense_perplexity": results["dense_perplexity"],
             "runs": [{k: r[k] for k in ("method", "pattern", "sparsity", "perplexity", "prune_seconds")}
                      | {"decode_speedup": r["bench"]["ratios"]["decode_speedup"]} for r in results["runs"]],

@@ -8,6 +8,8 @@ field here.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -115,6 +117,14 @@ class PruneConfig:
             set_(self, "sparsity", 1.0 - n / m)
         if not 0.0 <= self.min_layer_sparsity <= self.max_layer_sparsity < 1.0:
             raise PrunekitError("need 0 <= min_layer_sparsity <= max_layer_sparsity < 1")
+        if not self.min_layer_sparsity <= self.sparsity <= self.max_layer_sparsity:  # N:M: its own sparsity
+            raise PrunekitError(f"sparsity {self.sparsity:g} lies outside [min_layer_sparsity, max_layer_sparsity] = "
+                                f"[{self.min_layer_sparsity:g}, {self.max_layer_sparsity:g}]: no allocation can meet it")
+        for pattern in (*self.include, *self.exclude):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise PrunekitError(f"--include/--exclude {pattern!r} is not a regular expression: {e}") from None
         if self.percdamp <= 0 or self.blocksize < 1 or self.batch_size < 1:
             raise PrunekitError("percdamp must be > 0, blocksize and batch_size >= 1")
         refine = choice(Refine, self.refine, "refine")
@@ -183,3 +193,22 @@ class EvalConfig:
             raise PrunekitError(f"max_windows must be >= 1 (leave it out for all windows), got {self.max_windows}")
         if self.batch_size < 1:
             raise PrunekitError(f"the evaluation batch size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Recovery fine-tuning: ``steps`` AdamW steps on ``batch_size`` random windows of ``seqlen`` tokens."""
+
+    steps: int = _setting(dataclasses.MISSING, "optimizer steps")
+    seqlen: int = _setting(512, "training window length (tokens)")
+    batch_size: int = _setting(4, "windows per step")
+    lr: float = _setting(5e-5, "AdamW learning rate")
+    seed: int = _setting(0, "seed of the training windows")
+    lora_rank: int = _setting(0, "train LoRA adapters of this rank instead (peft); 0: all weights")
+
+    def __post_init__(self) -> None:
+        for name, low in (("steps", 1), ("batch_size", 1), ("seqlen", 2), ("lora_rank", 0)):
+            if getattr(self, name) < low:
+                raise PrunekitError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise PrunekitError(f"the learning rate must be a positive number, got {self.lr}")

@@ -59,6 +59,13 @@ def shared_data_dir() -> Path | None:
 def _read_file(path: Path, name: str) -> TextSource:
     if not path.is_file():
         raise PrunekitError(f"data file not found: {path}")
+    try:
+        return _parse_file(path, name)
+    except UnicodeDecodeError as e:
+        raise PrunekitError(f"{path} is not UTF-8 text (it holds the byte {e.object[e.start]:#04x})") from e
+
+
+def _parse_file(path: Path, name: str) -> TextSource:
     if path.suffix == ".jsonl":
         docs = []
         with open(path, encoding="utf-8") as f:

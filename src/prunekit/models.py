@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+import pickle
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from .errors import PrunekitError
-from .fsutil import atomic_dir, cache_dir
+from .fsutil import atomic_dir, cache_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,10 @@ def _load_gguf(path: Path, dtype: torch.dtype):
 
 def convert_gguf(path: Path, out: Path) -> Path:
     """Dequantize a GGUF file once into a float32 safetensors folder (atomic)."""
-    model, tok = _load_gguf(path, torch.float32)
+    try:
+        model, tok = _load_gguf(path, torch.float32)
+    except (ValueError, KeyError, OSError) as e:  # the gguf reader's and transformers' refusals
+        raise PrunekitError(f"cannot read {path} as a GGUF model: {_first_line(e)}") from e
     with atomic_dir(out, overwrite=True) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -81,17 +87,59 @@ def resolve_model_path(spec: str) -> str:
     return spec  # a Hugging Face hub name
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+@contextlib.contextmanager
+def _loading(spec: str) -> Iterator[None]:
+    """Turn what loading a user's files can raise into one-line PrunekitErrors."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except pickle.UnpicklingError as e:
+        raise PrunekitError(f"cannot load model {spec!r}: its pickled weights were refused (loading them could "
+                            "run code); convert them to safetensors") from e
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        raise PrunekitError(f"cannot load model {spec!r}: {_first_line(e)}") from e
+
+
+def load_config(spec: str):
+    """``(path, config)`` of a model, without its weights: enough to check arguments before any work."""
+    from transformers import AutoConfig
+
+    path = resolve_model_path(spec)
+    with _loading(spec):
+        return path, AutoConfig.from_pretrained(path)
+
+
+def max_positions(config) -> int | None:
+    """The longest sequence the model's position embeddings cover, where its config says."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_seqlen(config, seqlen: int, what: str) -> None:
+    """Refuse windows longer than the model's positions (OPT and GPT-2 fail with an IndexError mid-run,
+    Llama-style models run silently outside what they were trained on)."""
+    limit = max_positions(config)
+    if limit is not None and seqlen > limit:
+        raise PrunekitError(f"{what} {seqlen} is longer than the model's {limit} positions")
+
+
 def load_model(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu"):
     """Return ``(model, tokenizer, path)`` for a hub name, a folder, a .gguf file or ``default``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(spec)
     t0 = time.perf_counter()
-    try:
+    with _loading(spec):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tok = AutoTokenizer.from_pretrained(path)
-    except OSError as e:
-        raise PrunekitError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from e
     model.to(device).eval()
     _own_memory(model)
     log.info("loaded %s in %.1f s", spec, time.perf_counter() - t0)
@@ -110,6 +158,25 @@ def _own_memory(model: torch.nn.Module) -> None:
     for p in model.parameters():
         if p.device.type == "cpu":
             p.data = p.data.clone()
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def fingerprint(spec: str, path: str, model: torch.nn.Module | None = None) -> dict:
+    """What identifies the input model in a manifest: SHA-256 of each weight file of a local folder (and
+    of the GGUF it was converted from), or the hub revision."""
+    out: dict = {"spec": spec, "path": path}
+    folder = Path(path)
+    if folder.is_dir():
+        files = sorted(f for f in folder.iterdir() if f.suffix in WEIGHT_SUFFIXES)
+        out["files_sha256"] = {f.name: sha256_file(f) for f in files}
+    elif model is not None:
+        out["revision"] = getattr(model.config, "_commit_hash", None)
+    source = default_gguf_path() if spec == DEFAULT_MODEL else Path(spec) if spec.endswith(".gguf") else None
+    if source is not None:
+        out["gguf"] = {"path": str(source), "sha256": sha256_file(source)}
+    return out
 
 
 def check_finite(targets: dict) -> None:

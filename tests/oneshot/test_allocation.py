@@ -3,7 +3,8 @@ import torch
 
 from conftest import tiny_llama
 from prunekit import PruneConfig, prune
-from prunekit.oneshot.allocation import global_allocation, outlier_ratio, owl_sparsities
+from prunekit.errors import PrunekitError
+from prunekit.oneshot.allocation import clamp_keeping_mean, global_allocation, outlier_ratio, owl_sparsities
 from prunekit.targets import find_targets, weight_view
 
 
@@ -62,3 +63,27 @@ def test_global_allocation_with_calibrated_scores():
     assert result.sparsity == pytest.approx(0.5, abs=2e-3)
     per_layer = {r.name: r.sparsity for r in result.layers}
     assert max(per_layer.values()) - min(per_layer.values()) > 0.05  # one threshold, uneven layers
+
+
+def test_clamp_keeping_mean_by_hand():
+    # sizes 1, 1, 2; mean (0.1 + 0.5 + 2 · 0.3) / 4 = 0.3. Clamping 0.1 up to 0.2 alone gives 0.325; one shift
+    # δ = -1/30 keeps 0.3: (0.2 + 0.4667 + 2 · 0.2667) / 4 = 0.3
+    out = clamp_keeping_mean({"a": 0.1, "b": 0.5, "c": 0.3}, {"a": 1, "b": 1, "c": 2}, 0.2, 0.9)
+    assert out["a"] == 0.2 and out["b"] == pytest.approx(0.5 - 1 / 30) and out["c"] == pytest.approx(0.3 - 1 / 30)
+    assert (out["a"] + out["b"] + 2 * out["c"]) / 4 == pytest.approx(0.3, abs=1e-12)
+    assert clamp_keeping_mean({"a": 0.3, "b": 0.5}, {"a": 1, "b": 1}, 0.0, 0.9) == {"a": 0.3, "b": 0.5}  # nothing binds
+    with pytest.raises(PrunekitError, match="cannot be met"):
+        clamp_keeping_mean({"a": 0.1, "b": 0.1}, {"a": 1, "b": 1}, 0.2, 0.9)
+
+
+@pytest.mark.parametrize(("target", "lam", "low", "high"), [(0.03, 0.08, 0.0, 0.999), (0.98, 0.08, 0.0, 0.99)])
+def test_owl_meets_its_target_when_bounds_bind(target, lam, low, high):
+    """0.03 ± 0.08 and 0.98 ± 0.08 push blocks past the layer bounds; clamping alone gave 0.055 and 0.9495."""
+    model = tiny_llama(layers=3)
+    with torch.no_grad():
+        model.model.layers[1].self_attn.q_proj.weight[:4] *= 40
+    calib = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
+    result = prune(model, PruneConfig(method="wanda", sparsity=target, allocation="owl", owl_lambda=lam,
+                                      min_layer_sparsity=low, max_layer_sparsity=high), calib, progress=False)
+    assert all(low <= s <= high for s in result.block_sparsity)
+    assert result.sparsity == pytest.approx(target, abs=1e-3)  # equal-size blocks; counts round per layer

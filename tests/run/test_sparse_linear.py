@@ -8,7 +8,9 @@ import zipfile
 
 import pytest
 import torch
-from test_kernel import corrupt_copies, sparse_weight
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_kernel import corrupt_copies, sparse_weight, stamp
 from torch import nn
 
 from prunekit.errors import PrunekitError
@@ -277,3 +279,29 @@ def test_fx_can_trace_it_as_a_leaf():
     assert [n.target for n in graph.nodes if n.op == "call_module"] == ["sparse"]
     x = torch.randn(3, 45)
     assert torch.equal(fx.GraphModule(model, graph)(x), model(x))
+
+
+@settings(max_examples=150, deadline=None)
+@given(layout=st.sampled_from(["bitmask", "sell"]), restamp=st.booleans(), data=st.data())
+def test_random_corruption_of_a_loaded_weight_never_runs(layout, restamp, data):
+    """Random byte changes anywhere in a packed weight given to load_state_dict: refused (the layer keeps
+    its own weight), or the very same weight, never a crash. With the checksum rewritten to match (a
+    deliberate edit), the index checks alone stand between the bytes and the kernel: refused, or a
+    weight whose every index is in range (other values then, but no read out of bounds)."""
+    source = SparseLinear(sparse_weight(40, 70, 0.5), None, layout)
+    blob = source.packed.clone()
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, blob.numel() - 1))
+        blob[i] = int(blob[i]) ^ data.draw(st.integers(1, 255))
+    if restamp:
+        stamp(blob)
+    layer = SparseLinear(sparse_weight(40, 70, 0.5, seed=1), None, layout)
+    x = torch.randn(2, 70)
+    before = layer(x)
+    try:
+        layer.load_state_dict({"packed": blob}, strict=False)
+    except (PrunekitError, RuntimeError):  # RuntimeError: a size torch's own copy refuses
+        assert torch.equal(layer(x), before)
+        return
+    y = layer(x)
+    assert y.shape == (2, 40) and (restamp or torch.equal(y, source(x)))

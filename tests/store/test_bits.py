@@ -4,6 +4,8 @@ survives every conversion between them."""
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from prunekit.errors import PrunekitError
@@ -59,3 +61,20 @@ def test_mask_shorter_than_its_shape_is_a_clear_error(tmp_path):
                  {"version": 2, "shapes": {"l": [4, 10]}})
     with pytest.raises(PrunekitError, match="mask of l: expected 5 packed bytes"):
         load_masks(tmp_path / "t.safetensors")
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_random_corruption_of_a_mask_file_never_loads_other_masks(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("fuzz") / "m.safetensors"
+    keep = torch.rand(6, 13, generator=torch.Generator().manual_seed(3)) > 0.5
+    save_masks({"layer": keep}, path)
+    raw = bytearray(path.read_bytes())
+    for _ in range(data.draw(st.integers(1, 3))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
+    path.write_bytes(bytes(raw))
+    try:
+        back = load_masks(path)
+    except PrunekitError:
+        return
+    assert list(back) == ["layer"] and torch.equal(back["layer"], keep)

@@ -3,6 +3,7 @@ import torch
 
 from conftest import byte_tokenizer, tiny_llama
 from prunekit import PruneConfig, PrunekitError, is_valid_nm, prune
+from prunekit.config import FinetuneConfig
 from prunekit.data import TextSource
 from prunekit.targets import find_targets, weight_view
 from prunekit.train.finetune import finetune
@@ -17,7 +18,7 @@ def test_finetune_keeps_mask_and_learns(lora_rank):
     prune(model, PruneConfig(sparsity=0.5, pattern="2:4"), progress=False)
     zeros = {n: weight_view(t) == 0 for n, t in find_targets(model).items()}
     before = {n: weight_view(t).clone() for n, t in find_targets(model).items()}
-    model, log = finetune(model, tok, TEXT, steps=12, seqlen=32, batch_size=2, lr=3e-3, lora_rank=lora_rank,
+    model, log = finetune(model, tok, TEXT, FinetuneConfig(steps=12, seqlen=32, batch_size=2, lr=3e-3, lora_rank=lora_rank),
                           progress=False)
     assert not masks_of(model) and type(model).__name__ == "LlamaForCausalLM"  # plain model back
     targets = find_targets(model)
@@ -29,6 +30,8 @@ def test_finetune_keeps_mask_and_learns(lora_rank):
     assert sum(log["losses"][-3:]) < sum(log["losses"][:3])
 
 
-def test_bad_steps():
-    with pytest.raises(PrunekitError, match="steps"):
-        finetune(tiny_llama(), byte_tokenizer(), TEXT, steps=0)
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"steps": 0}, "steps must be >= 1"), ({"lr": float("nan")}, "learning rate"), ({"seqlen": 1}, "seqlen must be >= 2")])
+def test_bad_settings(kwargs, message):
+    with pytest.raises(PrunekitError, match=message):
+        FinetuneConfig(**{"steps": 1} | kwargs)

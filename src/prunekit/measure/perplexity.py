@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..config import EvalConfig
 from ..data import TextSource, encode
 from ..errors import PrunekitError
+from ..models import check_seqlen
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def perplexity(
     by ``EvalConfig``.
     """
     EvalConfig(seqlen, max_windows, batch_size)
+    check_seqlen(getattr(model, "config", None), seqlen, "the evaluation seqlen")
     ids = torch.tensor(encode(tokenizer, source.text), dtype=torch.long)
     total = ids.numel() // seqlen
     if total == 0:

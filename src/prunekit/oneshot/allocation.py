@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import PrunekitError
 from ..selection import global_counts
 
 
@@ -32,5 +33,25 @@ def owl_sparsities(ratios: list[float], params: list[int], target: float, lam: f
     return [target - c * (r - mean) for r in ratios]
 
 
-def clamp(sparsities: dict[str, float], low: float, high: float) -> dict[str, float]:
-    return {name: min(max(s, low), high) for name, s in sparsities.items()}
+def clamp_keeping_mean(sparsities: dict[str, float], sizes: dict[str, int], low: float, high: float) -> dict[str, float]:
+    """Each sparsity within [low, high], its size-weighted mean unchanged: all are shifted by one δ, then
+    clamped. The mean of clamp(s + δ) never falls as δ grows, so δ is found by bisection (to float
+    precision). Where no bound binds, δ = 0. Raises when the mean itself lies outside [low, high]."""
+    total = sum(sizes[k] for k in sparsities)
+    target = sum(s * sizes[k] for k, s in sparsities.items()) / total
+
+    def mean(delta: float) -> float:
+        return sum(min(max(s + delta, low), high) * sizes[k] for k, s in sparsities.items()) / total
+
+    if not low <= target <= high:
+        raise PrunekitError(f"sparsity {target:.4g} cannot be met with every layer within [{low:g}, {high:g}]")
+    lo, hi = low - max(sparsities.values()), high - min(sparsities.values())  # mean(lo) = low, mean(hi) = high
+    delta = 0.0
+    if mean(0.0) != target:
+        for _ in range(200):
+            delta = (lo + hi) / 2
+            if mean(delta) < target:
+                lo = delta
+            else:
+                hi = delta
+    return {k: min(max(s + delta, low), high) for k, s in sparsities.items()}

@@ -12,13 +12,13 @@ from tqdm.auto import tqdm
 
 from ..config import Allocation, PruneConfig, Refine, Sequential
 from ..errors import PrunekitError
-from ..models import check_finite
+from ..models import check_finite, check_seqlen
 from ..selection import select_mask, zero_pruned_
 from ..store.mask_file import PackedMasks
 from ..targets import block_targets, find_blocks, find_targets, weight_view
 from ..timing import peak_rss_bytes, reset_peak_rss, rss_bytes
 from .admm import admm_update
-from .allocation import clamp, global_allocation, outlier_ratio, owl_sparsities
+from .allocation import clamp_keeping_mean, global_allocation, outlier_ratio, owl_sparsities
 from .calibrate import BlockInputs, capture_inputs, collect_stats, run_block
 from .memory_pool import pooled_cpu_memory
 from .methods import METHODS, Statistics
@@ -91,6 +91,9 @@ def _usable_targets(model: nn.Module, config: PruneConfig) -> tuple[dict[str, nn
                 log.warning("%s; layer skipped", msg)
                 skipped.append(LayerReport(name, shape, 0.0, 0.0, skipped=msg))
                 del targets[name]
+        if not targets:
+            raise PrunekitError(f"no targeted layer can be tiled by {config.pattern}: every input width is not "
+                                f"divisible by M={m} (e.g. {skipped[0].skipped})")
     return targets, skipped
 
 
@@ -106,21 +109,22 @@ def _recon_error(old: torch.Tensor, new: torch.Tensor, x: torch.Tensor | None) -
 
 
 def _layer_sparsities(
-    config: PruneConfig, targets: dict[str, nn.Module], inputs: BlockInputs | None, blocks
+    config: PruneConfig, targets: dict[str, nn.Module], inputs: BlockInputs | None, blocks, progress: bool = True
 ) -> tuple[dict[str, float], list[float] | None]:
     """Per-layer target sparsity: uniform, global threshold, or OWL (dense pre-pass over the blocks)."""
-    low, high = config.min_layer_sparsity, config.max_layer_sparsity
+    low, high = config.min_layer_sparsity, config.max_layer_sparsity  # the config holds sparsity within them
+    sizes = {n: weight_view(m).numel() for n, m in targets.items()}
     if config.allocation == Allocation.UNIFORM:
-        return clamp(dict.fromkeys(targets, config.sparsity), low, high), None
+        return dict.fromkeys(targets, config.sparsity), None
     if config.allocation == Allocation.GLOBAL and not config.needs_calibration:
         scores = {n: magnitude_scores(weight_view(m)) for n, m in targets.items()}
-        return clamp(global_allocation(scores, config.sparsity), low, high), None
+        return clamp_keeping_mean(global_allocation(scores, config.sparsity), sizes, low, high), None
     # Calibrated score |W|·‖X‖ on the dense model, block by block.
     assert inputs is not None and blocks is not None
     block_name, block_list = blocks
     global_scores: dict[str, torch.Tensor] = {}  # only for global allocation
     owl_blocks: list[tuple[list[str], float, int]] = []  # (layer names, outlier ratio, parameters)
-    for i, block in enumerate(tqdm(block_list, desc="allocation pre-pass", unit="block")):
+    for i, block in enumerate(tqdm(block_list, desc="allocation pre-pass", unit="block", disable=not progress)):
         local = block_targets(block, f"{block_name}.{i}", targets)
         # The first block's inputs are kept for the pruning pass; later ones are the pre-pass's own.
         stats, _, inputs = collect_stats(
@@ -135,11 +139,13 @@ def _layer_sparsities(
             params = sum(s.numel() for s in scores.values())
             owl_blocks.append((list(scores), outlier_ratio(list(scores.values()), config.owl_m), params))
     if config.allocation == Allocation.GLOBAL:
-        return clamp(global_allocation(global_scores, config.sparsity), low, high), None
+        return clamp_keeping_mean(global_allocation(global_scores, config.sparsity), sizes, low, high), None
     names, ratios, params = zip(*owl_blocks, strict=True)
-    block_s = owl_sparsities(list(ratios), list(params), config.sparsity, config.owl_lambda)
+    owl = owl_sparsities(list(ratios), list(params), config.sparsity, config.owl_lambda)
+    fitted = clamp_keeping_mean(dict(enumerate(owl)), dict(enumerate(params)), low, high)  # blocks within the bounds
+    block_s = [fitted[b] for b in range(len(owl))]
     log.info("OWL block sparsities: %s", ", ".join(f"{s:.3f}" for s in block_s))
-    return clamp({n: s for ns, s in zip(names, block_s, strict=True) for n in ns}, low, high), block_s
+    return {n: s for ns, s in zip(names, block_s, strict=True) for n in ns}, block_s
 
 
 def _prune_layer(
@@ -229,6 +235,8 @@ def prune(
     kept_zeros: dict[str, torch.Tensor] = {}  # per pruned layer: flat indices of kept weights that are 0
     if config.needs_calibration and (calibration is None or calibration.numel() == 0):
         raise PrunekitError(f"method {config.method!r} with allocation {config.allocation!r} needs calibration data")
+    if config.needs_calibration:
+        check_seqlen(getattr(model, "config", None), calibration.shape[-1], "the calibration seqlen")
 
     def without_statistics(sparsities: dict[str, float], block_s: list[float] | None) -> PruneResult:
         for name, module in tqdm(targets.items(), desc=str(config.method), unit="layer", disable=not progress):
@@ -250,7 +258,7 @@ def prune(
         batch = calibration.shape[0] if sublayer else config.batch_size
         inputs = capture_inputs(model, block_list[0], calibration, batch, dtype=_calib_dtype(config, block_list[0]))
         activation_bytes = sum(h.nbytes for h in inputs.hidden)
-        sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks)
+        sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks, progress)
         if config.statistics == Statistics.NONE:  # OWL needed calibration for the allocation only
             return without_statistics(sparsities, block_s)
         hessian = config.statistics == Statistics.XTX

@@ -9,14 +9,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..fsutil import atomic_dir
+from ..fsutil import OutputClaim, atomic_dir
 from .manifest import MANIFEST_FILE, build_manifest, write_json
 from .mask_file import MASKS_FILE, save_masks
 
 
 def save_pruned(
     model: nn.Module,
-    out: str | Path,
+    out: str | Path | OutputClaim,
     masks: Mapping[str, torch.Tensor],
     tokenizer=None,
     overwrite: bool = False,
@@ -24,9 +24,11 @@ def save_pruned(
 ) -> Path:
     """Write ``out`` with safetensors weights (dense, zeros in place), masks and ``manifest.json``.
 
-    Everything goes to a temporary folder first, so a failed run leaves no half-written output.
+    Everything goes to a temporary folder first, so a failed run leaves no half-written output. ``out``
+    may be a claim the caller took before its work (``fsutil.claim_output``).
     """
-    with atomic_dir(out, overwrite) as tmp:
+    claim = out if isinstance(out, OutputClaim) else None
+    with claim.write() if claim else atomic_dir(out, overwrite) as tmp:
         if hasattr(model, "save_pretrained"):
             model.save_pretrained(tmp, safe_serialization=True)
         else:
@@ -37,4 +39,4 @@ def save_pruned(
             tokenizer.save_pretrained(tmp)
         save_masks(masks, tmp / MASKS_FILE)
         write_json(build_manifest(**(manifest or {})), tmp / MANIFEST_FILE)
-    return Path(out)
+    return claim.path if claim else Path(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import CalibConfig
+from ..config import CalibConfig, FinetuneConfig
 from ..data import TextSource, sample_calibration
 from ..errors import PrunekitError
 from ..selection import zero_pruned_
@@ -22,31 +23,25 @@ def finetune(
     model: nn.Module,
     tokenizer,
     source: TextSource,
-    steps: int,
-    seqlen: int = 512,
-    batch_size: int = 4,
-    lr: float = 5e-5,
-    seed: int = 0,
-    lora_rank: int = 0,
+    config: FinetuneConfig,
     progress: bool = True,
 ) -> tuple[nn.Module, dict]:
-    """Train ``steps`` AdamW steps on random ``seqlen`` windows of ``source``; zeros stay zeros.
+    """Train ``config.steps`` AdamW steps on random ``config.seqlen`` windows of ``source``; zeros stay zeros.
 
     Full fine-tuning locks the current zeros with masks (parametrizations) and bakes them in at the end.
-    With ``lora_rank > 0`` the base weights are frozen, LoRA adapters (peft) train on every target
+    With ``config.lora_rank > 0`` the base weights are frozen, LoRA adapters (peft) train on every target
     layer, and on merging the update is masked so pruned weights stay exactly zero. Returns the
     plain (unparametrized) model and a log of losses.
     """
-    if steps < 1:
-        raise PrunekitError(f"steps must be >= 1, got {steps}")
-    windows = sample_calibration(source, tokenizer, CalibConfig(source.name, steps * batch_size, seqlen, seed))
+    steps, batch_size, lora_rank = config.steps, config.batch_size, config.lora_rank
+    windows = sample_calibration(source, tokenizer, CalibConfig(source.name, steps * batch_size, config.seqlen, config.seed))
     locked = attach_dense(model)
     kept = {n: int(m.sum()) for n, m in locked.items()}
     if lora_rank:
         remove(model)
         model = _with_lora(model, locked, lora_rank)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     device = next(model.parameters()).device
     losses = []
     t0 = time.perf_counter()
@@ -66,8 +61,7 @@ def finetune(
     still = {n: int((model.get_submodule(n).weight != 0).sum()) for n in locked}
     if any(still[n] > kept[n] for n in locked):
         raise RuntimeError("fine-tuning revived pruned weights")  # a bug, not a user error
-    return model, {"steps": steps, "seqlen": seqlen, "batch_size": batch_size, "lr": lr, "seed": seed,
-                   "lora_rank": lora_rank, "losses": losses, "seconds": round(time.perf_counter() - t0, 2)}
+    return model, dataclasses.asdict(config) | {"losses": losses, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _with_lora(model: nn.Module, locked: dict[str, torch.Tensor], rank: int) -> nn.Module:
