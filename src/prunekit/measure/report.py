@@ -37,11 +37,37 @@ def markdown(results: dict, command: str) -> str:
             f"| {r['prune_seconds']:.1f} | {r['prune_peak_rss_mb']:.0f} | {_fmt_mb(r['weight_mb'])} "
             f"| {b['ratios']['prefill_speedup']:.2f}× | {b['ratios']['decode_speedup']:.2f}× "
             f"| {b['sparse']['decode_tokens_per_s']:.1f} ({b['dense']['decode_tokens_per_s']:.1f}) |")
+    lines += _task_table(results)
     lines += ["", "## What the zeros buy on this machine (kernel sweep, batch 1, this model's layer shapes)", ""]
     lines += [f"- {s['verdict']}" for s in results["kernel_sweep"].values()]
     lines += ["", "![perplexity vs sparsity](perplexity_vs_sparsity.png)", "",
               "![per-layer sparsity](layer_sparsity.png)", "", "![speedup vs sparsity](speedup_vs_sparsity.png)", ""]
     return "\n".join(lines)
+
+
+def _task_table(results: dict) -> list[str]:
+    """Zero-shot accuracy per run: each task's acc (%) with its paired difference to dense on the same items
+    and whether that difference is beyond noise (McNemar p < 0.05); the mean over tasks."""
+    dense = results.get("dense_tasks")
+    if not dense:
+        return []
+    names = list(dense["tasks"])
+    lines = ["", "## Zero-shot task accuracy (lm-eval metrics, paired with dense on the same items)", "",
+             "acc in %; below it the difference to dense in points, its 95% interval, and McNemar's verdict. "
+             + ", ".join(f"{n}: {t['items']} items" for n, t in dense["tasks"].items()) + ".", "",
+             "| method | pattern | sparsity | mean acc | " + " | ".join(names) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " |",
+             f"| dense | – | 0.00 | {100 * dense['mean_acc']:.1f} | "
+             + " | ".join(f"{100 * dense['tasks'][n]['acc']:.1f}" for n in names) + " |"]
+    for r in results["runs"]:
+        cells = []
+        for n in names:
+            p = r["tasks"]["paired"][n]["acc"]
+            cells.append(f"{100 * r['tasks']['tasks'][n]['acc']:.1f}<br>{100 * p['diff']:+.1f} "
+                         f"[{100 * p['ci'][0]:+.1f}, {100 * p['ci'][1]:+.1f}] {p['verdict']}")
+        lines.append(f"| {r['method']} | {r['pattern']} | {r['sparsity']:.2f} | {100 * r['tasks']['mean_acc']:.1f} | "
+                     + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(results: dict, folder: Path) -> list[str]:
@@ -96,7 +122,14 @@ def plot(results: dict, folder: Path) -> list[str]:
 
 
 def write_report(results: dict, folder: Path, command: str) -> list[str]:
-    """Write report.md, results.json (with versions, as a manifest) and the plots into ``folder``."""
+    """Write report.md, results.json (with versions, as a manifest), the plots, and tasks.json (per-item task
+    outcomes of dense and every run) when tasks were scored, into ``folder``."""
+    results = dict(results)
+    task_items = results.pop("task_items", None)
     (folder / "report.md").write_text(markdown(results, command))
     write_json(build_manifest(command=command, results=results), folder / "results.json")
-    return ["report.md", "results.json", *plot(results, folder)]
+    files = ["report.md", "results.json", *plot(results, folder)]
+    if task_items:
+        write_json(task_items, folder / "tasks.json")
+        files.append("tasks.json")
+    return files

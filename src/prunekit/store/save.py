@@ -21,11 +21,13 @@ def save_pruned(
     tokenizer=None,
     overwrite: bool = False,
     manifest: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``out`` with safetensors weights (dense, zeros in place), masks and ``manifest.json``.
 
     Everything goes to a temporary folder first, so a failed run leaves no half-written output. ``out``
-    may be a claim the caller took before its work (``fsutil.claim_output``).
+    may be a claim the caller took before its work (``fsutil.claim_output``). ``extra``: more JSON files
+    to write, by name (e.g. per-item task results).
     """
     claim = out if isinstance(out, OutputClaim) else None
     with claim.write() if claim else atomic_dir(out, overwrite) as tmp:
@@ -39,4 +41,6 @@ def save_pruned(
             tokenizer.save_pretrained(tmp)
         save_masks(masks, tmp / MASKS_FILE)
         write_json(build_manifest(**(manifest or {})), tmp / MANIFEST_FILE)
+        for name, data in (extra or {}).items():
+            write_json(data, tmp / name)
     return claim.path if claim else Path(out)
