@@ -12,17 +12,16 @@ import sys
 import time
 import typing
 from collections import Counter
-from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 import torch
 
 from .config import DTYPES, CalibConfig, EvalConfig, FinetuneConfig, PruneConfig, TaskConfig
-from .data import TextSource, load_text, sample_calibration
+from .data import load_text, sample_calibration
 from .errors import PrunekitError, choice
 from .fsutil import claim_output
-from .measure.perplexity import perplexity
+from .measure.evaluation import Evaluation
 from .measure.tasks import TASKS_FILE
 from .models import check_seqlen, fingerprint, load_config, load_model
 from .oneshot.pruner import prune
@@ -195,60 +194,10 @@ def _eval_config(args) -> EvalConfig:
     return EvalConfig(args.eval_seqlen, args.max_windows, args.eval_batch_size)
 
 
-@dataclass
-class _Evaluation:
-    """What a command measures on its model before and after its work: perplexity on a text, zero-shot
-    tasks, or both. Built (every input read and checked) before any work starts."""
-
-    text: TextSource | None = None
-    windows: EvalConfig | None = None
-    tasks: list | None = None
-    task_batch_size: int = 32
-    baseline: dict | None = None  # task results to pair with instead of scoring a reference here
-    ppl: dict = field(default_factory=dict)
-    scores: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_args(cls, args, text_flag: str) -> _Evaluation:
-        from .measure.tasks import load_task, read_results
-
-        text, tasks = getattr(args, text_flag), None
-        if args.tasks:
-            cfg = TaskConfig(_csv(args.tasks), args.limit, args.task_seed, args.task_batch_size)
-            tasks = [load_task(name, limit, cfg.seed) for name, limit in zip(cfg.names, cfg.limits, strict=True)]
-        baseline = getattr(args, "baseline", None)
-        return cls(text and load_text(text), text and _eval_config(args), tasks, args.task_batch_size,
-                   baseline=read_results(baseline) if baseline else None)
-
-    def seqlens(self) -> dict[str, int]:
-        return {"the evaluation seqlen": self.windows.seqlen} if self.windows else {}
-
-    def run(self, label: str, model, tok) -> None:
-        if self.text:
-            self.ppl[label] = perplexity(model, tok, self.text, **dataclasses.asdict(self.windows))
-        if self.tasks:
-            from .measure.tasks import evaluate_tasks
-
-            self.scores[label] = evaluate_tasks(model, tok, self.tasks, self.task_batch_size)
-
-    def report(self, reference: str | None, saved: str) -> tuple[dict, dict, dict | None]:
-        """(summary lines, manifest sections, the tasks.json content or None) once every stage ran."""
-        from .measure.tasks import brief, compare_tasks
-
-        summary = {f"ppl_{k}": round(v["perplexity"], 4) for k, v in self.ppl.items()}
-        summary |= {f"tasks_{k}": {n: round(t["acc"], 4) for n, t in v["tasks"].items()} | {"mean": round(v["mean_acc"], 4)}
-                    for k, v in self.scores.items()}
-        sections = {"evaluation": self.ppl}
-        if not self.scores:
-            return summary, sections, None
-        ref = self.scores.get(reference, self.baseline)
-        paired = compare_tasks(ref, self.scores[saved]) if ref else None
-        if paired:
-            summary["tasks_paired"] = {n: f"{m['acc']['diff']:+.3f} [{m['acc']['ci'][0]:+.3f}, {m['acc']['ci'][1]:+.3f}] "
-                                          f"p={m['acc']['p_value']:.3g}: {m['acc']['verdict']}" for n, m in paired.items()}
-        sections["tasks"] = {k: brief(v) for k, v in self.scores.items()} | ({"paired": paired} if paired else {})
-        full = {"saved": self.scores[saved]} | ({"reference": ref, "paired": paired} if paired else {})
-        return summary, sections, full
+def _evaluation(args, text_flag: str) -> Evaluation:
+    """The command's perplexity text and tasks, read and checked now, before any work."""
+    tasks = args.tasks and TaskConfig(_csv(args.tasks), args.limit, args.task_seed, args.task_batch_size)
+    return Evaluation.prepare(getattr(args, text_flag), _eval_config(args), tasks, args.baseline)
 
 
 def _model_config(args, seqlens: dict[str, int]):
@@ -274,7 +223,7 @@ def cmd_prune(args) -> dict:
     calib_cfg = calib_cfg if config.needs_calibration else None
     with claim_output(args.out, args.overwrite) as claim:
         calib_source = calib_cfg and load_text(calib_cfg.data)
-        evaluation = _Evaluation.from_args(args, "eval")  # bad data fails here, before any long work
+        evaluation = _evaluation(args, "eval")  # bad data fails here, before any long work
         seqlens = {"--seqlen": calib_cfg.seqlen} if calib_cfg else {}
         path = _model_config(args, seqlens | evaluation.seqlens())
         torch.manual_seed(args.seed)
@@ -304,7 +253,7 @@ def cmd_eval(args) -> dict:
     from .measure.tasks import brief, compare_tasks
 
     args.data = args.data or (None if args.tasks else "wikitext2")
-    evaluation = _Evaluation.from_args(args, "data")
+    evaluation = _evaluation(args, "data")
     name = evaluation.text.name if evaluation.text else "tasks"
     out = Path(args.out or f"runs/eval-{Path(args.model).name}-{name}.json")
     if out.is_dir():
@@ -345,7 +294,7 @@ def cmd_finetune(args) -> dict:
     ft_cfg = _config(FinetuneConfig, args)
     with claim_output(args.out, args.overwrite) as claim:
         source = load_text(args.data)
-        evaluation = _Evaluation.from_args(args, "eval")
+        evaluation = _evaluation(args, "eval")
         path = _model_config(args, {"--seqlen": ft_cfg.seqlen} | evaluation.seqlens())
         model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
         claim.require_space(_saved_bytes(model))

@@ -27,7 +27,7 @@ from ..targets import find_targets, weight_view
 from .bench import bench_model
 from .hardware import cpu_info, layer_shapes, microbench, summarize
 from .perplexity import perplexity
-from .tasks import brief, compare_tasks, evaluate_tasks, load_task
+from .tasks import brief, compare_tasks, evaluate_tasks, load_tasks
 
 log = logging.getLogger(__name__)
 SWEEP = tuple(map(Pattern.parse, ("30%", "50%", "60%", "70%", "80%", "90%", "95%")))
@@ -89,8 +89,7 @@ def storage_mb(model: torch.nn.Module) -> dict[str, float]:
 def run_compare(cfg: CompareConfig) -> dict:
     """Run everything and return the results (``report.write_report`` turns them into files)."""
     calib_source, eval_source = load_text(cfg.calib), load_text(cfg.eval_data)
-    tasks = [load_task(n, lim, cfg.tasks.seed) for n, lim in zip(cfg.tasks.names, cfg.tasks.limits, strict=True)] \
-        if cfg.tasks else []
+    tasks = load_tasks(cfg.tasks) if cfg.tasks else []
     torch.manual_seed(cfg.seed)
     model, tok, path = load_model(cfg.model)
     calibration = sample_calibration(calib_source, tok, cfg.calibration)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..config import TaskConfig
 from ..data import shared_data_dir
 from ..errors import PrunekitError
 from ..fsutil import sha256_file
@@ -123,6 +124,11 @@ def load_task(spec: str, limit: int | None = None, seed: int | None = None) -> T
     indices = tuple(range(n)) if seed is None else tuple(sorted(random.Random(seed).sample(range(len(rows)), n)))
     name = spec if spec in NAMED else path.stem
     return TaskData(name, str(path), sha256_file(path), kind, tuple(rows[i] for i in indices), indices, len(rows))
+
+
+def load_tasks(config: TaskConfig) -> list[TaskData]:
+    """Every task a ``TaskConfig`` names, read, checked and selected."""
+    return [load_task(name, limit, config.seed) for name, limit in zip(config.names, config.limits, strict=True)]
 
 
 def task_lm(model: nn.Module, tokenizer, batch_size: int = 32, share: bool = True):
