@@ -93,6 +93,9 @@ def test_metrics_are_the_documented_ones(task_files):
     assert result["mc"]["items"] == 14 and result["completion"]["items"] == 6 and result["completion"]["perplexity"] > 1
     acc = result["mc"]["acc"]
     assert result["mc"]["acc_ci"][0] <= acc <= result["mc"]["acc_ci"][1]
+    # chance: the mean of 1/choices (2, 3, 4 choices in turn): (4 · (1/2 + 1/3 + 1/4) + 1/2 + 1/3) / 14
+    assert result["mc"]["chance"] == pytest.approx((4 * (1 / 2 + 1 / 3 + 1 / 4) + 1 / 2 + 1 / 3) / 14)
+    assert set(result["mc"]["signal"]) == {"acc", "acc_norm"}
 
 
 def test_selection_first_n_or_seeded(task_files):
@@ -118,7 +121,8 @@ def test_pairing_needs_the_same_items(task_files):
     ('{"context": "x", "choices": [" a"], "gold": 0}', "at least two"),
     ('{"context": "x", "choices": [" a", " b"], "gold": 2}', "'gold' must be the index"),
     ('{"context": "x", "choices": [" a", " b"], "gold": true}', "'gold' must be the index"),
-    ('{"context": 3, "continuation": " y"}', "string 'context'"),
+    ('{"context": 3, "continuation": " y"}', "non-empty string 'context'"),
+    ('{"context": "", "continuation": " y"}', "non-empty string 'context'"),
     ('{"context": "x"}', "expected 'choices' and 'gold', or a non-empty 'continuation'"),
     ('{"context": "x", "continuation": " y"}', "a loglikelihood item in a file of multiple_choice items"),
     ('{"context": "x", "choices": [" a", " b"], "gold": 0', "not valid JSON"),

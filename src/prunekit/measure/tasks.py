@@ -80,8 +80,8 @@ def task_path(spec: str) -> Path:
 def _item(row, path: Path, lineno: int, kind: str | None) -> str:
     """The kind of one parsed row, after checking it against the schema (and the file's first row's kind)."""
     where = f"{path}:{lineno}"
-    if not isinstance(row, dict) or not isinstance(row.get("context"), str):
-        raise PrunekitError(f"{where}: expected an object with a string 'context'")
+    if not isinstance(row, dict) or not isinstance(row.get("context"), str) or not row["context"]:
+        raise PrunekitError(f"{where}: expected an object with a non-empty string 'context'")
     if "choices" in row:
         choices, gold = row["choices"], row.get("gold")
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
@@ -131,7 +131,7 @@ def load_tasks(config: TaskConfig) -> list[TaskData]:
     return [load_task(name, limit, config.seed) for name, limit in zip(config.names, config.limits, strict=True)]
 
 
-def task_lm(model: nn.Module, tokenizer, batch_size: int = 32, share: bool = True):
+def task_lm(model: nn.Module, tokenizer, batch_size: int = 32, share: bool = True, progress: bool = True):
     """An lm-eval model (a ``TemplateLM``; lm-eval is an optional extra, imported here) over ``model``:
     log-likelihoods by ``score_pairs``, which runs each shared context once."""
     from lm_eval.api.model import TemplateLM
@@ -153,7 +153,7 @@ def task_lm(model: nn.Module, tokenizer, batch_size: int = 32, share: bool = Tru
 
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
             pairs = [self._fit(ctx, cont) for _, ctx, cont in requests]
-            return score_pairs(self.model, pairs, self.batch_size, self._device, not disable_tqdm, share)
+            return score_pairs(self.model, pairs, self.batch_size, self._device, progress and not disable_tqdm, share)
 
         def _fit(self, ctx: list[int], cont: list[int]) -> tuple[list[int], list[int]]:
             """Keep the last ``max_length`` tokens, dropping from the context first (as HFLM does)."""
@@ -185,9 +185,8 @@ def score_pairs(model: nn.Module, pairs: list[tuple[list[int], list[int]]], batc
     Pairs are grouped by context. Each batch of groups takes two forward passes: their contexts once,
     left-padded so they all end together, keeping the key/value cache; then every continuation of those
     groups, right-padded, on its own context's cache (selected per row). So a context shared by four choices
-    runs once, and the weights are read once per batch of up to ``batch_size`` continuations, not once per
-    request (for short sequences on a CPU, reading the weights is most of a forward pass). ``share=False``
-    makes every pair its own group (what ``bench/tasks.py`` compares with)."""
+    runs once, and a forward pass (its weight reads, its fixed cost) serves up to ``batch_size``
+    continuations. ``share=False`` makes every pair its own group (what ``bench/tasks.py`` compares with)."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, (ctx, _) in enumerate(pairs):
         groups.setdefault(tuple(ctx) if share else (i,), []).append(i)
@@ -290,7 +289,7 @@ def evaluate_tasks(model: nn.Module, tokenizer, tasks: list[TaskData], batch_siz
         raise PrunekitError("task evaluation needs lm-evaluation-harness: pip install 'prunekit[tasks]'") from e
     for noisy in ("lm_eval", "lm-eval"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    lm = lm or task_lm(model, tokenizer, batch_size)
+    lm = lm or task_lm(model, tokenizer, batch_size, progress=progress)
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -312,9 +311,9 @@ def evaluate_tasks(model: nn.Module, tokenizer, tasks: list[TaskData], batch_siz
             summary[metric] = sum(outcomes) / len(outcomes)
             summary[f"{metric}_ci"] = list(wilson(sum(outcomes), len(outcomes)))
             summary["per_item"][metric] = outcomes
-        if task.kind == CHOICE:
+        if task.kind == CHOICE:  # a metric carries signal when its interval lies above chance
             summary["chance"] = sum(1 / len(d["choices"]) for d in task.docs) / len(task.docs)
-            summary["signal"] = summary["acc_ci"][0] > summary["chance"]  # above chance beyond noise
+            summary["signal"] = {m: summary[f"{m}_ci"][0] > summary["chance"] for m in metrics}
         else:
             summary["perplexity"] = raw["results"][key]["perplexity,none"]
         out[task.name] = summary
