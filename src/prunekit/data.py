@@ -11,8 +11,10 @@ import json
 import logging
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -56,31 +58,39 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line; a PrunekitError names the file and line of a
+    line that is not JSON, or the byte that is not UTF-8."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield lineno, json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise PrunekitError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from e
+
+
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> PrunekitError:
+    return PrunekitError(f"{path} is not UTF-8 text (it holds the byte {e.object[e.start]:#04x})")
+
+
 def _read_file(path: Path, name: str) -> TextSource:
     if not path.is_file():
         raise PrunekitError(f"data file not found: {path}")
-    try:
-        return _parse_file(path, name)
-    except UnicodeDecodeError as e:
-        raise PrunekitError(f"{path} is not UTF-8 text (it holds the byte {e.object[e.start]:#04x})") from e
-
-
-def _parse_file(path: Path, name: str) -> TextSource:
     if path.suffix == ".jsonl":
         docs = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise PrunekitError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise PrunekitError(f"{path}:{lineno}: no 'text' field")
-                docs.append(row["text"])
+        for lineno, row in read_jsonl(path):
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise PrunekitError(f"{path}:{lineno}: no 'text' field")
+            docs.append(row["text"])
     else:
-        docs = [path.read_text(encoding="utf-8")]
+        try:
+            docs = [path.read_text(encoding="utf-8")]
+        except UnicodeDecodeError as e:
+            raise _not_utf8(path, e) from e
     if not any(d.strip() for d in docs):
         raise PrunekitError(f"data file {path} is empty")
     return TextSource(name, tuple(docs), str(path), sha256_file(path))

@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import TaskConfig
-from ..data import shared_data_dir
+from ..data import read_jsonl, shared_data_dir
 from ..errors import PrunekitError
 from ..fsutil import sha256_file
 from .intervals import paired, wilson
@@ -103,19 +103,9 @@ def load_task(spec: str, limit: int | None = None, seed: int | None = None) -> T
     ``limit`` of them (kept in file order), so reruns and other tools see the same items."""
     path = task_path(spec)
     rows, kind = [], None
-    try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise PrunekitError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-                kind = _item(row, path, lineno, kind)
-                rows.append(row)
-    except UnicodeDecodeError as e:
-        raise PrunekitError(f"{path} is not UTF-8 text") from e
+    for lineno, row in read_jsonl(path):
+        kind = _item(row, path, lineno, kind)
+        rows.append(row)
     if not rows:
         raise PrunekitError(f"task file {path} holds no items")
     if limit is not None and limit < 1:

@@ -70,3 +70,11 @@ def load_tensors(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], 
     if digest(header, tensors) != stored:
         raise PrunekitError(f"{path}: its checksum does not match its content (the file was changed or damaged)")
     return tensors, header
+
+
+def legacy_json(meta: dict[str, str], key: str, path: str | Path) -> Any:
+    """A JSON value from a version-1 file's metadata (written before the one-entry header)."""
+    try:
+        return json.loads(meta.get(key, ""))
+    except ValueError as e:
+        raise PrunekitError(f"{path}: its {key!r} metadata is not JSON ({e})") from e

@@ -18,7 +18,7 @@ import torch
 from ..errors import PrunekitError
 from ..fsutil import claim_output
 from ..selection import is_valid_nm
-from .container import load_tensors, read_metadata, read_tensors, save_tensors
+from .container import legacy_json, load_tensors, read_metadata, read_tensors, save_tensors
 from .formats import FORMATS, decode, encode, nbytes
 from .mask_file import MASKS_FILE, load_masks
 
@@ -129,11 +129,7 @@ def load_exported(out: str | Path) -> dict[str, torch.Tensor]:
         stored, header = load_tensors(path, KIND)
         version, layers = header.get("version"), header.get("layers")
     elif meta.get("magic") == KIND:  # version 1, before checksums
-        version, stored = meta.get("version"), read_tensors(path)
-        try:
-            layers = json.loads(meta.get("layers", ""))
-        except ValueError as e:
-            raise PrunekitError(f"{path}: its layer table is not JSON ({e})") from e
+        version, stored, layers = meta.get("version"), read_tensors(path), legacy_json(meta, "layers", path)
     else:
         raise PrunekitError(f"{path} is not a prunekit sparse export")
     if version not in ("1", VERSION):

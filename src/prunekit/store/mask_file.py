@@ -8,7 +8,6 @@ still read.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import torch
 
 from ..errors import PrunekitError
 from .bits import pack_bits, unpack_bits
-from .container import load_tensors, read_metadata, read_tensors, save_tensors
+from .container import legacy_json, load_tensors, read_metadata, read_tensors, save_tensors
 
 MASKS_FILE = "masks.safetensors"
 KIND = "prunekit-masks"
@@ -86,11 +85,7 @@ def load_masks(path: str | Path) -> dict[str, torch.Tensor]:
         packed, header = load_tensors(path, KIND)
         shapes, order = header.get("shapes"), "little"
     elif meta.get("format") == KIND and meta.get("version") == "1":  # before checksums: big bit order
-        packed, order = read_tensors(path), "big"
-        try:
-            shapes = json.loads(meta.get("shapes", ""))
-        except ValueError as e:
-            raise PrunekitError(f"{path}: its shapes are not JSON ({e})") from e
+        packed, order, shapes = read_tensors(path), "big", legacy_json(meta, "shapes", path)
     else:
         raise PrunekitError(f"{path} is not a prunekit masks file")
     if not isinstance(shapes, dict) or set(shapes) != set(packed):
