@@ -3,7 +3,7 @@
 Layouts: ``bitmask`` and ``sell`` (prunekit's compiled CPU kernel, see ``kernel.py``) or ``torch_csr``
 (stock ``torch.sparse``). Batches of up to ``SMALL_BATCH`` rows (decode) run the sparse kernel;
 larger ones (prefill) unpack tiles of rows and use dense GEMM, so they cost about what dense does.
-Which layout (or plain dense) a layer gets is decided by measuring, in ``sparsify.py``.
+Which layout (or plain dense) a layer gets is decided by measuring, in ``swap.py`` (``sparsify``).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class SparseLinear(nn.Module):
         return self
 
     def _csr(self) -> torch.Tensor:
-        """The (out, in) torch CSR tensor over the buffers (~2 µs to build; checked when loaded)."""
+        """The (out, in) torch CSR tensor over the buffers (~2 µs to build; checked before first use)."""
         b = self._buffers
         return torch.sparse_csr_tensor(b["csr_crow"], b["csr_col"], b["csr_values"], (self.out_features, self.in_features),
                                        check_invariants=False)
