@@ -254,7 +254,7 @@ def cmd_eval(args) -> dict:
 
     args.data = args.data or (None if args.tasks else "wikitext2")
     evaluation = _evaluation(args, "data")
-    name = evaluation.text.name if evaluation.text else "tasks"
+    name = f"{evaluation.text.name}-{evaluation.windows.seqlen}" if evaluation.text else "tasks"
     out = Path(args.out or f"runs/eval-{Path(args.model).name}-{name}.json")
     if out.is_dir():
         raise PrunekitError(f"--out {out} is a folder; give a JSON file name")
