@@ -119,11 +119,11 @@ def model_shapes(model: torch.nn.Module) -> Counter:
 
 def layer_shapes(spec: str) -> Counter:
     """``model_shapes`` of a model named by ``spec``, from its config alone."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    from ..models import resolve_model_path
+    from ..models import load_config
 
-    config = AutoConfig.from_pretrained(resolve_model_path(spec))
+    _, config = load_config(spec)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     return model_shapes(model)
