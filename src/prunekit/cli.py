@@ -4,6 +4,7 @@ Calls only the public API."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -19,16 +20,21 @@ import torch
 
 from .config import DTYPES, CalibConfig, EvalConfig, FinetuneConfig, PruneConfig, TaskConfig
 from .data import load_text, sample_calibration
+from .devices import available_memory, parse_device
 from .errors import PrunekitError, choice
 from .fsutil import claim_output
 from .measure.evaluation import Evaluation
 from .measure.tasks import TASKS_FILE
-from .models import check_seqlen, fingerprint, load_config, load_model
+from .models import check_seqlen, fingerprint, load_config, load_model, load_skeleton
+from .oneshot.collective import init_from_env
 from .oneshot.pruner import prune
+from .oneshot.residency import DiskOffload, InMemory
 from .run.sparse_linear import LAYOUTS
 from .store.info import format_table, layer_table
 from .store.manifest import build_manifest, write_json
-from .store.save import save_pruned
+from .store.save import save_pruned, write_pruned, write_streamed
+from .store.shards import CheckpointReader, ShardWriter
+from .targets import find_blocks
 
 log = logging.getLogger("prunekit")
 
@@ -112,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, CalibConfig)
     _add_eval_args(p, "--eval")
     p.add_argument("--eval-dense", action="store_true", help="also evaluate the model before pruning")
+    p.add_argument("--offload", choices=("auto", "none", "disk"), default="auto",
+                   help="disk: read, prune and write one block at a time (models larger than memory); auto: disk when "
+                   "the weights need more than half the free memory")
+    p.add_argument("--workers", type=int, default=1, help="data-parallel calibration over this many processes "
+                   "(torchrun, gloo on CPU / NCCL on GPU): windows shared, statistics summed, layers solved in turn")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
 
@@ -218,22 +229,110 @@ def _saved_bytes(model) -> int:
     return sum(p.numel() * p.element_size() + p.numel() // 8 for p in params)
 
 
-def cmd_prune(args) -> dict:
+OFFLOAD_FRACTION = 0.5  # --offload auto streams from disk when the weights need more than this share of free memory
+
+
+def _wants_offload(args, path: str, dtype: torch.dtype) -> bool:
+    """--offload disk, or auto and the model's weights would not fit comfortably in the free memory."""
+    if args.offload != "auto":
+        return args.offload == "disk"
+    if not Path(path).is_dir():
+        return False
+    try:
+        need = CheckpointReader(path).nbytes(dtype)
+    except PrunekitError:
+        return False  # not a safetensors folder: only the in-memory path can load it
+    free = available_memory()
+    if free is None or need <= OFFLOAD_FRACTION * free:
+        return False
+    log.warning("the weights need %.1f GB in %s and %.1f GB of memory is free: pruning from disk, a block at a time "
+                "(--offload none to force memory)", need / 1e9, str(dtype).removeprefix("torch."), free / 1e9)
+    return True
+
+
+def _together(collective, setup):
+    """``setup()`` on every process; if it fails on any, all stop (one error each, not a hang in a collective)."""
+    try:
+        value = setup()
+    except BaseException:
+        collective.agree(False)
+        raise
+    if not collective.agree(True):
+        raise PrunekitError("another worker process failed during setup (its error is above)")
+    return value
+
+
+def _launch_workers(workers: int, argv: list[str]) -> None:
+    """Run this same ``prune`` command as ``workers`` processes through torchrun (one CPU thread each unless
+    OMP_NUM_THREADS says otherwise); the first prints the summary."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    rest, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--workers="):
+            skip = False
+            continue
+        skip = a == "--workers"
+        if not skip:
+            rest.append(a)
+    try:
+        torchrun(["--standalone", "--nproc-per-node", str(workers), "--module", "prunekit", *rest])
+    except ChildFailedError as e:
+        raise PrunekitError(f"a worker process failed (exit codes {[f.exitcode for f in e.failures.values()]}; its "
+                            "error is above)") from None
+
+
+def cmd_prune(args) -> dict | None:
+    if args.workers < 1:
+        raise PrunekitError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_workers(args.workers, args.argv)
     config, calib_cfg = _config(PruneConfig, args), _config(CalibConfig, args)
     calib_cfg = calib_cfg if config.needs_calibration else None
-    with claim_output(args.out, args.overwrite) as claim:
-        calib_source = calib_cfg and load_text(calib_cfg.data)
-        evaluation = _evaluation(args, "eval")  # bad data fails here, before any long work
-        seqlens = {"--seqlen": calib_cfg.seqlen} if calib_cfg else {}
-        path = _model_config(args, seqlens | evaluation.seqlens())
+    device, dtype = parse_device(args.device), DTYPES[args.dtype]
+    collective = init_from_env(device)
+    first = collective.rank == 0
+    if not first:
+        logging.getLogger().setLevel(logging.WARNING)
+    with contextlib.ExitStack() as stack:
+        def setup():
+            claim = stack.enter_context(claim_output(args.out, args.overwrite)) if first else None
+            calib_source = calib_cfg and load_text(calib_cfg.data)
+            evaluation = _evaluation(args, "eval")  # bad data fails here, before any long work
+            seqlens = {"--seqlen": calib_cfg.seqlen} if calib_cfg else {}
+            path = _model_config(args, seqlens | evaluation.seqlens())
+            offload = _wants_offload(args, path, dtype)
+            if offload and claim:  # before any work: the output needs the weights' room
+                claim.require_space(CheckpointReader(path).nbytes(dtype) * 33 // 32)  # + one mask bit per weight
+            return claim, calib_source, evaluation, path, offload
+
+        claim, calib_source, evaluation, path, offload = _together(collective, setup)
         torch.manual_seed(args.seed)
-        model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
-        claim.require_space(_saved_bytes(model))
+        if offload:
+            model, tok, path, reader = load_skeleton(path, dtype)
+        else:
+            model, tok, path = load_model(path, dtype)
+            if claim:
+                claim.require_space(_saved_bytes(model))
         calibration = calib_cfg and sample_calibration(calib_source, tok, calib_cfg)
-        if args.eval_dense:
-            evaluation.run("dense", model, tok)
-        result = prune(model, config, calibration)
-        evaluation.run("pruned", model, tok)
+        calibration = calibration if calibration is None else collective.split(calibration)
+        if args.eval_dense and first:
+            evaluation.run("dense", load_model(path, dtype)[0] if offload else model, tok)
+        tmp = stack.enter_context(claim.write()) if offload and claim else None  # shards are written as blocks finish
+        writer = tmp and ShardWriter(tmp, len(find_blocks(model)[1]) + 1)
+        residency = DiskOffload(reader, writer, dtype, device) if offload else InMemory(
+            None if device.type == "cpu" else device)
+        result = prune(model, config, calibration, progress=first, residency=residency, collective=collective)
+        if not first:
+            return None
+        if offload:
+            write_streamed(model, writer)
+            tok.save_pretrained(tmp)
+            if evaluation.text or evaluation.tasks:
+                evaluation.run("pruned", load_model(str(tmp), dtype)[0], tok)
+        else:
+            evaluation.run("pruned", model, tok)
         summary = {
             "model": args.model, "out": args.out, "method": config.method, "pattern": config.pattern,
             "sparsity": round(result.sparsity, 6), "prune_seconds": round(result.seconds, 2),
@@ -242,10 +341,17 @@ def cmd_prune(args) -> dict:
         }
         lines, sections, task_file = evaluation.report("dense", "pruned")
         summary |= lines
-        save_pruned(model, claim, result.masks, tok, extra={TASKS_FILE: task_file} if task_file else None, manifest={
+        manifest = {
             "command": sys.argv, "model": _model_record(args, path, model), "config": config.to_dict(), "seed": args.seed,
             "calibration": calib_cfg and {**dataclasses.asdict(calib_cfg), "source": calib_source.describe()},
-            "result": result.to_dict(), **sections, "summary": summary})
+            "execution": {"offload": "disk" if offload else "none", "device": str(device),
+                          "processes": collective.world},
+            "result": result.to_dict(), **sections, "summary": summary}
+        extra = {TASKS_FILE: task_file} if task_file else None
+        if offload:
+            write_pruned(tmp, None, result.masks, None, manifest, extra)
+        else:
+            save_pruned(model, claim, result.masks, tok, manifest=manifest, extra=extra)
     return summary
 
 
@@ -411,7 +517,9 @@ def cmd_info(args) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        argv = sys.argv[1:] if argv is None else argv
         args = build_parser().parse_args(argv)
+        args.argv = argv
     except PrunekitError as e:
         print(f"prunekit: error: {e}", file=sys.stderr)
         return 2

@@ -40,6 +40,7 @@ class Refine(StrEnum):
 
 
 class CalibDtype(StrEnum):
+    AUTO = "auto"    # bfloat16 where the device has native bf16 matmuls and the model is float32, else the model's
     MODEL = "model"  # the model's own dtype
     BFLOAT16 = "bfloat16"
     FLOAT16 = "float16"
@@ -90,9 +91,9 @@ class PruneConfig:
     refine: Refine = _setting(Refine.NONE, "weight update after the mask: none, or admm (exact masked least squares "
                               "on H; needs calibration)")
     admm_iters: int = _setting(30, "ADMM iterations")
-    calib_dtype: CalibDtype = _setting(CalibDtype.MODEL, "dtype of the calibration forward passes (autocast); "
-                                       "weights and statistics keep full precision. bfloat16 about halves the "
-                                       "forward time on CPUs with bf16 support")
+    calib_dtype: CalibDtype = _setting(CalibDtype.AUTO, "dtype of the calibration forward passes (autocast); "
+                                       "weights and statistics keep full precision. auto: bfloat16 where the device "
+                                       "has native bf16 (AVX512-BF16/AMX/Arm BF16 CPUs, CUDA GPUs), else the model's")
     nm: tuple[int, int] | None = field(init=False, default=None)  # (N, M) parsed from ``pattern``
 
     def __post_init__(self) -> None:

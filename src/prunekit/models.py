@@ -147,6 +147,46 @@ def load_model(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu
 
 
 @torch.no_grad()
+def load_skeleton(spec: str, dtype: torch.dtype = torch.float32, tokenizer: bool = True):
+    """``(model, tokenizer or None, path, reader)`` for pruning from disk: the model with every block's weights on the
+    meta device (no memory), and its other weights (embeddings, final norm, head) read from the checkpoint.
+    ``oneshot.residency.DiskOffload`` then brings in one block at a time through ``reader``."""
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from .store.shards import CheckpointReader
+    from .targets import find_blocks
+
+    path = resolve_model_path(spec)
+    if not Path(path).is_dir():
+        raise PrunekitError(f"pruning from disk (--offload disk) needs a local model folder; {spec!r} is not one "
+                            "(download it first, e.g. `hf download NAME --local-dir DIR`)")
+    reader = CheckpointReader(path)
+    with _loading(spec):
+        _, config = load_config(path)
+        tok = AutoTokenizer.from_pretrained(path) if tokenizer else None
+        with init_empty_weights():  # parameters on meta; buffers (rotary tables) computed as usual
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        if (Path(path) / "generation_config.json").is_file():
+            model.generation_config = GenerationConfig.from_pretrained(path)
+    model.eval()
+    blocks = find_blocks(model)
+    if blocks is None:
+        raise PrunekitError(f"{spec}: no repeated blocks found, so it cannot be pruned a block at a time")
+    prefix = blocks[0] + "."
+    resident = [k for k in model.state_dict() if not k.startswith(prefix) and k in reader.files]
+    model.load_state_dict(reader.read(resident, dtype), strict=False, assign=True)
+    model.tie_weights()  # a tied head is not in the checkpoint: it shares the embeddings
+    missing = [k for k, t in model.state_dict().items() if t.is_meta and k not in reader.files]
+    if missing:  # e.g. fused MoE experts, which transformers rebuilds from per-expert tensors while loading
+        raise PrunekitError(f"{path}: the checkpoint lacks {', '.join(missing[:3])} (its names do not match the "
+                            "model's, which transformers converts while loading; --offload disk needs a checkpoint "
+                            "saved under the model's own names: prune this model in memory)")
+    log.info("%s: %d weights resident, %d blocks streamed from disk", spec, len(resident), len(blocks[1]))
+    return model, tok, path, reader
+
+
+@torch.no_grad()
 def _own_memory(model: torch.nn.Module) -> None:
     """Copy CPU weights out of the checkpoint's private memory map into ordinary memory.
 
@@ -180,9 +220,11 @@ def fingerprint(spec: str, path: str, model: torch.nn.Module | None = None) -> d
 
 
 def check_finite(targets: dict) -> None:
-    """Raise when any targeted weight holds NaN or Inf: pruning scores would be meaningless."""
+    """Raise when any targeted weight holds NaN or Inf: pruning scores would be meaningless. Weights not
+    loaded yet (on the meta device, streamed from disk) are checked when they are."""
     from .targets import weight_view
 
     for name, target in targets.items():
-        if not torch.isfinite(weight_view(target)).all():
+        w = weight_view(target)
+        if not w.is_meta and not torch.isfinite(w).all():
             raise PrunekitError(f"weights of {name} contain NaN or Inf")

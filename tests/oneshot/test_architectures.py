@@ -115,3 +115,30 @@ def test_calib_dtype_wider_than_model_is_an_error():
     calib = torch.randint(0, 128, (2, 24))
     with pytest.raises(PrunekitError, match="wider"):
         prune(model, PruneConfig(method="wanda", calib_dtype="float32"), calib, progress=False)
+
+
+@pytest.mark.parametrize(("fast", "model_dtype", "expected"), [
+    (True, torch.float32, "bfloat16"),    # native bf16: the fast path
+    (False, torch.float32, "float32"),    # emulated bf16 would be slower: stay in float32
+    (True, torch.bfloat16, "bfloat16"),   # a bf16 model calibrates in its own dtype
+])
+def test_calib_dtype_auto_picks_bf16_only_where_native(monkeypatch, fast, model_dtype, expected):
+    import prunekit.oneshot.pruner as pruner
+
+    monkeypatch.setattr(pruner, "fast_bfloat16", lambda device: (fast, "stand-in"))
+    calib = torch.randint(0, 128, (2, 24), generator=torch.Generator().manual_seed(1))
+    auto = prune(build("llama-gqa").to(model_dtype), PruneConfig(method="wanda"), calib, progress=False)
+    assert auto.info["calib_dtype"]["dtype"] == expected
+    explicit = build("llama-gqa").to(model_dtype)
+    prune(explicit, PruneConfig(method="wanda", calib_dtype=expected if model_dtype == torch.float32 else "model"),
+          calib, progress=False)
+    assert all(torch.equal(auto.masks[n], (weight_view(t) != 0)) for n, t in find_targets(explicit).items())
+
+
+def test_fast_bfloat16_reads_the_cpu_flags(monkeypatch):
+    from prunekit import devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert devices.fast_bfloat16(torch.device("cpu"))[0] is False
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    assert devices.fast_bfloat16(torch.device("cpu")) == (True, "CPU flags amx_bf16")

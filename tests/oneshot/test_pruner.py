@@ -65,7 +65,7 @@ def test_masks_report_kept_weights_that_are_zero(method):
     ("sparsegpt", (3 * 64**2 + 128**2) * 4 + (3 * 64 + 128) * 4 * 128),
 ])
 def test_manifest_states_the_memory_bound_in_parts(method, stats_bytes):
-    result = prune(tiny_llama(), PruneConfig(method=method), _calib(), progress=False)
+    result = prune(tiny_llama(), PruneConfig(method=method, calib_dtype="model"), _calib(), progress=False)
     bound = result.info["memory_bound"]
     assert bound["block_stats_mb"] == round(stats_bytes / 2**20, 1)
     assert bound["activations_in_out_mb"] == round(2 * 128 * 64 * 4 / 2**20, 1)  # inputs + outputs, float32
@@ -174,7 +174,7 @@ def test_sublayer_sees_pruned_upstream_layers():
     results = {}
     for sequential in ("block", "sublayer"):
         model = tiny_llama()
-        prune(model, PruneConfig(method="wanda", sequential=sequential), calib, progress=False)
+        prune(model, PruneConfig(method="wanda", sequential=sequential, calib_dtype="model"), calib, progress=False)
         results[sequential] = weight_view(model.model.layers[0].self_attn.o_proj) == 0
     # Recompute what sublayer mode must have used: o_proj input after pruning only q/k/v.
     model = tiny_llama()

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import platform
 from collections import Counter
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from ..devices import cpu_flags, cpu_name
 from ..run import extension, semi_structured
 from ..run.sparse_linear import LAYOUTS
 from ..run.swap import measure_layer
@@ -31,17 +31,9 @@ SPEEDUP = 1.10
 
 
 def cpu_info() -> dict:
-    flags: set[str] = set()
-    name = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model") and value.strip():
-                name = value.strip()
-            elif key.strip() in ("flags", "Features"):
-                flags.update(value.split())
-    return {"cpu": name, "machine": platform.machine(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    flags = cpu_flags()
+    return {"cpu": cpu_name(), "machine": platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "isa_flags": [f for f in FLAGS if f in flags], "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "last_level_cache_mb": llc_bytes() >> 20,
             "prunekit_kernel": extension.isa() if extension.available() else "unavailable (no compiler)"}

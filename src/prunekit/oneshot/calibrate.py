@@ -81,7 +81,8 @@ def capture_inputs(
     activations do not fragment the heap among each batch's temporaries; arguments equal to the
     previous batch's (rotary tables, masks) are stored once and shared.
     """
-    device = next(model.parameters()).device
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    device = (embeddings.weight if embeddings is not None else next(model.parameters())).device  # blocks may be meta
     out = BlockInputs([], [], [])
     whole: list[torch.Tensor] = []  # (nsamples, seqlen, hidden), allocated at the first batch
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import Allocation, PruneConfig, Refine, Sequential
+from ..config import Allocation, CalibDtype, PruneConfig, Refine, Sequential
+from ..devices import fast_bfloat16
 from ..errors import PrunekitError
 from ..models import check_finite, check_seqlen
 from ..selection import select_mask, zero_pruned_
@@ -20,8 +21,10 @@ from ..timing import peak_rss_bytes, reset_peak_rss, rss_bytes
 from .admm import admm_update
 from .allocation import clamp_keeping_mean, global_allocation, outlier_ratio, owl_sparsities
 from .calibrate import BlockInputs, capture_inputs, collect_stats, run_block
+from .collective import Single
 from .memory_pool import pooled_cpu_memory
 from .methods import METHODS, Statistics
+from .residency import DiskOffload, InMemory
 from .scores import magnitude_scores, wanda_scores
 
 log = logging.getLogger(__name__)
@@ -109,9 +112,11 @@ def _recon_error(old: torch.Tensor, new: torch.Tensor, x: torch.Tensor | None) -
 
 
 def _layer_sparsities(
-    config: PruneConfig, targets: dict[str, nn.Module], inputs: BlockInputs | None, blocks, progress: bool = True
+    config: PruneConfig, targets: dict[str, nn.Module], inputs: BlockInputs | None = None, walk=None,
+    collective: Single | None = None,
 ) -> tuple[dict[str, float], list[float] | None]:
-    """Per-layer target sparsity: uniform, global threshold, or OWL (dense pre-pass over the blocks)."""
+    """Per-layer target sparsity: uniform, global threshold, or OWL (dense pre-pass over the blocks, each one
+    loaded by ``walk``; the Σx² of every process summed by ``collective``)."""
     low, high = config.min_layer_sparsity, config.max_layer_sparsity  # the config holds sparsity within them
     sizes = {n: weight_view(m).numel() for n, m in targets.items()}
     if config.allocation == Allocation.UNIFORM:
@@ -120,17 +125,16 @@ def _layer_sparsities(
         scores = {n: magnitude_scores(weight_view(m)) for n, m in targets.items()}
         return clamp_keeping_mean(global_allocation(scores, config.sparsity), sizes, low, high), None
     # Calibrated score |W|·‖X‖ on the dense model, block by block.
-    assert inputs is not None and blocks is not None
-    block_name, block_list = blocks
+    assert inputs is not None and walk is not None and collective is not None
     global_scores: dict[str, torch.Tensor] = {}  # only for global allocation
     owl_blocks: list[tuple[list[str], float, int]] = []  # (layer names, outlier ratio, parameters)
-    for i, block in enumerate(tqdm(block_list, desc="allocation pre-pass", unit="block", disable=not progress)):
-        local = block_targets(block, f"{block_name}.{i}", targets)
+    first = inputs
+    for last, block, local in walk("allocation pre-pass", final=False):
         # The first block's inputs are kept for the pruning pass; later ones are the pre-pass's own.
-        stats, _, inputs = collect_stats(
-            block, local, inputs, hessian=False, outputs=i + 1 < len(block_list), inplace=i > 0
-        )
+        stats, _, inputs = collect_stats(block, local, inputs, hessian=False, outputs=not last,
+                                         inplace=inputs is not first)
         for n in local:
+            collective.reduce_stats(stats[n])
             stats[n].check_finite(n)
         scores = {n: wanda_scores(weight_view(m), stats[n].norms_sq) for n, m in local.items()}
         if config.allocation == Allocation.GLOBAL:
@@ -194,87 +198,129 @@ def _memory_bound(rss_start_mb: float, activation_bytes: int, stats_bytes: int) 
     return parts | {"bound_mb": round(sum(parts.values()), 1)}
 
 
+def _block_masks(local: dict[str, nn.Module], kept_zeros: dict[str, torch.Tensor], masks: PackedMasks) -> None:
+    """Add a pruned block's keep masks, rebuilt from its pruned weights: nonzero, or a kept zero.
+
+    Holding bool masks during pruning would cost memory at its peak; the packed bits cost 1/32 of the
+    float32 weights, and this needs the block's weights only once it is done.
+    """
+    for name in local:
+        if name in kept_zeros:
+            keep = (weight_view(local[name]) != 0).contiguous()  # (rows, cols); Conv1D views are transposed
+            keep.view(-1)[kept_zeros.pop(name).to(keep.device)] = True
+            masks.add(name, keep.cpu())
+
+
 def _kept_zeros(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Flat indices of the weights that are kept but exactly zero (almost always none)."""
     return ((weight == 0) & keep).flatten().nonzero().squeeze(1).cpu()
 
 
-def _final_masks(targets: dict[str, nn.Module], kept_zeros: dict[str, torch.Tensor]) -> PackedMasks:
-    """The keep masks, rebuilt from the pruned weights once pruning is done: nonzero, or a kept zero.
-
-    Holding every layer's mask during pruning would cost memory at its peak; this costs nothing then.
-    """
-    masks = PackedMasks()
-    for name in targets:
-        if name in kept_zeros:
-            keep = (weight_view(targets[name]) != 0).contiguous()  # (rows, cols); Conv1D views are transposed
-            keep.view(-1)[kept_zeros[name].to(keep.device)] = True
-            masks.add(name, keep)
-    return masks
-
-
-def _calib_dtype(config: PruneConfig, block: nn.Module) -> torch.dtype:
-    """The dtype calibration activations are kept and the blocks run in (autocast, never upcast)."""
+def _calib_dtype(config: PruneConfig, block: nn.Module, device: torch.device) -> tuple[torch.dtype, str]:
+    """The dtype calibration activations are kept and the blocks run in (autocast, never upcast), and why."""
     weights = next(block.parameters()).dtype
+    if config.calib_dtype == CalibDtype.AUTO:
+        if weights != torch.float32:
+            return weights, f"the model's own {weights}"
+        fast, why = fast_bfloat16(device)
+        return (torch.bfloat16, f"auto: {why}") if fast else (weights, f"auto: float32 ({why})")
     dtype = config.calib_dtype.dtype or weights
     if dtype.itemsize > weights.itemsize:
         raise PrunekitError(f"calib_dtype {config.calib_dtype} is wider than the model's {weights}; use 'model'")
-    return dtype
+    return dtype, str(config.calib_dtype)
 
 
 @torch.no_grad()
 def prune(
-    model: nn.Module, config: PruneConfig, calibration: torch.Tensor | None = None, progress: bool = True
+    model: nn.Module, config: PruneConfig, calibration: torch.Tensor | None = None, progress: bool = True,
+    residency: InMemory | DiskOffload | None = None, collective: Single | None = None,
 ) -> PruneResult:
     """Prune ``model`` in place. ``calibration``: token ids (nsamples, seqlen), needed by
-    wanda, sparsegpt and OWL; with it, blocks are pruned sequentially on pruned-model activations."""
+    wanda, sparsegpt and OWL; with it, blocks are pruned sequentially on pruned-model activations.
+
+    ``residency`` says where each block's weights live and run (default: in memory, where they are;
+    ``DiskOffload`` streams them from the checkpoint). ``collective``: with several processes, each one
+    passes its share of ``calibration``; statistics are summed and each layer is solved by one process.
+    """
+    residency = residency or InMemory()
+    collective = collective or Single()
     reset_peak_rss()  # peak memory of this pruning run, not of the process so far
-    info: dict = {"rss_start_mb": round(rss_bytes() / 2**20, 1)}  # the model is resident already
+    info: dict = {"rss_start_mb": round(rss_bytes() / 2**20, 1)}  # the model (or its resident part) is loaded
     t0 = time.perf_counter()
     targets, reports = _usable_targets(model, config)
     kept_zeros: dict[str, torch.Tensor] = {}  # per pruned layer: flat indices of kept weights that are 0
+    masks = PackedMasks()
     if config.needs_calibration and (calibration is None or calibration.numel() == 0):
         raise PrunekitError(f"method {config.method!r} with allocation {config.allocation!r} needs calibration data")
     if config.needs_calibration:
         check_seqlen(getattr(model, "config", None), calibration.shape[-1], "the calibration seqlen")
+    blocks = find_blocks(model)
+    if residency.streams and (blocks is None or config.allocation == Allocation.GLOBAL):
+        raise PrunekitError("pruning from disk (--offload disk) needs a model with repeated blocks and a per-block "
+                            "allocation (uniform or owl); a global allocation ranks every weight at once")
+    escalations = [0]
 
-    def without_statistics(sparsities: dict[str, float], block_s: list[float] | None) -> PruneResult:
-        for name, module in tqdm(targets.items(), desc=str(config.method), unit="layer", disable=not progress):
-            keep, report, _ = _prune_layer(config, name, module, sparsities[name])
-            kept_zeros[name] = _kept_zeros(weight_view(module), keep)
-            reports.append(report)
-        masks = _final_masks(targets, kept_zeros)
+    position = {n: k for k, n in enumerate(targets)}
+
+    def prune_one(name: str, stats, sample) -> None:
+        """Prune one layer on its owner process and share the result with the others."""
+        collective.reduce_stats(stats)  # once per statistics object (q/k/v share one)
+        owner = collective.owner(position[name])
+        report, esc = None, 0
+        if collective.rank == owner:
+            keep, report, esc = _prune_layer(config, name, targets[name], sparsities[name], stats, sample)
+        collective.share(weight_view(targets[name]), owner)
+        report, esc = collective.share_object((report, esc), owner)
+        keep = weight_view(targets[name]) != 0 if collective.rank != owner else keep
+        kept_zeros[name] = _kept_zeros(weight_view(targets[name]), keep)
+        escalations[0] += esc
+        reports.append(report)
+
+    def walk(desc: str, final: bool = True):
+        """(is it the last, block, its targets) for every block, each one loaded for the loop body and released
+        after it (``final``: pruned, for good)."""
+        block_name, block_list = blocks
+        for i, block in enumerate(tqdm(block_list, desc=desc, unit="block", disable=not progress)):
+            name = f"{block_name}.{i}"
+            residency.load(name, block)
+            local = block_targets(block, name, targets)
+            if residency.streams:
+                check_finite(local)
+            yield i + 1 == len(block_list), block, local
+            residency.release(name, block, final)
+
+    def without_statistics(block_s: list[float] | None) -> PruneResult:
+        for _, _, local in [(True, None, targets)] if blocks is None else walk(str(config.method)):
+            for name in local:
+                keep, report, _ = _prune_layer(config, name, targets[name], sparsities[name])
+                kept_zeros[name] = _kept_zeros(weight_view(targets[name]), keep)
+                reports.append(report)
+            _block_masks(local, kept_zeros, masks)
         return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), 0, block_s, info)
 
     if not config.needs_calibration:
-        return without_statistics(*_layer_sparsities(config, targets, None, None))
+        sparsities, block_s = _layer_sparsities(config, targets)
+        return without_statistics(block_s)
 
-    blocks = find_blocks(model)
     if blocks is None:
         raise PrunekitError("calibrated pruning needs a model with repeated blocks (an nn.ModuleList)")
-    block_name, block_list = blocks
+    block_list = blocks[1]
+    device = residency.device or model.get_input_embeddings().weight.device
+    calib_dtype, why = _calib_dtype(config, block_list[0], device)
+    info["calib_dtype"] = {"dtype": str(calib_dtype).removeprefix("torch."), "why": why}
     with pooled_cpu_memory() as trim:  # every batch reuses the same pages: RSS stays at the working set
         sublayer = config.sequential == Sequential.SUBLAYER
         batch = calibration.shape[0] if sublayer else config.batch_size
-        inputs = capture_inputs(model, block_list[0], calibration, batch, dtype=_calib_dtype(config, block_list[0]))
+        inputs = capture_inputs(model, block_list[0], calibration, batch, dtype=calib_dtype)
         activation_bytes = sum(h.nbytes for h in inputs.hidden)
-        sparsities, block_s = _layer_sparsities(config, targets, inputs, blocks, progress)
+        sparsities, block_s = _layer_sparsities(config, targets, inputs, walk, collective)
         if config.statistics == Statistics.NONE:  # OWL needed calibration for the allocation only
-            return without_statistics(sparsities, block_s)
+            return without_statistics(block_s)
         hessian = config.statistics == Statistics.XTX
-        escalations = [0]
         stats_bytes = 0  # the most any one block's statistics and reconstruction samples took
 
-        def prune_one(name: str, stats, sample) -> None:
-            keep, report, esc = _prune_layer(config, name, targets[name], sparsities[name], stats, sample)
-            kept_zeros[name] = _kept_zeros(weight_view(targets[name]), keep)
-            escalations[0] += esc
-            reports.append(report)
-
-        for i, block in enumerate(tqdm(block_list, desc=config.method, unit="block", disable=not progress)):
+        for last, block, local in walk(str(config.method)):
             trim()  # the previous block's free pages go back to the system
-            local = block_targets(block, f"{block_name}.{i}", targets)
-            last = i + 1 == len(block_list)
             if not local:
                 inputs = inputs if last else run_block(block, inputs, inplace=True)
                 continue
@@ -283,19 +329,21 @@ def prune(
                     block, local, inputs, hessian, RECON_TOKENS, not last, prune_one, inplace=True
                 )
                 stats_bytes = max(stats_bytes, _nbytes(stats, sample))
-                continue
-            stats, sample, _ = collect_stats(block, local, inputs, hessian, RECON_TOKENS, outputs=False)
-            stats_bytes = max(stats_bytes, _nbytes(stats, sample))
-            for name in local:  # each layer's statistics are freed once it is pruned
-                prune_one(name, stats.pop(name), sample.pop(name, None))
-            if not last:
-                inputs = run_block(block, inputs, inplace=True)
+            else:
+                stats, sample, _ = collect_stats(block, local, inputs, hessian, RECON_TOKENS, outputs=False)
+                stats_bytes = max(stats_bytes, _nbytes(stats, sample))
+                for name in local:  # each layer's statistics are freed once it is pruned
+                    prune_one(name, stats.pop(name), sample.pop(name, None))
+                if not last:
+                    inputs = run_block(block, inputs, inplace=True)
+            _block_masks(local, kept_zeros, masks)
         del inputs
-    masks = _final_masks(targets, kept_zeros)
     order = {n: k for k, n in enumerate(targets)}
     reports.sort(key=lambda r: order.get(r.name, -1))
     # solve: scoring, selection and weight update; the rest is calibration forward passes
-    info |= {"calibration_tokens": int(calibration.numel()),
+    info |= {"calibration_tokens": collective.total(calibration.numel()),
              "solve_seconds": round(sum(r.solve_seconds for r in reports), 2),
              "memory_bound": _memory_bound(info["rss_start_mb"], activation_bytes, stats_bytes)}
+    if collective.world > 1:
+        info["processes"] = {"count": collective.world, "bytes_sent_rank0": collective.bytes_sent()}
     return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations[0], block_s, info)

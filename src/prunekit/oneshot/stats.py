@@ -40,6 +40,7 @@ class InputStats:
     def __init__(self, cols: int, hessian: bool, device: torch.device | str = "cpu") -> None:
         self.cols = cols
         self.count = 0
+        self.reduced = False  # summed over the processes of a data-parallel run (``collective``)
         # Σx² is the diagonal of XᵀX, so only one of the two is kept.
         self.xtx = torch.zeros(cols, cols, dtype=torch.float32, device=device) if hessian else None  # (cols, cols)
         self.sq_sum = None if hessian else torch.zeros(cols, dtype=torch.float32, device=device)  # (cols,)

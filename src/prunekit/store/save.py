@@ -12,6 +12,7 @@ from torch import nn
 from ..fsutil import OutputClaim, atomic_dir
 from .manifest import MANIFEST_FILE, build_manifest, write_json
 from .mask_file import MASKS_FILE, save_masks
+from .shards import ShardWriter
 
 
 def save_pruned(
@@ -31,16 +32,44 @@ def save_pruned(
     """
     claim = out if isinstance(out, OutputClaim) else None
     with claim.write() if claim else atomic_dir(out, overwrite) as tmp:
-        if hasattr(model, "save_pretrained"):
-            model.save_pretrained(tmp, safe_serialization=True)
-        else:
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        save_masks(masks, tmp / MASKS_FILE)
-        write_json(build_manifest(**(manifest or {})), tmp / MANIFEST_FILE)
-        for name, data in (extra or {}).items():
-            write_json(data, tmp / name)
+        write_pruned(tmp, model, masks, tokenizer, manifest, extra)
     return claim.path if claim else Path(out)
+
+
+def write_pruned(
+    folder: Path,
+    model: nn.Module | None,
+    masks: Mapping[str, torch.Tensor],
+    tokenizer=None,
+    manifest: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Fill ``folder`` (a claim's temporary folder) as ``save_pruned`` does; ``model=None`` when its weights
+    are there already (``write_streamed``)."""
+    if model is not None and hasattr(model, "save_pretrained"):
+        model.save_pretrained(folder, safe_serialization=True)
+    elif model is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    save_masks(masks, folder / MASKS_FILE)
+    write_json(build_manifest(**(manifest or {})), folder / MANIFEST_FILE)
+    for name, data in (extra or {}).items():
+        write_json(data, folder / name)
+
+
+def write_streamed(model: nn.Module, writer: ShardWriter) -> None:
+    """Finish a checkpoint whose blocks ``writer`` wrote as they were pruned (``DiskOffload``): the resident
+    weights as the last shard (a tied head once, as ``save_pretrained`` stores it), the index, the configs."""
+    resident, seen = {}, set()
+    for name, t in model.state_dict().items():
+        if not t.is_meta and t.data_ptr() not in seen:
+            resident[name] = t
+            seen.add(t.data_ptr())
+    writer.write(resident)
+    writer.finish()
+    model.config.save_pretrained(writer.folder)
+    if getattr(model, "generation_config", None) is not None and model.can_generate():
+        model.generation_config.save_pretrained(writer.folder)

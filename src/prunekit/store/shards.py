@@ -1,0 +1,121 @@
+"""A Hugging Face safetensors checkpoint read and written a few tensors at a time, for models larger than memory.
+
+``CheckpointReader`` maps each tensor name to its shard (``model.safetensors.index.json``, or the one
+``model.safetensors``) and reads only the tensors asked for, each file mapped just while it is read, so
+its pages do not stay in the process. ``ShardWriter`` writes one shard per call and the index at the end,
+in the layout ``save_pretrained`` writes for sharded models, so plain ``from_pretrained`` loads the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from ..errors import PrunekitError
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+                "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+class CheckpointReader:
+    """Tensors of a safetensors checkpoint folder, by name, read on demand."""
+
+    def __init__(self, folder: str | Path) -> None:
+        from safetensors import safe_open
+
+        self.folder = Path(folder)
+        index = self.folder / INDEX_FILE
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise PrunekitError(f"{index} is not a safetensors index: {e}") from e
+        elif (self.folder / SINGLE_FILE).is_file():
+            with safe_open(self.folder / SINGLE_FILE, "pt") as f:
+                weight_map = dict.fromkeys(f.keys(), SINGLE_FILE)
+        else:
+            raise PrunekitError(f"{self.folder} holds no safetensors weights ({SINGLE_FILE} or {INDEX_FILE}); "
+                                "--offload disk reads safetensors checkpoints only")
+        self.files: dict[str, str] = weight_map  # tensor name -> shard file name
+        self._headers: dict[str, dict] = {}
+
+    def names(self) -> list[str]:
+        return list(self.files)
+
+    def _header(self, file: str) -> dict:
+        """A shard's JSON header (dtype and shape of each tensor), read without touching its data."""
+        if file not in self._headers:
+            path = self.folder / file
+            try:
+                with open(path, "rb") as f:
+                    size = int.from_bytes(f.read(8), "little")
+                    self._headers[file] = json.loads(f.read(size))
+            except (OSError, ValueError) as e:
+                raise PrunekitError(f"cannot read the safetensors header of {path}: {e}") from e
+        return self._headers[file]
+
+    def nbytes(self, dtype: torch.dtype | None = None) -> int:
+        """Bytes of every tensor as stored, or converted to float ``dtype`` (integer tensors stay as stored)."""
+        total = 0
+        for name, file in self.files.items():
+            entry = self._header(file)[name]
+            numel = math.prod(entry["shape"])
+            floating = entry["dtype"].startswith(("F", "BF"))
+            total += numel * (dtype.itemsize if dtype is not None and floating else _DTYPE_BYTES.get(entry["dtype"], 4))
+        return total
+
+    def read(self, names: Iterable[str], dtype: torch.dtype, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """The named tensors, floating ones converted to ``dtype``, each an independent copy on ``device``."""
+        from safetensors import safe_open
+
+        by_file: dict[str, list[str]] = defaultdict(list)
+        for name in names:
+            if name not in self.files:
+                raise PrunekitError(f"{self.folder}: the checkpoint has no tensor {name!r} (its names do not match the "
+                                    "model's; --offload disk needs a checkpoint saved under the model's own names)")
+            by_file[self.files[name]].append(name)
+        out = {}
+        for file, group in by_file.items():
+            with safe_open(self.folder / file, "pt", device="cpu") as f:
+                for name in group:
+                    t = f.get_tensor(name)
+                    out[name] = t.to(device, dtype if t.is_floating_point() else t.dtype, copy=True)  # (not the map)
+        return out
+
+
+class ShardWriter:
+    """Writes a checkpoint one shard at a time into ``folder`` (which must exist), then its index."""
+
+    def __init__(self, folder: str | Path, shards: int) -> None:
+        self.folder, self.shards = Path(folder), shards
+        self.weight_map: dict[str, str] = {}
+        self.total_size = 0
+        self._written = 0
+
+    def write(self, tensors: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        if self._written >= self.shards:
+            raise RuntimeError(f"ShardWriter: more than the {self.shards} shards announced")
+        self._written += 1
+        name = f"model-{self._written:05d}-of-{self.shards:05d}.safetensors"
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(self.folder / name),
+                  metadata={"format": "pt"})
+        for key, t in tensors.items():
+            self.weight_map[key] = name
+            self.total_size += t.numel() * t.element_size()
+
+    def finish(self) -> None:
+        """Write the index; every announced shard must have been written."""
+        if self._written != self.shards:
+            raise RuntimeError(f"ShardWriter: {self._written} of {self.shards} shards written")
+        index = {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(self.weight_map.items()))}
+        (self.folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
