@@ -146,3 +146,12 @@ def test_moe_checkpoint_with_per_expert_names_is_refused_up_front(tmp_path):
     _mixtral().save_pretrained(tmp_path / "moe")
     with pytest.raises(PrunekitError, match="prune this model in memory"):
         load_skeleton(str(tmp_path / "moe"), tokenizer=False)
+
+
+def test_memory_bound_counts_the_streamed_block(tmp_path):
+    folder = _saved(tmp_path, "llama-gqa")
+    got = _from_disk(folder, tmp_path / "out", PruneConfig(method="wanda"), _calib())
+    block = sum(t.nbytes for t in tiny_arch("llama-gqa").model.layers[0].state_dict().values())
+    assert got.info["memory_bound"]["streamed_block_mb"] == round(2 * block / 2**20, 1)
+    ref, _ = _in_memory(folder, PruneConfig(method="wanda"), _calib())
+    assert "streamed_block_mb" not in ref.info["memory_bound"]

@@ -187,14 +187,18 @@ def _nbytes(stats: dict, sample: dict) -> int:
     return sum(distinct.values())
 
 
-def _memory_bound(rss_start_mb: float, activation_bytes: int, stats_bytes: int) -> dict:
+def _memory_bound(rss_start_mb: float, activation_bytes: int, stats_bytes: int, streamed_bytes: int = 0) -> dict:
     """Issue 3's peak-memory bound, in parts: the process at the start of ``prune()`` (dense model
     resident), plus one block's statistics, plus the calibration activations, counted as the
     original implementations hold them: the block's inputs and its outputs (prunekit overwrites the
-    inputs in place, so the second set's room holds one sample's forward temporaries instead)."""
+    inputs in place, so the second set's room holds one sample's forward temporaries instead).
+    Pruning from disk adds the largest block twice: its weights, and their serialized copy while its
+    shard is written (``streamed_bytes``)."""
     mb = 2**20
     parts = {"rss_start_mb": rss_start_mb, "activations_in_out_mb": round(2 * activation_bytes / mb, 1),
              "block_stats_mb": round(stats_bytes / mb, 1)}
+    if streamed_bytes:
+        parts["streamed_block_mb"] = round(2 * streamed_bytes / mb, 1)
     return parts | {"bound_mb": round(sum(parts.values()), 1)}
 
 
@@ -318,9 +322,12 @@ def prune(
             return without_statistics(block_s)
         hessian = config.statistics == Statistics.XTX
         stats_bytes = 0  # the most any one block's statistics and reconstruction samples took
+        streamed_bytes = 0  # the largest block read from disk
 
         for last, block, local in walk(str(config.method)):
             trim()  # the previous block's free pages go back to the system
+            if residency.streams:
+                streamed_bytes = max(streamed_bytes, sum(t.nbytes for t in block.state_dict().values()))
             if not local:
                 inputs = inputs if last else run_block(block, inputs, inplace=True)
                 continue
@@ -343,7 +350,7 @@ def prune(
     # solve: scoring, selection and weight update; the rest is calibration forward passes
     info |= {"calibration_tokens": collective.total(calibration.numel()),
              "solve_seconds": round(sum(r.solve_seconds for r in reports), 2),
-             "memory_bound": _memory_bound(info["rss_start_mb"], activation_bytes, stats_bytes)}
+             "memory_bound": _memory_bound(info["rss_start_mb"], activation_bytes, stats_bytes, streamed_bytes)}
     if collective.world > 1:
         info["processes"] = {"count": collective.world, "bytes_sent_rank0": collective.bytes_sent()}
     return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations[0], block_s, info)
