@@ -144,7 +144,8 @@ def extrapolate(measured: dict, tokens: int) -> dict:
             "hours_1_process": round(blocks * (io + compute) / 3600, 1),
             "hours_8_processes": round(blocks * (io + compute8) / 3600, 1),
             "disk_read_gb": round(weights_gb), "disk_written_gb": round(weights_gb),
-            "resident_gb": round((2 * SHAPE_70B["vocab_size"] * h + big["params"]) * 4 / 1e9 + m * m * 4 / 1e9, 1),
+            # embeddings + head, one block twice (weights + its shard's serialized copy), down_proj's XᵀX
+            "resident_gb_per_process": round((2 * SHAPE_70B["vocab_size"] * h + 2 * big["params"] + m * m) * 4 / 1e9, 1),
             "calibration_tokens": tokens}
 
 
