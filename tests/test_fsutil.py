@@ -74,3 +74,21 @@ with atomic_dir({str(out)!r}, overwrite=True) as tmp:
     assert (out / "result.txt").read_text() == "previous" and any(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir())
     _write(out, "next", overwrite=True)  # the dead run's lock went with it; its temporary is removed now
     assert (out / "result.txt").read_text() == "next" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_output_files_get_the_umask_mode_not_0600(tmp_path):
+    """safetensors and mkstemp create files readable by their owner only; an output is for sharing."""
+    import torch
+    from safetensors.torch import save_file
+
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "out") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp / "w.safetensors"))
+            (tmp / "sub").mkdir()
+            (tmp / "sub" / "x.json").write_text("{}")
+            os.chmod(tmp / "sub" / "x.json", 0o600)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert modes and set(modes.values()) == {0o644}, modes

@@ -112,6 +112,9 @@ class OutputClaim:
         try:
             yield tmp
             (tmp / OWNER_FILE).write_text("written by prunekit; --overwrite may replace this folder\n")
+            for f in tmp.rglob("*"):  # safetensors and mkstemp create files 0600: give them the umask's mode
+                if f.is_file():
+                    f.chmod(0o666 & ~umask)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

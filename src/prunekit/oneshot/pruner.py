@@ -187,18 +187,19 @@ def _nbytes(stats: dict, sample: dict) -> int:
     return sum(distinct.values())
 
 
-def _memory_bound(rss_start_mb: float, activation_bytes: int, stats_bytes: int, streamed_bytes: int = 0) -> dict:
+def _memory_bound(rss_start_mb: float, activation_bytes: int, stats_bytes: int, streamed_bytes: int = 0,
+                  masks_bytes: int = 0) -> dict:
     """Issue 3's peak-memory bound, in parts: the process at the start of ``prune()`` (dense model
     resident), plus one block's statistics, plus the calibration activations, counted as the
     original implementations hold them: the block's inputs and its outputs (prunekit overwrites the
     inputs in place, so the second set's room holds one sample's forward temporaries instead).
-    Pruning from disk adds the largest block twice: its weights, and their serialized copy while its
-    shard is written (``streamed_bytes``)."""
+    Pruning from disk adds the largest block (``streamed_bytes``); its shard is written straight from it.
+    The masks (one bit per weight, ``masks_bytes``) count when they are a visible share (7B: 810 MB)."""
     mb = 2**20
     parts = {"rss_start_mb": rss_start_mb, "activations_in_out_mb": round(2 * activation_bytes / mb, 1),
              "block_stats_mb": round(stats_bytes / mb, 1)}
     if streamed_bytes:
-        parts["streamed_block_mb"] = round(2 * streamed_bytes / mb, 1)
+        parts |= {"streamed_block_mb": round(streamed_bytes / mb, 1), "masks_mb": round(masks_bytes / mb, 1)}
     return parts | {"bound_mb": round(sum(parts.values()), 1)}
 
 
@@ -263,20 +264,18 @@ def prune(
         raise PrunekitError("pruning from disk (--offload disk) needs a model with repeated blocks and a per-block "
                             "allocation (uniform or owl); a global allocation ranks every weight at once")
     escalations = [0]
-
-    position = {n: k for k, n in enumerate(targets)}
+    position = {n: k for k, n in enumerate(targets)}  # layers are dealt to processes in this order
 
     def prune_one(name: str, stats, sample) -> None:
         """Prune one layer on its owner process and share the result with the others."""
         collective.reduce_stats(stats)  # once per statistics object (q/k/v share one)
         owner = collective.owner(position[name])
-        report, esc = None, 0
+        done = None
         if collective.rank == owner:
             keep, report, esc = _prune_layer(config, name, targets[name], sparsities[name], stats, sample)
+            done = report, esc, _kept_zeros(weight_view(targets[name]), keep)
         collective.share(weight_view(targets[name]), owner)
-        report, esc = collective.share_object((report, esc), owner)
-        keep = weight_view(targets[name]) != 0 if collective.rank != owner else keep
-        kept_zeros[name] = _kept_zeros(weight_view(targets[name]), keep)
+        report, esc, kept_zeros[name] = collective.share_object(done, owner)
         escalations[0] += esc
         reports.append(report)
 
@@ -345,12 +344,12 @@ def prune(
                     inputs = run_block(block, inputs, inplace=True)
             _block_masks(local, kept_zeros, masks)
         del inputs
-    order = {n: k for k, n in enumerate(targets)}
-    reports.sort(key=lambda r: order.get(r.name, -1))
+    reports.sort(key=lambda r: position.get(r.name, -1))
     # solve: scoring, selection and weight update; the rest is calibration forward passes
     info |= {"calibration_tokens": collective.total(calibration.numel()),
              "solve_seconds": round(sum(r.solve_seconds for r in reports), 2),
-             "memory_bound": _memory_bound(info["rss_start_mb"], activation_bytes, stats_bytes, streamed_bytes)}
+             "memory_bound": _memory_bound(info["rss_start_mb"], activation_bytes, stats_bytes, streamed_bytes,
+                                           masks.nbytes())}
     if collective.world > 1:
         info["processes"] = {"count": collective.world, "bytes_sent_rank0": collective.bytes_sent()}
     return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations[0], block_s, info)

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ..errors import PrunekitError
+from .shards import write_safetensors
 
 
 def digest(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
@@ -34,7 +35,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, kind: str, 
     gives identical bytes."""
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     sealed = header | {"sha256": digest(header, tensors)}
-    save_file(tensors, str(path), metadata={kind: json.dumps(sealed, sort_keys=True)})
+    write_safetensors(path, tensors, metadata={kind: json.dumps(sealed, sort_keys=True)})
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

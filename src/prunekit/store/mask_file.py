@@ -50,6 +50,10 @@ class PackedMasks(Mapping[str, torch.Tensor]):
         """Number of True entries over all masks, counted on the packed bytes (padding bits are 0)."""
         return sum(int(_BITS_SET[p.numpy()].sum(dtype=np.int64)) for p, _ in self._packed.values())
 
+    def nbytes(self) -> int:
+        """Memory the packed bits take."""
+        return sum(p.nbytes for p, _ in self._packed.values())
+
     def numel(self) -> int:
         return sum(_numel(shape) for _, shape in self._packed.values())
 
