@@ -144,20 +144,29 @@ def extrapolate(measured: dict, tokens: int) -> dict:
             "hours_1_process": round(blocks * (io + compute) / 3600, 1),
             "hours_8_processes": round(blocks * (io + compute8) / 3600, 1),
             "disk_read_gb": round(weights_gb), "disk_written_gb": round(weights_gb),
-            # embeddings + head, one block twice (weights + its shard's serialized copy), down_proj's XᵀX
-            "resident_gb_per_process": round((2 * SHAPE_70B["vocab_size"] * h + 2 * big["params"] + m * m) * 4 / 1e9, 1),
+            # embeddings + head, one block, down_proj's XᵀX (float32), and every mask at one bit per weight
+            "resident_gb_per_process": round(((2 * SHAPE_70B["vocab_size"] * h + big["params"] + m * m) * 4
+                                              + big["params"] * blocks / 8) / 1e9, 1),
             "calibration_tokens": tokens}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dir", required=True, help="scratch folder (needs ~55 GB free: input + one output)")
+    ap.add_argument("--dir", help="scratch folder (needs ~55 GB free: input + one output)")
+    ap.add_argument("--extrapolate", metavar="REPORT", help="only recompute the 70B estimate from a saved --out")
     ap.add_argument("--runs", nargs="+", default=["wanda:2:4", "wanda:0.5", "sparsegpt:2:4", "sparsegpt:0.5"])
     ap.add_argument("--nsamples", type=int, default=4)
     ap.add_argument("--seqlen", type=int, default=256)
     ap.add_argument("--keep", action="store_true", help="keep the input checkpoint")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.extrapolate:
+        saved = json.loads(Path(args.extrapolate).read_text())["report"]
+        tokens = int(saved["calibration"].split()[0]) * int(saved["calibration"].split()[2])
+        print(json.dumps([extrapolate(r, tokens) for r in saved["runs"]], indent=2))
+        return
+    if not args.dir:
+        ap.error("--dir is required")
     root = Path(args.dir)
     source = root / "llama-7b-shape"
     report: dict = {"shape": SHAPE_7B, "calibration": f"{args.nsamples} x {args.seqlen} random tokens", "runs": []}

@@ -54,3 +54,24 @@ def test_reader_refuses_a_folder_without_safetensors(tmp_path):
     torch.save({"w": torch.ones(1)}, tmp_path / "pytorch_model.bin")
     with pytest.raises(PrunekitError, match="safetensors checkpoints only"):
         CheckpointReader(tmp_path)
+
+
+def test_reader_refuses_truncated_and_lying_shards(tmp_path):
+    import json
+
+    write_safetensors(tmp_path / "model.safetensors", {"w": torch.ones(64), "b": torch.ones(4)})
+    raw = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(raw[:-100])
+    with pytest.raises(PrunekitError, match="not a readable safetensors file|corrupt or truncated"):
+        CheckpointReader(tmp_path).read(["w"], torch.float32)
+    # a header whose offsets point past the data (the file's own length check passes: safetensors is not asked)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    header["w"]["data_offsets"] = [32, 32 + 256]  # the data holds 16 + 256 bytes
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    (tmp_path / "model.safetensors").write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n:])
+    reader = CheckpointReader.__new__(CheckpointReader)
+    reader.folder, reader.files, reader._headers = tmp_path, {"w": "model.safetensors"}, {}
+    with pytest.raises(PrunekitError, match="corrupt or truncated"):
+        reader.read(["w"], torch.float32)
