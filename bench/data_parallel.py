@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from prunekit.store.manifest import build_manifest
+from prunekit.store.manifest import build_manifest, write_json
 from prunekit.store.mask_file import load_masks
 from prunekit.store.shards import CheckpointReader
 
@@ -84,7 +84,7 @@ def main() -> None:
               "difference": diff, "perplexity": ppl}
     report = build_manifest(command=sys.argv, report=report)
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(report, args.out)
     print(json.dumps(report, indent=2))
     print("\n| processes × threads | prune seconds | peak RSS MB (rank 0) | perplexity |")
     print("| --- | --- | --- | --- |")

@@ -23,7 +23,7 @@ from prunekit import CalibConfig, PruneConfig, prune
 from prunekit.data import load_text, sample_calibration
 from prunekit.models import load_model, load_skeleton
 from prunekit.oneshot.residency import DiskOffload
-from prunekit.store.manifest import build_manifest
+from prunekit.store.manifest import build_manifest, write_json
 from prunekit.store.save import write_streamed
 from prunekit.store.shards import CheckpointReader, ShardWriter
 from prunekit.targets import find_blocks
@@ -93,7 +93,7 @@ def main() -> None:
               "overhead": round(best["disk"] / best["memory"] - 1, 4)}
     report = build_manifest(command=sys.argv, report=report)
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(report, args.out)
     print(json.dumps(report, indent=2))
     print("\n| path | prune + write seconds (each rep) | peak RSS MB | identical tensors |")
     print("| --- | --- | --- | --- |")

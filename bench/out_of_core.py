@@ -26,7 +26,7 @@ import torch
 from prunekit import PruneConfig, prune
 from prunekit.models import load_skeleton
 from prunekit.oneshot.residency import DiskOffload
-from prunekit.store.manifest import build_manifest
+from prunekit.store.manifest import build_manifest, write_json
 from prunekit.store.save import write_streamed
 from prunekit.store.shards import INDEX_FILE, ShardWriter
 from prunekit.targets import find_blocks
@@ -189,7 +189,7 @@ def main() -> None:
     report["extrapolated_70b"] = [extrapolate(r, args.nsamples * args.seqlen) for r in report["runs"]]
     report = build_manifest(command=sys.argv, report=report)
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(report, args.out)
     print(json.dumps(report, indent=2))
     print("\n| method | pattern | wall | per block: read / calibrate+solve / write | peak RSS (prune) | written |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -9,15 +9,12 @@ the same blocks and layers in the same order, so the collectives line up without
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 
 import torch
 
 from ..errors import PrunekitError
 from .stats import InputStats
-
-log = logging.getLogger(__name__)
 
 
 class Single:
@@ -28,7 +25,7 @@ class Single:
         complete (no ``add`` after this)."""
 
     def owner(self, index: int) -> int:
-        """The process that solves the ``index``-th layer of a block (layers dealt round-robin)."""
+        """The process that solves the ``index``-th targeted layer (layers dealt round-robin)."""
         return index % self.world
 
     def share(self, tensor: torch.Tensor, owner: int) -> None:
