@@ -77,3 +77,18 @@ def test_load_masks_rejects_other_files(tmp_path):
         load_masks(tmp_path / "x.safetensors")
     save_masks({"a": torch.ones(3, 3, dtype=torch.bool)}, tmp_path / "m.safetensors")
     assert load_masks(tmp_path / "m.safetensors")["a"].all()
+
+
+def test_save_pruned_writes_a_plain_module_as_safetensors(tmp_path):
+    """Any nn.Module (not only Hugging Face models) is saved with its state_dict, exactly."""
+    from safetensors.torch import load_file
+
+    from prunekit.store.save import save_pruned
+
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight[:, ::2] = 0
+    save_pruned(model, tmp_path / "out", {"0": model[0].weight != 0})
+    back = load_file(tmp_path / "out" / "model.safetensors")
+    assert back.keys() == model.state_dict().keys()
+    assert all(torch.equal(back[k], v) for k, v in model.state_dict().items())

@@ -12,7 +12,7 @@ from torch import nn
 from ..fsutil import OutputClaim, atomic_dir
 from .manifest import MANIFEST_FILE, build_manifest, write_json
 from .mask_file import MASKS_FILE, save_masks
-from .shards import ShardWriter
+from .shards import ShardWriter, write_safetensors
 
 
 def save_pruned(
@@ -49,9 +49,7 @@ def write_pruned(
     if model is not None and hasattr(model, "save_pretrained"):
         model.save_pretrained(folder, safe_serialization=True)
     elif model is not None:
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+        write_safetensors(folder / "model.safetensors", model.state_dict())
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     save_masks(masks, folder / MASKS_FILE)
