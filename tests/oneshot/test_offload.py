@@ -153,6 +153,6 @@ def test_memory_bound_counts_the_streamed_block(tmp_path):
     got = _from_disk(folder, tmp_path / "out", PruneConfig(method="wanda"), _calib())
     block = sum(t.nbytes for t in tiny_arch("llama-gqa").model.layers[0].state_dict().values())
     assert got.info["memory_bound"]["streamed_block_mb"] == round(block / 2**20, 1)
-    assert got.info["memory_bound"]["masks_mb"] == round(got.masks.nbytes() / 2**20, 1)
+    assert "masks_mb" not in got.info["memory_bound"] and got.masks.nbytes() == 0  # spilled beside the output
     ref, _ = _in_memory(folder, PruneConfig(method="wanda"), _calib())
     assert "streamed_block_mb" not in ref.info["memory_bound"]

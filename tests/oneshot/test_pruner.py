@@ -57,19 +57,24 @@ def test_masks_report_kept_weights_that_are_zero(method):
     assert result.sparsity == pytest.approx(0.2, abs=0.01)
 
 
-@pytest.mark.parametrize(("method", "stats_bytes"), [
+@pytest.mark.parametrize(("method", "stats_bytes", "solve_bytes"), [
     # tiny Llama block, 4 × 32 = 128 calibration tokens, all of them sampled for reconstruction error.
     # q/k/v share one input, and gate/up another: 4 distinct inputs of widths 64, 64, 64, 128, each
     # with Σx² (Wanda) or XᵀX (SparseGPT) and a float32 sample of all 128 tokens.
-    ("wanda", (3 * 64 + 128) * 4 * (1 + 128)),
-    ("sparsegpt", (3 * 64**2 + 128**2) * 4 + (3 * 64 + 128) * 4 * 128),
+    # The largest solve: down_proj (64, 128), two float32 copies, and SparseGPT's (128, 128) factor.
+    ("wanda", (3 * 64 + 128) * 4 * (1 + 128), 2 * 64 * 128 * 4),
+    ("sparsegpt", (3 * 64**2 + 128**2) * 4 + (3 * 64 + 128) * 4 * 128, (2 * 64 * 128 + 128**2) * 4),
 ])
-def test_manifest_states_the_memory_bound_in_parts(method, stats_bytes):
+def test_manifest_states_the_memory_bound_in_parts(method, stats_bytes, solve_bytes):
     result = prune(tiny_llama(), PruneConfig(method=method, calib_dtype="model"), _calib(), progress=False)
     bound = result.info["memory_bound"]
     assert bound["block_stats_mb"] == round(stats_bytes / 2**20, 1)
     assert bound["activations_in_out_mb"] == round(2 * 128 * 64 * 4 / 2**20, 1)  # inputs + outputs, float32
-    parts = bound["rss_start_mb"] + bound["activations_in_out_mb"] + bound["block_stats_mb"]
+    assert bound["layer_solve_mb"] == round(solve_bytes / 2**20, 1)
+    assert bound["masks_mb"] == round(result.masks.nbytes() / 2**20, 1)
+    parts = sum(v for k, v in bound.items() if k != "bound_mb")
+    assert set(bound) == {"rss_start_mb", "activations_in_out_mb", "block_stats_mb", "layer_solve_mb", "masks_mb",
+                          "bound_mb"}
     assert bound["bound_mb"] == round(parts, 1)
 
 

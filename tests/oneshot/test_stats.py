@@ -46,3 +46,17 @@ def test_bf16_inputs_accumulate_in_float32():
     assert s.xtx.dtype == torch.float32 and s.norms_sq.dtype == torch.float32
     torch.testing.assert_close(s.hessian.double(), 2 * ref.T @ ref / 64, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(s.norms_sq.double(), (ref * ref).mean(0), rtol=1e-6, atol=1e-6)
+
+
+def test_hessian_is_scaled_in_place_once():
+    """H = 2XᵀX/n overwrites the sum (no second (cols, cols) matrix); norms stay right; no inputs after it."""
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    s = InputStats(2, True)
+    s.add(x)
+    storage = s.xtx.data_ptr()
+    h = s.hessian
+    assert h.data_ptr() == storage and s.hessian is h  # the same tensor, scaled once
+    torch.testing.assert_close(h, torch.tensor([[10.0, -1.0], [-1.0, 5.0]]))  # 2/2 · [[1+9, 2-3], [2-3, 4+1]]
+    torch.testing.assert_close(s.norms_sq, torch.tensor([5.0, 2.5]))  # E[x²] per input
+    with pytest.raises(RuntimeError, match="after the Hessian"):
+        s.add(x)

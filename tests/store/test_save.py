@@ -19,11 +19,16 @@ def test_pack_roundtrip(shape):
     assert torch.equal(unpack_bits(pack_bits(m), m.numel()).reshape(shape), m)
 
 
-def test_packed_masks_hold_one_bit_per_weight_and_count_without_unpacking(tmp_path):
+@pytest.mark.parametrize("spill", [False, True])
+def test_packed_masks_hold_one_bit_per_weight_and_count_without_unpacking(tmp_path, spill):
     g = torch.Generator().manual_seed(0)
-    masks = {"a": torch.rand(7, 9, generator=g) > 0.3, "b": torch.zeros(3, dtype=torch.bool), "c": torch.ones(5, 5) > 0}
-    packed = PackedMasks(masks)
-    assert list(packed) == ["a", "b", "c"] and len(packed) == 3
+    masks = {"a": torch.rand(7, 9, generator=g) > 0.3, "b": torch.zeros(3, dtype=torch.bool), "c": torch.ones(5, 5) > 0,
+             "d": torch.ones(0, 4) > 0}
+    (tmp_path / "spill").mkdir()
+    packed = PackedMasks(masks, spill=tmp_path / "spill" if spill else None)
+    assert packed.nbytes() == (0 if spill else 8 + 1 + 4 + 0)  # memory: none when spilled
+    assert list((tmp_path / "spill").iterdir()) == []  # the spill file has no name: nothing is ever left behind
+    assert list(packed) == ["a", "b", "c", "d"] and len(packed) == 4
     assert all(torch.equal(packed[n], m) for n, m in masks.items())
     assert packed.kept() == sum(int(m.sum()) for m in masks.values())  # padding bits do not count
     assert packed.numel() == 63 + 3 + 25
@@ -31,6 +36,9 @@ def test_packed_masks_hold_one_bit_per_weight_and_count_without_unpacking(tmp_pa
     save_masks(packed, tmp_path / "p.safetensors")
     loaded = load_masks(tmp_path / "p.safetensors")
     assert list(loaded) == list(masks) and all(torch.equal(loaded[n], m) for n, m in masks.items())
+    if spill:  # the same file, byte for byte, as from memory
+        save_masks(PackedMasks(masks), tmp_path / "q.safetensors")
+        assert (tmp_path / "p.safetensors").read_bytes() == (tmp_path / "q.safetensors").read_bytes()
 
 
 def test_save_load_roundtrip_bit_exact(tmp_path):

@@ -187,19 +187,31 @@ def _nbytes(stats: dict, sample: dict) -> int:
     return sum(distinct.values())
 
 
-def _memory_bound(rss_start_mb: float, activation_bytes: int, stats_bytes: int, streamed_bytes: int = 0,
-                  masks_bytes: int = 0) -> dict:
+def _solve_bytes(config: PruneConfig, module: nn.Module) -> int:
+    """Working memory of one layer's solve, in float32: a copy of its weights (SparseGPT's working copy, or
+    the scores) and the dense copy kept for the reconstruction error; with an update from H, also the one
+    (cols, cols) buffer its factorization runs in (``sparsegpt.inverse_cholesky``)."""
+    rows, cols = weight_view(module).shape
+    factor = cols * cols if METHODS[config.method].update is not None or config.refine == Refine.ADMM else 0
+    return 4 * (2 * rows * cols + factor)
+
+
+def _memory_bound(rss_start_mb: float, activation_bytes: int, stats_bytes: int, solve_bytes: int,
+                  streamed_bytes: int = 0, masks_bytes: int = 0) -> dict:
     """Issue 3's peak-memory bound, in parts: the process at the start of ``prune()`` (dense model
     resident), plus one block's statistics, plus the calibration activations, counted as the
     original implementations hold them: the block's inputs and its outputs (prunekit overwrites the
-    inputs in place, so the second set's room holds one sample's forward temporaries instead).
-    Pruning from disk adds the largest block (``streamed_bytes``); its shard is written straight from it.
-    The masks (one bit per weight, ``masks_bytes``) count when they are a visible share (7B: 810 MB)."""
+    inputs in place, so the second set's room holds one sample's forward temporaries instead), plus the
+    largest layer's solve (``_solve_bytes``). Pruning from disk adds the largest block (``streamed_bytes``);
+    its shard is written straight from it. Masks held in memory count too (one bit per weight; a run from
+    disk spills them)."""
     mb = 2**20
     parts = {"rss_start_mb": rss_start_mb, "activations_in_out_mb": round(2 * activation_bytes / mb, 1),
-             "block_stats_mb": round(stats_bytes / mb, 1)}
+             "block_stats_mb": round(stats_bytes / mb, 1), "layer_solve_mb": round(solve_bytes / mb, 1)}
     if streamed_bytes:
-        parts |= {"streamed_block_mb": round(streamed_bytes / mb, 1), "masks_mb": round(masks_bytes / mb, 1)}
+        parts["streamed_block_mb"] = round(streamed_bytes / mb, 1)
+    if masks_bytes:
+        parts["masks_mb"] = round(masks_bytes / mb, 1)
     return parts | {"bound_mb": round(sum(parts.values()), 1)}
 
 
@@ -254,7 +266,7 @@ def prune(
     t0 = time.perf_counter()
     targets, reports = _usable_targets(model, config)
     kept_zeros: dict[str, torch.Tensor] = {}  # per pruned layer: flat indices of kept weights that are 0
-    masks = PackedMasks()
+    masks = PackedMasks(spill=residency.spill)
     if config.needs_calibration and (calibration is None or calibration.numel() == 0):
         raise PrunekitError(f"method {config.method!r} with allocation {config.allocation!r} needs calibration data")
     if config.needs_calibration:
@@ -321,6 +333,7 @@ def prune(
             return without_statistics(block_s)
         hessian = config.statistics == Statistics.XTX
         stats_bytes = 0  # the most any one block's statistics and reconstruction samples took
+        solve_bytes = 0  # the most any one layer's solve took
         streamed_bytes = 0  # the largest block read from disk
 
         for last, block, local in walk(str(config.method)):
@@ -330,6 +343,7 @@ def prune(
             if not local:
                 inputs = inputs if last else run_block(block, inputs, inplace=True)
                 continue
+            solve_bytes = max([solve_bytes, *(_solve_bytes(config, m) for m in local.values())])
             if sublayer:  # one pass: each layer is pruned inside its own pre-hook
                 stats, sample, inputs = collect_stats(
                     block, local, inputs, hessian, RECON_TOKENS, not last, prune_one, inplace=True
@@ -348,8 +362,8 @@ def prune(
     # solve: scoring, selection and weight update; the rest is calibration forward passes
     info |= {"calibration_tokens": collective.total(calibration.numel()),
              "solve_seconds": round(sum(r.solve_seconds for r in reports), 2),
-             "memory_bound": _memory_bound(info["rss_start_mb"], activation_bytes, stats_bytes, streamed_bytes,
-                                           masks.nbytes())}
+             "memory_bound": _memory_bound(info["rss_start_mb"], activation_bytes, stats_bytes, solve_bytes,
+                                           streamed_bytes, masks.nbytes())}
     if collective.world > 1:
         info["processes"] = {"count": collective.world, "bytes_sent_rank0": collective.bytes_sent()}
     return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations[0], block_s, info)

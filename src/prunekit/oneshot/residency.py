@@ -8,6 +8,8 @@ the output's shards and frees it: only the non-block weights and one block are e
 
 from __future__ import annotations
 
+import tempfile
+
 import torch
 from torch import nn
 
@@ -18,6 +20,7 @@ class InMemory:
     """Blocks stay in memory; with ``device``, each one runs there and moves back when released."""
 
     streams = False  # the weights were resident (and checked) before pruning started
+    spill = None  # the masks stay in memory, as the model does
 
     def __init__(self, device: torch.device | str | None = None) -> None:
         self.device = torch.device(device) if device is not None else None
@@ -37,13 +40,15 @@ class InMemory:
 class DiskOffload:
     """Blocks read from ``reader`` (in ``dtype``, onto ``device``) when loaded, and freed (back to the meta
     device) when released; a released pruned block is first written as one shard by ``writer`` (None: by
-    another process)."""
+    another process). The masks are spilled to a temporary file beside the output shards (or in the
+    system's temporary folder), so memory holds no more than one block whatever the model's size."""
 
     streams = True
 
     def __init__(self, reader: CheckpointReader, writer: ShardWriter | None, dtype: torch.dtype,
                  device: torch.device | str = "cpu") -> None:
         self.reader, self.writer, self.dtype, self.device = reader, writer, dtype, torch.device(device)
+        self.spill = writer.folder if writer is not None else tempfile.gettempdir()
 
     def load(self, name: str, block: nn.Module) -> None:
         keys = list(block.state_dict())

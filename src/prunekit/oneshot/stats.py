@@ -41,12 +41,15 @@ class InputStats:
         self.cols = cols
         self.count = 0
         self.reduced = False  # summed over the processes of a data-parallel run (``collective``)
+        self.scaled = False  # ``xtx`` holds H = 2XᵀX/n (see ``hessian``)
         # Σx² is the diagonal of XᵀX, so only one of the two is kept.
         self.xtx = torch.zeros(cols, cols, dtype=torch.float32, device=device) if hessian else None  # (cols, cols)
         self.sq_sum = None if hessian else torch.zeros(cols, dtype=torch.float32, device=device)  # (cols,)
 
     def add(self, x: torch.Tensor) -> None:
         """Add a batch of inputs ``x`` (..., cols), any float dtype, one float32 chunk at a time."""
+        if self.scaled:
+            raise RuntimeError("inputs added after the Hessian was taken")
         flat = x.reshape(-1, x.shape[-1])  # (tokens, cols)
         self.count += flat.shape[0]
         for chunk in flat.split(CHUNK_TOKENS):  # never a float32 copy of all tokens
@@ -70,13 +73,22 @@ class InputStats:
     @property
     def norms_sq(self) -> torch.Tensor:
         """Mean squared activation per input, E[x_j²]; ‖X_j‖₂ up to a constant factor."""
+        if self.scaled:
+            return self.xtx.diagonal() / 2.0
         sums = self.xtx.diagonal() if self.xtx is not None else self.sq_sum
         return sums / max(self.count, 1)
 
     @property
     def hessian(self) -> torch.Tensor:
         """H = 2XᵀX/n for the inputs X (tokens, cols), the Hessian of the layer-wise squared error (the
-        papers write 2XXᵀ, with X as (cols, tokens))."""
+        papers write 2XXᵀ, with X as (cols, tokens)).
+
+        Scaled in place the first time: the sum is needed no more, and a scaled copy would cost one more
+        (cols, cols) matrix at the peak (485 MB at a 7B down_proj). Later calls return the same tensor.
+        """
         if self.xtx is None:
             raise ValueError("hessian was not accumulated")
-        return self.xtx * (2.0 / max(self.count, 1))
+        if not self.scaled:
+            self.xtx.mul_(2.0 / max(self.count, 1))
+            self.scaled = True
+        return self.xtx

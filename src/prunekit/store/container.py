@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from ..errors import PrunekitError
 from .shards import write_safetensors
 
 
-def digest(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
+def digest(header: dict[str, Any], tensors: Mapping[str, torch.Tensor]) -> str:
     h = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
     for name in sorted(tensors):
         t = tensors[name]
@@ -30,10 +31,9 @@ def digest(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, kind: str, header: dict[str, Any]) -> None:
+def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path, kind: str, header: dict[str, Any]) -> None:
     """Write ``tensors`` with ``header`` under the metadata key ``kind`` (plus its digest): identical input
-    gives identical bytes."""
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    gives identical bytes. Tensors are taken one at a time (``tensors`` may read each one on access)."""
     sealed = header | {"sha256": digest(header, tensors)}
     write_safetensors(path, tensors, metadata={kind: json.dumps(sealed, sort_keys=True)})
 

@@ -8,6 +8,8 @@ still read.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,33 +34,52 @@ def _numel(shape: tuple[int, ...]) -> int:
 class PackedMasks(Mapping[str, torch.Tensor]):
     """Masks held at one bit per weight (a bool tensor spends eight); each one unpacks on access.
 
-    A whole model's bool masks would cost as much memory as one copy of its weights in int8.
+    A whole model's bool masks would cost as much memory as one copy of its weights in int8. With
+    ``spill`` (a folder) the bits go to an unnamed temporary file there instead of memory (a 7B model's
+    are 772 MB, a 70B model's 8.6 GB); the system deletes it when the masks are dropped, or the process dies.
     """
 
-    def __init__(self, masks: Mapping[str, torch.Tensor] | None = None) -> None:
-        self._packed: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = {}  # name -> (bytes, shape)
+    def __init__(self, masks: Mapping[str, torch.Tensor] | None = None, spill: str | Path | None = None) -> None:
+        self._file = tempfile.TemporaryFile(dir=spill) if spill is not None else None
+        self._size = 0  # bytes in the spill file
+        # name -> (bytes, or their offset in the spill file; shape; bytes; True entries)
+        self._packed: dict[str, tuple[torch.Tensor | int, tuple[int, ...], int, int]] = {}
         for name, mask in (masks or {}).items():
             self.add(name, mask)
 
     def add(self, name: str, mask: torch.Tensor) -> None:
-        self._packed[name] = (pack_bits(mask), tuple(mask.shape))
+        packed = pack_bits(mask)
+        kept = int(_BITS_SET[packed.numpy()].sum(dtype=np.int64))  # padding bits are 0
+        if self._file is not None:
+            if os.pwrite(self._file.fileno(), memoryview(packed.numpy()), self._size) != packed.numel():
+                raise PrunekitError(f"mask of {name}: could not write its spill file (disk full?)")
+            self._packed[name] = (self._size, tuple(mask.shape), packed.numel(), kept)
+            self._size += packed.numel()
+        else:
+            self._packed[name] = (packed, tuple(mask.shape), packed.numel(), kept)
 
     def packed(self, name: str) -> tuple[torch.Tensor, tuple[int, ...]]:
-        return self._packed[name]
+        where, shape, size, _ = self._packed[name]
+        if isinstance(where, int):
+            raw = bytearray(size)
+            if os.preadv(self._file.fileno(), [raw], where) != size:
+                raise PrunekitError(f"mask of {name}: its spill file was cut short")
+            where = torch.frombuffer(raw, dtype=torch.uint8) if size else torch.empty(0, dtype=torch.uint8)
+        return where, shape
 
     def kept(self) -> int:
-        """Number of True entries over all masks, counted on the packed bytes (padding bits are 0)."""
-        return sum(int(_BITS_SET[p.numpy()].sum(dtype=np.int64)) for p, _ in self._packed.values())
+        """Number of True entries over all masks."""
+        return sum(kept for *_, kept in self._packed.values())
 
     def nbytes(self) -> int:
-        """Memory the packed bits take."""
-        return sum(p.nbytes for p, _ in self._packed.values())
+        """Memory the packed bits take (none when they are spilled)."""
+        return 0 if self._file is not None else sum(size for _, _, size, _ in self._packed.values())
 
     def numel(self) -> int:
-        return sum(_numel(shape) for _, shape in self._packed.values())
+        return sum(_numel(shape) for _, shape, _, _ in self._packed.values())
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        packed, shape = self._packed[name]
+        packed, shape = self.packed(name)
         return unpack_bits(packed, _numel(shape)).reshape(shape)
 
     def __iter__(self) -> Iterator[str]:
@@ -68,10 +89,26 @@ class PackedMasks(Mapping[str, torch.Tensor]):
         return len(self._packed)
 
 
+class _PackedBytes(Mapping[str, torch.Tensor]):
+    """The packed bytes of ``masks`` by name, each read when asked for: never all of them at once."""
+
+    def __init__(self, masks: PackedMasks) -> None:
+        self.masks = masks
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.masks.packed(name)[0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.masks)
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+
 def save_masks(masks: Mapping[str, torch.Tensor], path: str | Path) -> None:
     masks = masks if isinstance(masks, PackedMasks) else PackedMasks(masks)
     shapes = {name: list(masks.packed(name)[1]) for name in masks}
-    save_tensors({name: masks.packed(name)[0] for name in masks}, path, KIND, {"version": VERSION, "shapes": shapes})
+    save_tensors(_PackedBytes(masks), path, KIND, {"version": VERSION, "shapes": shapes})
 
 
 def _shape(name: str, shape: Any) -> tuple[int, ...]:
