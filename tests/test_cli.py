@@ -144,3 +144,32 @@ def test_bench_cli(tiny_model_dir, tmp_path, capsys):
     if not torch.cuda.is_available():  # a clear refusal, before the model is loaded
         assert main(["bench", "--model", str(pruned), "--device", "cuda", "--dtype", "float16"]) == 2
         assert "semi-structured" in capsys.readouterr().err
+
+
+def test_quantize_and_prune_with_quantization_write_grids_and_count_bits(tiny_model_dir, text_files, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from prunekit.store.grid_file import load_grids
+    from prunekit.targets import find_targets, weight_view
+
+    calib = ["--calib", str(text_files["jsonl"]), "--nsamples", "4", "--seqlen", "64"]
+    runs = {
+        "q": ["quantize", "--wbits", "4", "--groupsize", "32", "--method", "gptq", *calib],
+        "pq": ["prune", "--method", "sparsegpt", "--pattern", "2:4", "--blocksize", "32", "--wbits", "4",
+               "--groupsize", "32", "--order", "joint", *calib],
+    }
+    for name, argv in runs.items():
+        code, stdout, _ = _run(capsys, *argv, "--model", str(tiny_model_dir), "--out", str(tmp_path / name))
+        assert code == 0, name
+        summary = json.loads(stdout)
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        assert manifest["config"]["quant"]["wbits"] == 4 and manifest["effective_bits"]["model"]["weights"] > 0
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / name)  # plain transformers loads it, dequantized
+        grids = load_grids(tmp_path / name / "quant.safetensors")
+        for layer, module in find_targets(model).items():
+            assert torch.equal(grids[layer].apply(weight_view(module)), weight_view(module)), (name, layer)
+        code, table, _ = _run(capsys, "info", str(tmp_path / name))
+        assert code == 0 and "bits/weight" in table
+        expected = {"q": 4 + 20 / 32, "pq": 0.5 * 4 + 0.5 * 2 + 20 / 32}[name]  # values + N:M positions + grid
+        assert summary["bits_per_weight"] == pytest.approx(expected, abs=1e-4), name
+        assert summary["sparsity"] == (0.0 if name == "q" else 0.5)

@@ -55,6 +55,13 @@ def files(tiny_model_dir, text_files, tmp_path):
     bad_masks = tmp_path / "bad-masks"
     shutil.copytree(pruned, bad_masks)
     (bad_masks / "masks.safetensors").write_bytes(b"\x00" * 100)
+    quantized = tmp_path / "quantized"
+    assert main(["quantize", "--model", out["model"], "--wbits", "4", "--method", "rtn", "--out", str(quantized)]) == 0
+    bad_grid = tmp_path / "bad-grid"
+    shutil.copytree(quantized, bad_grid)
+    data = bytearray((bad_grid / "quant.safetensors").read_bytes())
+    data[-3] ^= 0x10  # one bit of a zero point or scale
+    (bad_grid / "quant.safetensors").write_bytes(bytes(data))
     bad_weights = tmp_path / "bad-weights"
     shutil.copytree(pruned, bad_weights)
     (bad_weights / "model.safetensors").write_bytes(b"\xff" * 64)
@@ -64,6 +71,7 @@ def files(tiny_model_dir, text_files, tmp_path):
                                           ("user", tmp_path / "user-files"), ("file", tmp_path / "a-file"),
                                           ("gpt2", gpt2), ("pruned", pruned), ("bad_manifest", bad_manifest),
                                           ("bad_masks", bad_masks), ("bad_weights", bad_weights),
+                                          ("bad_grid", bad_grid),
                                           ("out", tmp_path / "out"), ("tmp", tmp_path)]}
 
 
@@ -93,6 +101,12 @@ CASES = [  # (argv with {file} placeholders, fragment of the one-line error)
     ([*EVAL, "--tasks", "piqa", "--limit", "0"], "must be >= 1"),
     ([*PRUNE, "--tasks", "{task}"], "task.jsonl:2:"),
     (["info", "{bad_manifest}"], "is not a readable manifest"),
+    (["info", "{bad_grid}"], "checksum does not match"),
+    (["quantize", "--model", "{model}", "--out", "{out}"], "quantize needs --wbits"),
+    (["quantize", "--model", "{model}", "--out", "{out}", "--wbits", "9"], "wbits must be 2 to 8"),
+    (["quantize", "--model", "{model}", "--out", "{out}", "--wbits", "4", "--method", "gptq", "--act-order",
+      "--groupsize", "48", "--seqlen", "32"], "--groupsize 48 does not divide its input width 64"),
+    ([*PRUNE, "--wbits", "4", "--order", "joint"], "rounds inside SparseGPT"),
     (["info", "{bad_masks}"], "not a readable safetensors file"),
     (["export", "{bad_weights}", "{out}"], "not a readable safetensors file"),
 ]

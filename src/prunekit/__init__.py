@@ -1,11 +1,11 @@
 """prunekit: prune neural networks, above all LLMs, and measure honestly what the zeros buy.
 
 The names below are the public API; the subpackages follow the data flow: ``oneshot`` (calibrate and
-prune), ``train`` (pruning while training), ``store`` (what a run writes), ``run`` (sparse execution),
+prune), ``quant`` (weight quantization), ``train`` (pruning while training), ``store`` (what a run writes), ``run`` (sparse execution),
 ``measure`` (quality and speed).
 """
 
-from .config import CalibConfig, PruneConfig
+from .config import CalibConfig, PruneConfig, QuantConfig
 from .errors import PrunekitError
 from .oneshot.pruner import PruneResult, prune
 from .run.semi_structured import to_semi_structured
@@ -19,6 +19,7 @@ from .train.gradual import GradualPruner
 from .train.lottery import lottery
 
 __all__ = [
-    "CalibConfig", "GradualPruner", "PruneConfig", "PruneResult", "PrunekitError", "SparseLinear", "export_folder",
+    "CalibConfig", "GradualPruner", "PruneConfig", "PruneResult", "PrunekitError", "QuantConfig", "SparseLinear",
+    "export_folder",
     "finetune", "is_valid_nm", "load_exported", "lottery", "masks", "prune", "sparsify", "to_semi_structured"]
 __version__ = "0.1.0"

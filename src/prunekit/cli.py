@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .config import DTYPES, CalibConfig, EvalConfig, FinetuneConfig, PruneConfig, TaskConfig
+from .config import DTYPES, CalibConfig, EvalConfig, FinetuneConfig, PruneConfig, QuantConfig, TaskConfig
 from .data import load_text, sample_calibration
 from .devices import available_memory, parse_device
 from .errors import PrunekitError, choice
@@ -28,6 +28,7 @@ from .measure.tasks import TASKS_FILE
 from .models import check_seqlen, fingerprint, load_config, load_model, load_skeleton
 from .oneshot.collective import init_from_env
 from .oneshot.pruner import prune
+from .quant.effective_bits import run_bits
 from .oneshot.residency import DiskOffload, InMemory
 from .run.sparse_linear import LAYOUTS
 from .store.info import format_table, layer_table
@@ -57,11 +58,13 @@ def _choice_type(kind: type[StrEnum], what: str):
     return convert
 
 
-def _add_config_flags(p: argparse.ArgumentParser, cls: type) -> None:
-    """One flag per field of the config dataclass ``cls``: type, default, choices and help from the field."""
+def _add_config_flags(p: argparse.ArgumentParser, cls: type, only: tuple[str, ...] | None = None,
+                      aliases: dict[str, str] | None = None) -> None:
+    """One flag per field of the config dataclass ``cls`` (or of the fields ``only``): type, default, choices and
+    help from the field; ``aliases``: another flag name for a field."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if not f.init:
+        if not f.init or f.metadata.get("nested") or (only is not None and f.name not in only):
             continue
         kind = hints[f.name]
         if typing.get_origin(kind) in (typing.Union, type(int | None)):  # X | None
@@ -77,12 +80,15 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type) -> None:
             kw |= {"type": _choice_type(kind, f.name.replace("_", " ")), "choices": list(kind)}
         else:
             kw["type"] = kind
-        p.add_argument("--" + (f.metadata["flag"] or f.name.replace("_", "-")), **kw)
+        flags = ["--" + (f.metadata["flag"] or f.name.replace("_", "-"))]
+        p.add_argument(*flags, *(["--" + aliases[f.name]] if f.name in (aliases or {}) else []), **kw)
 
 
-def _config(cls: type, args: argparse.Namespace):
-    """``cls`` built from the flags ``_add_config_flags`` made for it (validated by ``cls`` itself)."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init})
+def _config(cls: type, args: argparse.Namespace, **nested):
+    """``cls`` built from the flags ``_add_config_flags`` made for it (validated by ``cls`` itself), and ``nested``;
+    fields without a flag keep their defaults."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                  if f.init and f.name not in nested and hasattr(args, f.name)}, **nested)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -107,14 +113,8 @@ def _add_eval_args(p: argparse.ArgumentParser, data_flag: str) -> None:
                    "an eval JSON (e.g. of the dense model, scored once)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="prunekit", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("prune", help="prune a model and save it")
-    _add_model_args(p)
-    _add_config_flags(p, PruneConfig)
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    """Calibration, evaluation, execution and output flags of ``prune`` and ``quantize``."""
     _add_config_flags(p, CalibConfig)
     _add_eval_args(p, "--eval")
     p.add_argument("--eval-dense", action="store_true", help="also evaluate the model before pruning")
@@ -125,6 +125,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "(torchrun, gloo on CPU / NCCL on GPU): windows shared, statistics summed, layers solved in turn")
     p.add_argument("--out", required=True)
     p.add_argument("--overwrite", action="store_true")
+
+
+# The settings of a pruning run that a quantization run has too (its sparsity is 0)
+QUANTIZE_SETTINGS = ("include", "exclude", "percdamp", "blocksize", "batch_size", "sequential", "calib_dtype")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="prunekit", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prune", help="prune a model (and quantize it: --wbits) and save it")
+    _add_model_args(p)
+    _add_config_flags(p, PruneConfig)
+    _add_config_flags(p, QuantConfig)
+    _add_run_args(p)
+
+    q = sub.add_parser("quantize", help="quantize a model's weights (RTN or GPTQ) and save it")
+    _add_model_args(q)
+    _add_config_flags(q, QuantConfig, aliases={"quant_method": "method"})
+    _add_config_flags(q, PruneConfig, only=QUANTIZE_SETTINGS)
+    _add_run_args(q)
 
     e = sub.add_parser("eval", help="perplexity of a model")
     _add_model_args(e)
@@ -288,7 +310,8 @@ def cmd_prune(args) -> dict | None:
         raise PrunekitError(f"--workers must be >= 1, got {args.workers}")
     if args.workers > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_workers(args.workers, args.argv)
-    config, calib_cfg = _config(PruneConfig, args), _config(CalibConfig, args)
+    config = _config(PruneConfig, args, quant=_config(QuantConfig, args))
+    calib_cfg = _config(CalibConfig, args)
     calib_cfg = calib_cfg if config.needs_calibration else None
     device, dtype = parse_device(args.device), DTYPES[args.dtype]
     collective = init_from_env(device)
@@ -339,6 +362,9 @@ def cmd_prune(args) -> dict | None:
             "peak_rss_mb": round(result.peak_rss_mb, 1), "rss_at_start_mb": result.info["rss_start_mb"],
             "memory_bound_mb": result.info.get("memory_bound", {}).get("bound_mb"),
         }
+        bits = run_bits({n: (result.masks.shape(n), result.masks.kept(n)) for n in result.masks}, result.grids,
+                        config.nm, dtype.itemsize * 8)
+        summary["bits_per_weight"] = bits["model"]["bits_per_weight"]  # the targeted layers, packed (``effective_bits``)
         lines, sections, task_file = evaluation.report("dense", "pruned")
         summary |= lines
         manifest = {
@@ -346,13 +372,21 @@ def cmd_prune(args) -> dict | None:
             "calibration": calib_cfg and {**dataclasses.asdict(calib_cfg), "source": calib_source.describe()},
             "execution": {"offload": "disk" if offload else "none", "device": str(device),
                           "processes": collective.world},
-            "result": result.to_dict(), **sections, "summary": summary}
+            "result": result.to_dict(), "effective_bits": bits, **sections, "summary": summary}
         extra = {TASKS_FILE: task_file} if task_file else None
         if offload:
-            write_pruned(tmp, None, result.masks, None, manifest, extra)
+            write_pruned(tmp, None, result.masks, None, manifest, extra, result.grids)
         else:
-            save_pruned(model, claim, result.masks, tok, manifest=manifest, extra=extra)
+            save_pruned(model, claim, result.masks, tok, manifest=manifest, extra=extra, grids=result.grids)
     return summary
+
+
+def cmd_quantize(args) -> dict | None:
+    """A pruning run at sparsity 0 with quantization: the same calibration walk, statistics and output."""
+    if args.wbits == 0:
+        raise PrunekitError("quantize needs --wbits (2 to 8)")
+    args.sparsity = 0.0
+    return cmd_prune(args)
 
 
 def cmd_eval(args) -> dict:
@@ -531,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # weight-loading bars; prunekit's own bars stay
     try:
-        commands = {"prune": cmd_prune, "eval": cmd_eval, "info": cmd_info, "finetune": cmd_finetune,
+        commands = {"prune": cmd_prune, "quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info, "finetune": cmd_finetune,
                     "lottery": cmd_lottery, "export": cmd_export, "hardware": cmd_hardware, "bench": cmd_bench,
                     "compare": cmd_compare}
         out = commands[args.command](args)

@@ -62,6 +62,55 @@ def _setting(default: Any, help: str, flag: str | None = None) -> Any:
     return field(default=default, metadata={"help": help, "flag": flag})
 
 
+class QuantMethod(StrEnum):
+    RTN = "rtn"    # round to nearest, each group's grid from its own range
+    GPTQ = "gptq"  # column by column, each rounding error compensated through H⁻¹ (needs calibration)
+
+
+class Order(StrEnum):
+    """How quantization composes with pruning; pruned weights stay exactly zero in every order."""
+
+    PRUNE_FIRST = "prune-first"  # prune (any method), then quantize the kept weights with the mask locked
+    QUANT_FIRST = "quant-first"  # quantize, then prune on the grid (SparseGPT's updates stay on that fixed grid)
+    JOINT = "joint"              # one SparseGPT sweep that prunes and rounds each column as it goes
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Weight quantization: ``wbits`` (0: none; 8 and 4, or 3 and 2 for research) per output row, or per
+    ``groupsize`` consecutive inputs of a row; asymmetric (a zero point per group) unless ``sym``."""
+
+    wbits: int = _setting(0, "quantize the weights to this many bits (2-8; 0: no quantization)")
+    groupsize: int = _setting(0, "inputs per quantization group (0: one grid per output row)")
+    sym: bool = _setting(False, "symmetric grids (no zero point) instead of asymmetric")
+    quant_method: QuantMethod = _setting(QuantMethod.GPTQ, "rtn (round to nearest) or gptq (Hessian-compensated)")
+    act_order: bool = _setting(False, "GPTQ: quantize columns in order of decreasing activation energy (H_jj)")
+    order: Order = _setting(Order.PRUNE_FIRST, "with pruning: prune-first, quant-first or joint (SparseGPT only)")
+    uneven_groups: bool = _setting(False, "allow a narrower last group where --groupsize does not divide a layer's "
+                                          "input width (otherwise that is an error)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.wbits, bool) or not isinstance(self.wbits, int) or not (self.wbits == 0 or 2 <= self.wbits <= 8):
+            raise PrunekitError(f"wbits must be 2 to 8 (or 0: no quantization), got {self.wbits!r}")
+        if isinstance(self.groupsize, bool) or not isinstance(self.groupsize, int) or self.groupsize < 0:
+            raise PrunekitError(f"groupsize must be an integer >= 0 (0: per output row), got {self.groupsize!r}")
+        object.__setattr__(self, "quant_method", choice(QuantMethod, self.quant_method, "quant method"))
+        object.__setattr__(self, "order", choice(Order, self.order, "order"))
+        if self.act_order and self.quant_method != QuantMethod.GPTQ:
+            raise PrunekitError("act_order is a GPTQ option; use it with --quant-method gptq")
+
+    @property
+    def enabled(self) -> bool:
+        return self.wbits > 0
+
+    def group_error(self, name: str, cols: int) -> str | None:
+        """Why this layer's width cannot be grouped, or None."""
+        if self.enabled and self.groupsize and cols % self.groupsize and not self.uneven_groups:
+            return (f"{name}: --groupsize {self.groupsize} does not divide its input width {cols} "
+                    "(pass --uneven-groups for a narrower last group)")
+        return None
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """What to prune and how. ``method``: a row of ``oneshot.methods.METHODS`` (score, statistics,
@@ -94,6 +143,7 @@ class PruneConfig:
     calib_dtype: CalibDtype = _setting(CalibDtype.AUTO, "dtype of the calibration forward passes (autocast); "
                                        "weights and statistics keep full precision. auto: bfloat16 where the device "
                                        "has native bf16 (AVX512-BF16/AMX/Arm BF16 CPUs, CUDA GPUs), else the model's")
+    quant: QuantConfig = field(default_factory=QuantConfig, metadata={"nested": True})
     nm: tuple[int, int] | None = field(init=False, default=None)  # (N, M) parsed from ``pattern``
 
     def __post_init__(self) -> None:
@@ -136,6 +186,18 @@ class PruneConfig:
             raise PrunekitError(f"admm_iters must be >= 1, got {self.admm_iters}")
         if self.owl_m <= 0 or not 0 <= self.owl_lambda < 1:
             raise PrunekitError("owl_m must be > 0 and owl_lambda in [0, 1)")
+        quant = self.quant if isinstance(self.quant, QuantConfig) else QuantConfig(**self.quant)
+        if quant.enabled and quant.order == Order.JOINT:
+            if row.update is None or row.statistics != Statistics.XTX:
+                raise PrunekitError(f"order 'joint' rounds inside SparseGPT's sweep; method {method!r} has none "
+                                    "(use --method sparsegpt, or --order prune-first)")
+            if quant.quant_method != QuantMethod.GPTQ or quant.act_order:
+                raise PrunekitError("order 'joint' compensates rounding in SparseGPT's own sweep, in column order: "
+                                    "--quant-method rtn and --act-order do not apply")
+        if quant.enabled and refine == Refine.ADMM and quant.order != Order.PRUNE_FIRST:
+            raise PrunekitError("refine 'admm' re-solves the kept weights off any grid: quantize after it "
+                                "(--order prune-first)")
+        set_(self, "quant", quant)
         set_(self, "method", method)
         set_(self, "scope", scope)
         set_(self, "allocation", allocation)
@@ -148,8 +210,9 @@ class PruneConfig:
 
     @property
     def statistics(self) -> Statistics:
-        """What calibration gathers for this run: the method's own, or XᵀX for ADMM refinement."""
-        return Statistics.XTX if self.refine == Refine.ADMM else METHODS[self.method].statistics
+        """What calibration gathers for this run: the method's own, or XᵀX for ADMM refinement and GPTQ."""
+        gptq = self.quant.enabled and self.quant.quant_method == QuantMethod.GPTQ
+        return Statistics.XTX if self.refine == Refine.ADMM or gptq else METHODS[self.method].statistics
 
     @property
     def needs_calibration(self) -> bool:

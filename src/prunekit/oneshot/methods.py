@@ -19,6 +19,7 @@ from .stats import InputStats
 
 if TYPE_CHECKING:
     from ..config import PruneConfig
+    from ..quant.grid import GroupQuantizer
 
 
 class Method(StrEnum):
@@ -36,8 +37,10 @@ class Statistics(StrEnum):
 
 
 Score = Callable[[torch.Tensor, InputStats | None], torch.Tensor]  # (weight (rows, cols), stats) -> scores
-# (weight, stats, sparsity, config, layer name) -> (new weight, keep mask, damping escalations)
-Update = Callable[[torch.Tensor, InputStats, float, "PruneConfig", str], tuple[torch.Tensor, torch.Tensor, int]]
+# (weight, stats, sparsity, config, layer name, quantizer) -> (new weight, keep mask, damping escalations);
+# with a quantizer, kept weights are rounded onto its grid as the update goes
+Update = Callable[[torch.Tensor, InputStats, float, "PruneConfig", str, "GroupQuantizer | None"],
+                  tuple[torch.Tensor, torch.Tensor, int]]
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,10 @@ def _wanda(weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
 
 
 def _sparsegpt(weight: torch.Tensor, stats: InputStats, sparsity: float, config: PruneConfig,
-               name: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+               name: str, quantizer: GroupQuantizer | None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """OBS updates from H, the mask chosen per column block by w²/[H⁻¹]²_jj (``sparsegpt.py``)."""
     return sparsegpt_prune(weight, stats.hessian, sparsity, config.scope, config.nm, config.blocksize,
-                           config.percdamp, name)
+                           config.percdamp, name, quantizer)
 
 
 METHODS: Mapping[Method, MethodRow] = MappingProxyType({

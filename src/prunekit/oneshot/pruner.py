@@ -10,10 +10,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import Allocation, CalibDtype, PruneConfig, Refine, Sequential
+from ..config import Allocation, CalibDtype, Order, PruneConfig, Refine, Sequential
 from ..devices import fast_bfloat16
 from ..errors import PrunekitError
 from ..models import check_finite, check_seqlen
+from ..quant.compose import quantize_layer
+from ..quant.grid import GroupQuantizer, LayerGrid
 from ..selection import select_mask, zero_pruned_
 from ..store.mask_file import PackedMasks
 from ..targets import block_targets, find_blocks, find_targets, weight_view
@@ -54,6 +56,7 @@ class PruneResult:
     damping_escalations: int = 0
     block_sparsity: list[float] | None = None
     info: dict = field(default_factory=dict)
+    grids: dict[str, LayerGrid] = field(default_factory=dict)  # quantized layers' grids (``quant.grid``)
 
     @property
     def sparsity(self) -> float:
@@ -82,6 +85,10 @@ def _usable_targets(model: nn.Module, config: PruneConfig) -> tuple[dict[str, nn
     if not targets:
         raise PrunekitError("no prunable layers matched (check --include/--exclude)")
     check_finite(targets)
+    for name, module in targets.items():  # before any work: a width the quantization groups cannot tile
+        why = config.quant.group_error(name, weight_view(module).shape[1])
+        if why:
+            raise PrunekitError(why)
     skipped = []
     if config.nm is not None:
         m = config.nm[1]
@@ -154,30 +161,48 @@ def _layer_sparsities(
 
 def _prune_layer(
     config: PruneConfig, name: str, module: nn.Module, sparsity: float, stats=None, sample=None
-) -> tuple[torch.Tensor, LayerReport, int]:
+) -> tuple[torch.Tensor, LayerReport, int, LayerGrid | None]:
+    """Prune one layer (and quantize it, in ``config.quant.order``); returns its keep mask, report, damping
+    escalations and quantization grid."""
     if stats is not None:
         stats.check_finite(name)
     w = weight_view(module)
     refine = config.refine == Refine.ADMM
+    quant = config.quant if config.quant.enabled else None
     old = w.detach().clone() if sample is not None or refine else None  # dense, for error / ADMM
-    escalations = 0
+    escalations, grid = 0, None
     t0 = time.perf_counter()
+    if quant and quant.order == Order.QUANT_FIRST:
+        new, grid, escalations = quantize_layer(w, stats, quant, None, config.blocksize, config.percdamp, name)
+        w.copy_(new)
     row = METHODS[config.method]
     if row.update is not None:  # the update chooses the mask as it goes
-        new, keep, escalations = row.update(w, stats, sparsity, config, name)
+        quantizer = None
+        if quant and quant.order != Order.PRUNE_FIRST:  # the sweep rounds as it goes: onto quant-first's grid, or joint
+            quantizer = GroupQuantizer(*w.shape, quant.wbits, quant.groupsize, quant.sym, w.device)
+            if grid is not None:
+                quantizer.use(grid)
+        new, keep, esc = row.update(w, stats, sparsity, config, name, quantizer)
         w.copy_(new)
+        escalations += esc
+        grid = quantizer.grid() if quantizer is not None else grid
     else:
         keep = select_mask(row.score(w, stats), sparsity, config.scope, config.nm)
     if refine:
         start = zero_pruned_(w, keep)
         w.copy_(admm_update(old, keep, stats.hessian, start=start, iters=config.admm_iters, percdamp=config.percdamp))
     zero_pruned_(w, keep)  # +0.0 at every pruned entry (the solvers leave -0.0 where a product was negative)
+    if quant and quant.order == Order.PRUNE_FIRST:
+        new, grid, esc = quantize_layer(w, stats, quant, keep, config.blocksize, config.percdamp, name)
+        w.copy_(new)
+        escalations += esc
+        zero_pruned_(w, keep)
     solve = time.perf_counter() - t0
     report = LayerReport(
         name, tuple(w.shape), sparsity, 1 - int(keep.count_nonzero()) / keep.numel(), _recon_error(old, w, sample),
         solve_seconds=round(solve, 4),
     )
-    return keep, report, escalations
+    return keep, report, escalations, grid
 
 
 def _nbytes(stats: dict, sample: dict) -> int:
@@ -267,6 +292,7 @@ def prune(
     targets, reports = _usable_targets(model, config)
     kept_zeros: dict[str, torch.Tensor] = {}  # per pruned layer: flat indices of kept weights that are 0
     masks = PackedMasks(spill=residency.spill)
+    grids: dict[str, LayerGrid] = {}  # per quantized layer
     if config.needs_calibration and (calibration is None or calibration.numel() == 0):
         raise PrunekitError(f"method {config.method!r} with allocation {config.allocation!r} needs calibration data")
     if config.needs_calibration:
@@ -284,10 +310,12 @@ def prune(
         owner = collective.owner(position[name])
         done = None
         if collective.rank == owner:
-            keep, report, esc = _prune_layer(config, name, targets[name], sparsities[name], stats, sample)
-            done = report, esc, _kept_zeros(weight_view(targets[name]), keep)
+            keep, report, esc, grid = _prune_layer(config, name, targets[name], sparsities[name], stats, sample)
+            done = report, esc, _kept_zeros(weight_view(targets[name]), keep), grid
         collective.share(weight_view(targets[name]), owner)
-        report, esc, kept_zeros[name] = collective.share_object(done, owner)
+        report, esc, kept_zeros[name], grid = collective.share_object(done, owner)
+        if grid is not None:
+            grids[name] = grid
         escalations[0] += esc
         reports.append(report)
 
@@ -307,11 +335,13 @@ def prune(
     def without_statistics(block_s: list[float] | None) -> PruneResult:
         for _, _, local in [(True, None, targets)] if blocks is None else walk(str(config.method)):
             for name in local:
-                keep, report, _ = _prune_layer(config, name, targets[name], sparsities[name])
+                keep, report, _, grid = _prune_layer(config, name, targets[name], sparsities[name])
                 kept_zeros[name] = _kept_zeros(weight_view(targets[name]), keep)
+                if grid is not None:
+                    grids[name] = grid
                 reports.append(report)
             _block_masks(local, kept_zeros, masks)
-        return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), 0, block_s, info)
+        return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), 0, block_s, info, grids)
 
     if not config.needs_calibration:
         sparsities, block_s = _layer_sparsities(config, targets)
@@ -366,4 +396,5 @@ def prune(
                                            streamed_bytes, masks.nbytes())}
     if collective.world > 1:
         info["processes"] = {"count": collective.world, "bytes_sent_rank0": collective.bytes_sent()}
-    return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations[0], block_s, info)
+    return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations[0], block_s, info,
+                       grids)

@@ -8,6 +8,7 @@ import logging
 import torch
 
 from ..errors import PrunekitError
+from ..quant.grid import GroupQuantizer, group_columns
 from ..selection import Scope, count_to_prune, smallest_mask, split_count
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,15 @@ def sparsegpt_prune(
     blocksize: int = 128,
     percdamp: float = 0.01,
     name: str = "",
+    quantizer: GroupQuantizer | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Prune ``weight`` (rows, cols) with OBS updates; returns (new weight, keep mask, escalations).
 
     The mask is chosen adaptively per column block by w²/[H⁻¹]²_jj: exactly the requested count in
     total (layer scope), per row (row scope), or exactly N kept in every M consecutive inputs.
+    With ``quantizer``, each kept column is also rounded onto its group's grid as the sweep reaches it, and
+    the error of both is compensated together (the joint mode of the SparseGPT paper); a group not yet
+    fitted is fitted then, from its kept weights as updated so far.
     """
     W = weight.detach().clone().float()  # (rows, cols)
     rows, cols = W.shape
@@ -105,6 +110,11 @@ def sparsegpt_prune(
                 idx = torch.topk(tmp, m - n, dim=1, largest=False).indices
                 keep1[:, i : i + m].scatter_(1, idx, False)
             q = w * keep1[:, i]
+            if quantizer is not None:
+                g = quantizer.group(i1 + i)
+                if not quantizer.fitted[g]:
+                    quantizer.fit_group(g, group_columns(W1, W, i, i2, quantizer.bounds[g], keep1))
+                q = quantizer.column(i1 + i, q)  # a pruned weight stays exactly 0 on any grid
             Q1[:, i] = q
             err = (w - q) / d[i]
             W1[:, i:] -= err[:, None] @ Hinv1[i, i:][None, :]

@@ -1,40 +1,55 @@
-"""Per-layer sparsity of a saved prunekit folder."""
+"""Per-layer sparsity and effective bits per weight of a saved prunekit folder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import PrunekitError
+from ..quant.effective_bits import run_bits
 from ..selection import is_valid_nm
+from .grid_file import GRIDS_FILE, load_grids
 from .manifest import MANIFEST_FILE, read_manifest
 from .mask_file import MASKS_FILE, load_masks
+from .shards import CheckpointReader
 
 
 def layer_table(folder: str | Path) -> tuple[list[dict], dict]:
-    """Rows (name, shape, sparsity, N:M validity) from the masks, and the manifest if present."""
+    """Rows (name, shape, sparsity, N:M validity, storage and effective bits per weight) from the masks, the
+    grids and the stored weights' dtype; and the manifest if present."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PrunekitError(f"not a folder: {folder}")
     masks = load_masks(folder / MASKS_FILE)
+    grids = load_grids(folder / GRIDS_FILE) if (folder / GRIDS_FILE).is_file() else {}
     manifest = read_manifest(folder) if (folder / MANIFEST_FILE).is_file() else {}
+    nm = (manifest.get("config") or {}).get("nm")
+    nm = tuple(nm) if nm else None
+    reader = CheckpointReader(folder)
     rows = []
     for name, keep in masks.items():
+        value_bits = reader.stored_bits(f"{name}.weight") or 32
+        bits = run_bits({name: (tuple(keep.shape), int(keep.sum()))}, grids, nm, value_bits)["layers"][name]
         rows.append({
             "layer": name,
             "shape": "x".join(map(str, keep.shape)),
             "numel": keep.numel(),
             "sparsity": 1 - float(keep.float().mean()),
             "2:4": is_valid_nm(keep, 2, 4),
+            "wbits": grids[name].bits if name in grids else value_bits,
+            **bits,
         })
     return rows, manifest
 
 
 def format_table(rows: list[dict]) -> str:
     width = max([len(r["layer"]) for r in rows] + [5])
-    lines = [f"{'layer':<{width}}  {'shape':>11}  {'sparsity':>8}  2:4"]
+    lines = [f"{'layer':<{width}}  {'shape':>11}  {'sparsity':>8}  2:4  {'wbits':>5}  {'storage':>7}  bits/weight"]
     for r in rows:
-        lines.append(f"{r['layer']:<{width}}  {r['shape']:>11}  {r['sparsity']:>8.4f}  {'yes' if r['2:4'] else 'no'}")
+        lines.append(f"{r['layer']:<{width}}  {r['shape']:>11}  {r['sparsity']:>8.4f}  {'yes' if r['2:4'] else 'no ':<3}  "
+                     f"{r['wbits']:>5}  {r['storage']:>7}  {r['bits_per_weight']:>11.4f}")
     total = sum(r["numel"] for r in rows)
     zeros = sum(r["sparsity"] * r["numel"] for r in rows)
-    lines.append(f"{'all targeted':<{width}}  {total:>11}  {zeros / max(total, 1):>8.4f}")
+    bits = sum(r["bits_per_weight"] * r["numel"] for r in rows)
+    lines.append(f"{'all targeted':<{width}}  {total:>11}  {zeros / max(total, 1):>8.4f}  {'':<3}  {'':>5}  {'':>7}  "
+                 f"{bits / max(total, 1):>11.4f}")
     return "\n".join(lines)

@@ -67,9 +67,14 @@ class PackedMasks(Mapping[str, torch.Tensor]):
             where = torch.frombuffer(raw, dtype=torch.uint8) if size else torch.empty(0, dtype=torch.uint8)
         return where, shape
 
-    def kept(self) -> int:
-        """Number of True entries over all masks."""
+    def kept(self, name: str | None = None) -> int:
+        """Number of True entries in mask ``name``, or over all masks."""
+        if name is not None:
+            return self._packed[name][3]
         return sum(kept for *_, kept in self._packed.values())
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._packed[name][1]
 
     def nbytes(self) -> int:
         """Memory the packed bits take (none when they are spilled)."""

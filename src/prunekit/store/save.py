@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from ..fsutil import OutputClaim, atomic_dir
+from ..quant.grid import LayerGrid
+from .grid_file import GRIDS_FILE, save_grids
 from .manifest import MANIFEST_FILE, build_manifest, write_json
 from .mask_file import MASKS_FILE, save_masks
 from .shards import ShardWriter, write_safetensors
@@ -23,16 +25,17 @@ def save_pruned(
     overwrite: bool = False,
     manifest: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    grids: Mapping[str, LayerGrid] | None = None,
 ) -> Path:
     """Write ``out`` with safetensors weights (dense, zeros in place), masks and ``manifest.json``.
 
     Everything goes to a temporary folder first, so a failed run leaves no half-written output. ``out``
     may be a claim the caller took before its work (``fsutil.claim_output``). ``extra``: more JSON files
-    to write, by name (e.g. per-item task results).
+    to write, by name (e.g. per-item task results). ``grids``: the quantized layers' grids (``grid_file``).
     """
     claim = out if isinstance(out, OutputClaim) else None
     with claim.write() if claim else atomic_dir(out, overwrite) as tmp:
-        write_pruned(tmp, model, masks, tokenizer, manifest, extra)
+        write_pruned(tmp, model, masks, tokenizer, manifest, extra, grids)
     return claim.path if claim else Path(out)
 
 
@@ -43,6 +46,7 @@ def write_pruned(
     tokenizer=None,
     manifest: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    grids: Mapping[str, LayerGrid] | None = None,
 ) -> None:
     """Fill ``folder`` (a claim's temporary folder) as ``save_pruned`` does; ``model=None`` when its weights
     are there already (``write_streamed``)."""
@@ -53,6 +57,8 @@ def write_pruned(
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     save_masks(masks, folder / MASKS_FILE)
+    if grids:
+        save_grids(grids, folder / GRIDS_FILE)
     write_json(build_manifest(**(manifest or {})), folder / MANIFEST_FILE)
     for name, data in (extra or {}).items():
         write_json(data, folder / name)

@@ -98,6 +98,12 @@ class CheckpointReader:
                 raise PrunekitError(f"cannot read the safetensors header of {path}: {e}") from e
         return self._headers[file]
 
+    def stored_bits(self, name: str) -> int | None:
+        """Bits per element of tensor ``name`` as stored, or None when there is no such tensor."""
+        if name not in self.files:
+            return None
+        return 8 * _DTYPE_BYTES.get(self._header(self.files[name])[name]["dtype"], 4)
+
     def nbytes(self, dtype: torch.dtype | None = None) -> int:
         """Bytes of every tensor as stored, or converted to float ``dtype`` (integer tensors stay as stored)."""
         total = 0

@@ -1,0 +1,96 @@
+"""Quantization composed with pruning on a tiny Llama, table-driven over (method × order × quantizer × pattern)."""
+
+import pytest
+import torch
+
+from conftest import tiny_llama
+from prunekit import PruneConfig, PrunekitError, prune
+from prunekit.config import QuantConfig
+from prunekit.quant.grid import rtn
+from prunekit.selection import count_to_prune, is_valid_nm
+from prunekit.targets import find_targets, weight_view
+
+
+def _calib():
+    return torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
+
+
+CASES = [  # method, order, quantizer
+    ("magnitude", "prune-first", "rtn"),
+    ("wanda", "prune-first", "gptq"),
+    ("wanda", "quant-first", "rtn"),
+    ("sparsegpt", "prune-first", "gptq"),
+    ("sparsegpt", "quant-first", "gptq"),
+    ("sparsegpt", "quant-first", "rtn"),
+    ("sparsegpt", "joint", "gptq"),
+]
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+@pytest.mark.parametrize("method,order,quantizer", CASES)
+def test_every_order_keeps_zeros_exact_and_weights_on_the_grid(method, order, quantizer, pattern):
+    model = tiny_llama()
+    quant = QuantConfig(wbits=4, groupsize=32, quant_method=quantizer, order=order)
+    result = prune(model, PruneConfig(method=method, pattern=pattern, quant=quant, blocksize=32, calib_dtype="model"),
+                   _calib(), progress=False)
+    targets = find_targets(model)
+    assert set(result.grids) == set(targets)
+    for name, module in targets.items():
+        w, keep = weight_view(module), result.masks[name]
+        assert bool((w[~keep] == 0).all()), name  # pruned stays exactly zero
+        assert int((~keep).sum()) == count_to_prune(w.numel(), 0.5), name
+        assert torch.equal(result.grids[name].apply(w), w), name  # every kept weight on its grid
+        if pattern == "2:4":
+            assert is_valid_nm(keep, 2, 4), name
+
+
+def test_quant_first_prunes_the_rounded_weights_on_the_same_grid():
+    """Magnitude after RTN: the grid is RTN's of the dense weights, and the kept weights are its values."""
+    model = tiny_llama()
+    dense = {n: weight_view(m).detach().clone() for n, m in find_targets(model).items()}
+    quant = QuantConfig(wbits=4, groupsize=32, quant_method="rtn", order="quant-first")
+    result = prune(model, PruneConfig(method="magnitude", quant=quant), progress=False)
+    for name, module in find_targets(model).items():
+        expected, grid = rtn(dense[name], 4, 32, False)
+        assert torch.equal(result.grids[name].scale, grid.scale) and torch.equal(result.grids[name].zero, grid.zero)
+        assert torch.equal(weight_view(module), expected * result.masks[name])
+
+
+@pytest.mark.parametrize("quantizer", ["rtn", "gptq"])
+def test_quantize_only_keeps_every_weight(quantizer):
+    model = tiny_llama()
+    quant = QuantConfig(wbits=8, groupsize=0, quant_method=quantizer)
+    result = prune(model, PruneConfig(sparsity=0.0, quant=quant, calib_dtype="model"), _calib(), progress=False)
+    assert result.sparsity == 0.0 and result.grids
+    assert all(g.bits == 8 and g.scale.shape[1] == 1 for g in result.grids.values())
+
+
+BAD = [
+    (dict(quant=QuantConfig(wbits=4, order="joint"), method="wanda"), "rounds inside SparseGPT"),
+    (dict(quant=QuantConfig(wbits=4, order="quant-first"), method="sparsegpt", refine="admm"), "quantize after it"),
+    (dict(quant=QuantConfig(wbits=4, order="joint", quant_method="rtn"), method="sparsegpt"), "do not apply"),
+]
+
+
+@pytest.mark.parametrize("kwargs,message", BAD)
+def test_bad_combinations_are_refused(kwargs, message):
+    with pytest.raises(PrunekitError, match=message):
+        PruneConfig(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(wbits=9), "wbits must be 2 to 8"), (dict(wbits=1), "wbits must be 2 to 8"),
+    (dict(wbits=4, groupsize=-1), "groupsize"), (dict(wbits=4, quant_method="rtn", act_order=True), "GPTQ option"),
+])
+def test_bad_quant_settings_are_refused(kwargs, message):
+    with pytest.raises(PrunekitError, match=message):
+        QuantConfig(**kwargs)
+
+
+def test_a_group_size_that_does_not_divide_a_width_fails_before_work_unless_uneven():
+    quant = QuantConfig(wbits=4, groupsize=48, quant_method="rtn")  # widths 64 and 128
+    with pytest.raises(PrunekitError, match="does not divide its input width 64"):
+        prune(tiny_llama(), PruneConfig(quant=quant), progress=False)
+    uneven = QuantConfig(wbits=4, groupsize=48, quant_method="rtn", uneven_groups=True)
+    result = prune(tiny_llama(), PruneConfig(quant=uneven), progress=False)
+    assert result.grids["model.layers.0.mlp.down_proj"].scale.shape == (64, 3)  # 48 + 48 + 32 inputs
