@@ -1,8 +1,8 @@
 """prunekit: prune neural networks, above all LLMs, and measure honestly what the zeros buy.
 
 The names below are the public API; the subpackages follow the data flow: ``oneshot`` (calibrate and
-prune), ``quant`` (weight quantization), ``train`` (pruning while training), ``store`` (what a run writes), ``run`` (sparse execution),
-``measure`` (quality and speed).
+prune), ``quant`` (weight quantization), ``train`` (pruning while training), ``store`` (what a run writes),
+``run`` (sparse execution), ``measure`` (quality and speed).
 """
 
 from .config import CalibConfig, PruneConfig, QuantConfig

@@ -28,8 +28,8 @@ from .measure.tasks import TASKS_FILE
 from .models import check_seqlen, fingerprint, load_config, load_model, load_skeleton
 from .oneshot.collective import init_from_env
 from .oneshot.pruner import prune
-from .quant.effective_bits import run_bits
 from .oneshot.residency import DiskOffload, InMemory
+from .quant.effective_bits import run_bits
 from .run.sparse_linear import LAYOUTS
 from .store.info import format_table, layer_table
 from .store.manifest import build_manifest, write_json
@@ -362,8 +362,7 @@ def cmd_prune(args) -> dict | None:
             "peak_rss_mb": round(result.peak_rss_mb, 1), "rss_at_start_mb": result.info["rss_start_mb"],
             "memory_bound_mb": result.info.get("memory_bound", {}).get("bound_mb"),
         }
-        bits = run_bits({n: (result.masks.shape(n), result.masks.kept(n)) for n in result.masks}, result.grids,
-                        config.nm, dtype.itemsize * 8)
+        bits = run_bits(result.masks.layers(), result.grids, config.nm, dtype.itemsize * 8)
         summary["bits_per_weight"] = bits["model"]["bits_per_weight"]  # the targeted layers, packed (``effective_bits``)
         lines, sections, task_file = evaluation.report("dense", "pruned")
         summary |= lines
@@ -565,9 +564,9 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # weight-loading bars; prunekit's own bars stay
     try:
-        commands = {"prune": cmd_prune, "quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info, "finetune": cmd_finetune,
-                    "lottery": cmd_lottery, "export": cmd_export, "hardware": cmd_hardware, "bench": cmd_bench,
-                    "compare": cmd_compare}
+        commands = {"prune": cmd_prune, "quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info,
+                    "finetune": cmd_finetune, "lottery": cmd_lottery, "export": cmd_export, "hardware": cmd_hardware,
+                    "bench": cmd_bench, "compare": cmd_compare}
         out = commands[args.command](args)
     except PrunekitError as e:
         print(f"prunekit: error: {e}", file=sys.stderr)

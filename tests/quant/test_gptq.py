@@ -9,7 +9,8 @@ from prunekit.quant.grid import rtn
 def _layer(seed: int, rows: int = 24, cols: int = 64, tokens: int = 512):
     """A random layer and correlated inputs (a low-rank mix plus noise), as real activations are."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(tokens, 8, generator=g) @ torch.randn(8, cols, generator=g) + 0.1 * torch.randn(tokens, cols, generator=g)
+    mix = torch.randn(tokens, 8, generator=g) @ torch.randn(8, cols, generator=g)
+    x = mix + 0.1 * torch.randn(tokens, cols, generator=g)
     x = x * torch.rand(cols, generator=g) * 3  # uneven input scales
     stats = InputStats(cols, True)
     stats.add(x)

@@ -173,3 +173,43 @@ def test_random_corruption_never_loads_wrong_weights(tmp_path_factory, data):
     except PrunekitError:
         return
     assert same_bits(back["l.weight"], w) and torch.equal(back["other"], torch.ones(3))
+
+
+@pytest.mark.parametrize("pattern,sparsity,order", [("2:4", 0.5, "joint"), ("unstructured", 0.5, "prune-first"),
+                                                    ("unstructured", 0.0, "prune-first")])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_quantized_export_rebuilds_the_dequantized_weights_bit_for_bit(tmp_path, pattern, sparsity, order, bits):
+    from prunekit.config import QuantConfig
+
+    model = tiny_llama()
+    calib = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
+    config = PruneConfig(method="sparsegpt", sparsity=sparsity, pattern=pattern, blocksize=32, calib_dtype="model",
+                         quant=QuantConfig(wbits=bits, groupsize=32, order=order))
+    result = prune(model, config, calib, progress=False)
+    folder = save_pruned(model, tmp_path / "q", result.masks, byte_tokenizer(), grids=result.grids,
+                         manifest={"config": config.to_dict()})
+    report = export_folder(folder, tmp_path / "x")
+    layouts = set(report["layers"])
+    assert layouts <= {"q-nm", "q-bitmask", "q-dense"} and len(report["layers"]) > 0
+    if sparsity == 0.0:
+        assert layouts == {"q-dense"}
+    state = load_exported(tmp_path / "x")
+    for key, value in model.state_dict().items():
+        assert same_bits(state[key], value), key
+    assert report["target_stored_bytes"] < report["target_dense_bytes"] * (bits + 1) / 32  # float32 -> ~bits
+
+
+def test_a_quantized_export_with_a_flipped_bit_is_refused(tmp_path):
+    from prunekit.config import QuantConfig
+
+    model = tiny_llama()
+    config = PruneConfig(quant=QuantConfig(wbits=4, groupsize=32, quant_method="rtn"))
+    result = prune(model, config, progress=False)
+    folder = save_pruned(model, tmp_path / "q", result.masks, grids=result.grids)
+    export_folder(folder, tmp_path / "x")
+    path = tmp_path / "x" / WEIGHTS_FILE
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(PrunekitError, match="checksum"):
+        load_exported(tmp_path / "x")

@@ -21,6 +21,7 @@ from ..errors import PrunekitError, choice
 from ..models import load_model
 from ..oneshot.methods import Method
 from ..oneshot.pruner import prune
+from ..quant.effective_bits import run_bits
 from ..selection import Pattern, is_valid_nm
 from ..store.formats import format_bytes
 from ..targets import find_targets, weight_view
@@ -114,6 +115,8 @@ def run_compare(cfg: CompareConfig) -> dict:
                      "perplexity": round(ppl, 3), "delta_vs_dense": round(ppl - dense_ppl, 3),
                      "prune_seconds": round(result.seconds, 1), "prune_peak_rss_mb": round(result.peak_rss_mb, 1),
                      "weight_mb": storage_mb(model), "bench": speed,
+                     "bits_per_weight": run_bits(result.masks.layers(), result.grids, config.nm,
+                                                 next(model.parameters()).element_size() * 8)["model"]["bits_per_weight"],
                      "layer_sparsity": [round(r.sparsity, 4) for r in result.layers]})
         if scores:
             key = f"{config.method} {config.pattern} {config.sparsity:g}"

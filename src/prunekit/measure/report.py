@@ -23,18 +23,21 @@ def markdown(results: dict, command: str) -> str:
         "Speed: the pruned model run dense (zeros multiplied) vs the same weights with sparse layers chosen per "
         f"layer by measurement, alternating in one process, median of {cfg['bench_reps']}: prefill of "
         f"{cfg['prompt_tokens']} tokens, decode at batch 1 with KV cache ({cfg['new_tokens']} tokens). "
-        "Weight memory: the pruned layers only (embeddings and lm_head excluded), dense / bitmask / 2:4 / CSR. "
+        "Weight memory: the pruned layers only (embeddings and lm_head excluded), dense / bitmask / 2:4 / CSR; "
+        "bits/weight: theirs in the cheapest packed layout, metadata included (``quant/effective_bits.py``). "
         "Pruning peak RSS is the whole process's peak during that run; it includes the dense copy of the weights "
         "that compare keeps to restore the model between runs (about 0.5 GB here).", "",
         "| method | pattern | sparsity | perplexity | Δ vs dense | pruning time (s) | pruning peak RSS (MB) "
-        "| weight MB dense / bitmask / nm / csr | prefill vs dense | decode vs dense | decode tok/s sparse (dense) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| weight MB dense / bitmask / nm / csr | bits/weight | prefill vs dense | decode vs dense "
+        "| decode tok/s sparse (dense) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results["runs"]:
         b = r["bench"]
         lines.append(
             f"| {r['method']} | {r['pattern']} | {r['sparsity']:.2f} | {r['perplexity']:.2f} | {r['delta_vs_dense']:+.2f} "
             f"| {r['prune_seconds']:.1f} | {r['prune_peak_rss_mb']:.0f} | {_fmt_mb(r['weight_mb'])} "
+            f"| {r.get('bits_per_weight', float('nan')):.2f} "
             f"| {b['ratios']['prefill_speedup']:.2f}× | {b['ratios']['decode_speedup']:.2f}× "
             f"| {b['sparse']['decode_tokens_per_s']:.1f} ({b['dense']['decode_tokens_per_s']:.1f}) |")
     lines += _task_table(results)

@@ -52,5 +52,6 @@ def run_bits(layers: Mapping[str, tuple[tuple[int, int], int]], grids: Mapping[s
     ``value_bits`` per value."""
     rows = {name: layer_bits(shape, kept, value_bits, grids.get(name), nm) for name, (shape, kept) in layers.items()}
     total = model_bits(rows, {name: math.prod(shape) for name, (shape, _) in layers.items()})
-    per_layer = {name: {"storage": r["storage"], "bits_per_weight": round(r["bits_per_weight"], 4)} for name, r in rows.items()}
+    per_layer = {name: {"storage": r["storage"], "bits_per_weight": round(r["bits_per_weight"], 4)}
+                 for name, r in rows.items()}
     return {"model": total, "layers": per_layer}

@@ -20,17 +20,21 @@ from ..fsutil import claim_output
 from ..selection import is_valid_nm
 from .container import legacy_json, load_tensors, read_metadata, read_tensors, save_tensors
 from .formats import FORMATS, decode, encode, nbytes
+from .grid_file import GRIDS_FILE, load_grids
+from .manifest import MANIFEST_FILE, read_manifest
 from .mask_file import MASKS_FILE, load_masks
+from .quant_formats import decode_quant, encode_quant
 
 KIND = "prunekit-sparse"  # the metadata key (version 1: the value of its "magic" key)
 VERSION = 2
+QUANT_VERSION = 3  # with quantized layers (``quant_formats``)
 DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64)}
 WEIGHTS_FILE = "weights.prunekit.safetensors"
 NM_CANDIDATES = ((2, 4), (4, 8))
 
 
 def _weight_files(folder: Path) -> list[Path]:
-    files = [f for f in sorted(folder.glob("*.safetensors")) if f.name not in (MASKS_FILE, WEIGHTS_FILE)]
+    files = [f for f in sorted(folder.glob("*.safetensors")) if f.name not in (MASKS_FILE, WEIGHTS_FILE, GRIDS_FILE)]
     if not files:
         raise PrunekitError(f"no safetensors weights in {folder}")
     return files
@@ -84,6 +88,8 @@ def export_folder(folder: str | Path, out: str | Path, fmt: str = "auto", overwr
 
 def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
     masks = load_masks(folder / MASKS_FILE)
+    grids = load_grids(folder / GRIDS_FILE) if (folder / GRIDS_FILE).is_file() else {}
+    nm = (read_manifest(folder).get("config") or {}).get("nm") if grids and (folder / MANIFEST_FILE).is_file() else None
     state = _read_state(files)
     tensors: dict[str, torch.Tensor] = {}
     layers: dict[str, dict] = {}
@@ -95,6 +101,19 @@ def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
             continue
         transposed = _is_transposed(value, masks[name])
         w = value.t().contiguous() if transposed else value
+        if name in grids:  # packed integer levels, in the cheapest layout whatever ``fmt`` asks
+            grid = grids[name]
+            try:
+                layout, parts = encode_quant(w, grid, tuple(nm) if nm else None)
+            except PrunekitError as e:
+                raise PrunekitError(f"{folder}: layer {name}: {e}") from e
+            layers[key] = {"format": f"q-{layout}", "shape": list(w.shape), "dtype": str(value.dtype).removeprefix("torch."),
+                           "nm": list(nm) if layout == "nm" else None, "transposed": transposed, "bits": grid.bits,
+                           "groupsize": grid.groupsize, "sym": grid.sym}
+            dense_bytes += w.numel() * w.element_size()
+            sparse_bytes += nbytes(parts)
+            tensors.update({f"{key}::{p}": t for p, t in parts.items()})
+            continue
         options = _candidates(w, fmt)
         best = min(options, key=lambda f: nbytes(options[f][0]))
         parts, nm = options[best]
@@ -107,7 +126,8 @@ def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
         sparse_bytes += nbytes(parts) if parts else w.numel() * w.element_size()
         tensors.update({f"{key}::{p}": t for p, t in parts.items()})
     with claim.write() as tmp:
-        save_tensors(tensors, tmp / WEIGHTS_FILE, KIND, {"version": VERSION, "layers": layers})
+        version = QUANT_VERSION if grids else VERSION  # readers before quantized layers refuse them by version
+        save_tensors(tensors, tmp / WEIGHTS_FILE, KIND, {"version": version, "layers": layers})
         for f in folder.iterdir():
             if f.is_file() and f.suffix != ".safetensors":
                 shutil.copy2(f, tmp / f.name)
@@ -132,8 +152,8 @@ def load_exported(out: str | Path) -> dict[str, torch.Tensor]:
         version, stored, layers = meta.get("version"), read_tensors(path), legacy_json(meta, "layers", path)
     else:
         raise PrunekitError(f"{path} is not a prunekit sparse export")
-    if version not in ("1", VERSION):
-        raise PrunekitError(f"{path} has format version {version!r}; this prunekit reads 1 and {VERSION}")
+    if version not in ("1", VERSION, QUANT_VERSION):
+        raise PrunekitError(f"{path} has format version {version!r}; this prunekit reads 1 to {QUANT_VERSION}")
     if not isinstance(layers, dict):
         raise PrunekitError(f"{path}: its layer table is not a mapping of layers")
     state = {k: v for k, v in stored.items() if "::" not in k}
@@ -157,6 +177,14 @@ def _decode_layer(info, parts: dict[str, torch.Tensor], dense_present: bool) -> 
     if not isinstance(info, dict) or not {"format", "shape", "dtype", "nm", "transposed"} <= set(info):
         raise PrunekitError("its entry lacks format, shape, dtype, nm or transposed")
     fmt, shape, dtype, nm = info["format"], info["shape"], DTYPES.get(info["dtype"]), info["nm"]
+    if isinstance(fmt, str) and fmt.startswith("q-"):
+        spec = (info.get("bits"), info.get("groupsize"))
+        if dtype is None or dense_present or not _ints(shape, 2) or not _ints(list(spec), 2) \
+                or not isinstance(info.get("sym"), bool) or not (nm is None or _ints(nm, 2)):
+            raise PrunekitError(f"its entry is malformed: {json.dumps(info)[:200]}")
+        w, _ = decode_quant(parts, fmt[2:], tuple(shape), *spec, info["sym"], tuple(nm) if nm else None)
+        w = w.to(dtype)
+        return w.t().contiguous() if info["transposed"] else w
     if fmt == "dense":
         if not dense_present or parts:
             raise PrunekitError("marked dense, but its tensor is not stored as is")

@@ -67,14 +67,13 @@ class PackedMasks(Mapping[str, torch.Tensor]):
             where = torch.frombuffer(raw, dtype=torch.uint8) if size else torch.empty(0, dtype=torch.uint8)
         return where, shape
 
-    def kept(self, name: str | None = None) -> int:
-        """Number of True entries in mask ``name``, or over all masks."""
-        if name is not None:
-            return self._packed[name][3]
+    def kept(self) -> int:
+        """Number of True entries over all masks."""
         return sum(kept for *_, kept in self._packed.values())
 
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self._packed[name][1]
+    def layers(self) -> dict[str, tuple[tuple[int, ...], int]]:
+        """name -> (shape, kept entries), without unpacking (``quant.effective_bits.run_bits`` takes it)."""
+        return {name: (shape, kept) for name, (_, shape, _, kept) in self._packed.items()}
 
     def nbytes(self) -> int:
         """Memory the packed bits take (none when they are spilled)."""

@@ -1,0 +1,94 @@
+"""Quantization composed with sparsity on protocol P: SmolLM2-135M, C4 calibration 32 × 2048 (seed 0), WikiText-2
+perplexity over the first 40 windows of 2048. Each configuration is one ``prunekit`` run in its own process;
+results are appended to a JSON file, so an interrupted sweep resumes.
+
+    .venv/bin/python bench/quant_quality.py [--runs NAME ...] [--out runs/quant-p]
+
+Per run: perplexity, effective bits per weight of the block linears (values + grids + sparsity metadata, as
+``quant/effective_bits.py`` counts them), their packed size, and the pruning time. The default model's weights
+come from a Q4_1 GGUF (asymmetric 4-bit in blocks of 32 along each row): 4-bit groups of 32 reproduce them and
+look lossless, so the table quotes g128 and per-channel grids only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+G128 = ["--wbits", "4", "--groupsize", "128"]
+SGPT24 = ["prune", "--method", "sparsegpt", "--pattern", "2:4"]
+RUNS = {  # name -> prunekit arguments (before the shared calibration and evaluation ones)
+    "dense": ["eval"],
+    "int8 rtn": ["quantize", "--wbits", "8", "--method", "rtn"],
+    "int4 g128 rtn": ["quantize", *G128, "--method", "rtn"],
+    "int4 g128 gptq": ["quantize", *G128, "--method", "gptq"],
+    "2:4 sparsegpt": SGPT24,
+    "2:4 + int4 g128 prune-first": [*SGPT24, *G128, "--order", "prune-first"],
+    "2:4 + int4 g128 quant-first": [*SGPT24, *G128, "--order", "quant-first"],
+    "2:4 + int4 g128 joint": [*SGPT24, *G128, "--order", "joint"],
+    "50% + int4 g128 joint": ["prune", "--method", "sparsegpt", "--sparsity", "0.5", *G128, "--order", "joint"],
+    # the same per-channel configurations as the original SparseGPT code's anchors (4-bit asymmetric, no groups)
+    "int4 per-channel gptq": ["quantize", "--wbits", "4", "--method", "gptq"],
+    "int4 per-channel rtn": ["quantize", "--wbits", "4", "--method", "rtn"],
+    "int8 per-channel gptq": ["quantize", "--wbits", "8", "--method", "gptq"],
+    "2:4 + int4 per-channel joint": [*SGPT24, "--wbits", "4", "--order", "joint"],
+    "50% + int4 per-channel joint": ["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--wbits", "4",
+                                     "--order", "joint"],
+}
+ANCHORS = {  # perplexity of the original SparseGPT code on protocol P (issue 17)
+    "int4 per-channel gptq": 39.44, "int4 per-channel rtn": 37.08, "int8 per-channel gptq": 20.48,
+    "2:4 sparsegpt": 99.17, "2:4 + int4 per-channel joint": 176.26, "50% + int4 per-channel joint": 70.31,
+}
+EVAL = ["--eval-seqlen", "2048", "--max-windows", "40"]
+CALIB = ["--calib", "c4", "--nsamples", "32", "--seqlen", "2048", "--seed", "0"]
+
+
+def run_one(prunekit: str, name: str, folder: Path) -> dict:
+    argv = RUNS[name]
+    if argv[0] == "eval":
+        out = folder.with_suffix(".json")
+        subprocess.run([prunekit, "eval", "--model", "default", "--data", "wikitext2", "--seqlen", "2048",
+                        "--max-windows", "40", "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+        return {"ppl": json.loads(out.read_text())["perplexity"]}
+    cmd = [prunekit, *argv, "--model", "default", *CALIB, "--eval", "wikitext2", *EVAL, "--out", str(folder),
+           "--overwrite"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    bits = manifest["effective_bits"]["model"]
+    for weights in folder.glob("*.safetensors"):  # keep masks, grids and manifest, not 540 MB of weights
+        if weights.name.startswith("model"):
+            weights.unlink()
+    return {"ppl": manifest["summary"]["ppl_pruned"], "bits_per_weight": bits["bits_per_weight"],
+            "packed_mb": round(bits["bytes"] / 2**20, 2), "sparsity": manifest["summary"]["sparsity"],
+            "prune_seconds": manifest["summary"]["prune_seconds"],
+            "damping_escalations": manifest["result"]["damping_escalations"],
+            "calib_dtype": manifest["result"].get("calib_dtype", {}).get("dtype")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", nargs="*", default=list(RUNS), choices=list(RUNS))
+    ap.add_argument("--out", default="runs/quant-p")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    prunekit = str(Path(sys.executable).with_name("prunekit"))
+    for name in args.runs:
+        if name not in results:
+            results[name] = run_one(prunekit, name, out / name.replace(" ", "_").replace(":", "").replace("%", "pct"))
+            results_path.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    print("| configuration | perplexity | anchor (original code) | bits/weight | packed MB | prune s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, r in results.items():
+        print(f"| {name} | {r['ppl']:.2f} | {ANCHORS.get(name, '–')} | {r.get('bits_per_weight', '–')} | "
+              f"{r.get('packed_mb', '–')} | {r.get('prune_seconds', '–')} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Packed storage of a quantized (and possibly pruned) weight matrix (pure functions on tensors).
+
+Integer levels are packed at ``bits`` bits each (``bits.pack_bits``: int4 two per byte, low nibble first;
+int8 one per byte), in one of three layouts, the cheapest for the layer (as ``quant/effective_bits``
+counts): ``dense`` (every level), ``nm`` (N levels per group of M inputs plus ceil(log2 M)-bit positions)
+or ``bitmask`` (one bit per weight plus the kept levels). Per row and group of inputs: a float16 scale
+and a zero point packed at ``bits`` bits. ``decode_quant`` checks every part and rebuilds the dequantized
+float32 matrix bit for bit: scale · (level − zero), and exactly 0 at every pruned position.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import PrunekitError
+from ..quant.effective_bits import layer_bits
+from ..quant.grid import LayerGrid, dequantize, group_bounds
+from ..selection import is_valid_nm
+from .bits import pack_bits, packed_bytes, unpack_bits
+
+QUANT_PARTS = {"dense": ("levels",), "nm": ("levels", "indices"), "bitmask": ("levels", "mask")}
+
+
+def _pack(levels: torch.Tensor, bits: int) -> torch.Tensor:
+    flat = levels.reshape(-1).to(torch.uint8).cpu()
+    return flat.clone() if bits == 8 else pack_bits(flat, bits)
+
+
+def _unpack(packed: torch.Tensor, count: int, bits: int, what: str) -> torch.Tensor:
+    if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != packed_bytes(count, bits):
+        raise PrunekitError(f"{what}: expected {packed_bytes(count, bits)} bytes for {count} values of {bits} bits")
+    return packed.long() if bits == 8 else unpack_bits(packed, count, bits)
+
+
+def _nm_positions(keep: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Ascending positions (rows, groups, n) of the kept entries in each group of m (groups with fewer take zeros)."""
+    rows, cols = keep.shape
+    groups = keep.reshape(rows, cols // m, m).to(torch.int8)
+    return torch.argsort(groups, dim=2, descending=True, stable=True)[..., :n].sort(dim=2).values
+
+
+def encode_quant(weight: torch.Tensor, grid: LayerGrid, nm: tuple[int, int] | None = None) -> tuple[str, dict]:
+    """The cheapest layout of ``weight`` (rows, cols), which must lie on ``grid``; returns (layout, parts)."""
+    w = weight.float()
+    if not torch.equal(grid.apply(w), w):
+        raise PrunekitError("its weights are not on its quantization grid (changed after quantizing?)")
+    rows, cols = w.shape
+    keep = w != 0
+    nm = nm if nm is not None and cols % nm[1] == 0 and is_valid_nm(keep, *nm) else None
+    layout = layer_bits((rows, cols), int(keep.sum()), grid.bits, grid, nm)["storage"]
+    levels = grid.levels(w)  # (rows, cols) uint8
+    parts = {"scale": grid.scale.contiguous(), "zero": _pack(grid.zero, grid.bits)}
+    if layout == "dense":
+        parts["levels"] = _pack(levels, grid.bits)
+    elif layout == "bitmask":
+        parts |= {"mask": pack_bits(keep), "levels": _pack(levels[keep], grid.bits)}
+    else:
+        n, m = nm
+        idx = _nm_positions(keep, n, m)
+        kept = torch.gather(levels.reshape(rows, cols // m, m), 2, idx)
+        parts |= {"indices": pack_bits(idx, max(1, math.ceil(math.log2(m)))), "levels": _pack(kept, grid.bits)}
+    return layout, parts
+
+
+def decode_quant(parts: dict[str, torch.Tensor], layout: str, shape: tuple[int, int], bits: int, groupsize: int,
+                 sym: bool, nm: tuple[int, int] | None = None) -> tuple[torch.Tensor, LayerGrid]:
+    """The float32 (rows, cols) matrix and its grid back from ``encode_quant``'s parts, every invariant checked."""
+    if layout not in QUANT_PARTS or set(parts) != {"scale", "zero", *QUANT_PARTS[layout]}:
+        raise PrunekitError(f"quantized {layout} layer: parts {sorted(parts)} are not the layout's")
+    rows, cols = shape
+    if not 2 <= bits <= 8 or groupsize < 0 or (layout == "nm" and (nm is None or cols % nm[1])):
+        raise PrunekitError(f"quantized {layout} layer: bits {bits}, group size {groupsize} or N:M {nm} do not fit")
+    groups = len(group_bounds(cols, groupsize)) if cols else 0
+    scale = parts["scale"]
+    if scale.dtype != torch.float16 or tuple(scale.shape) != (rows, groups) or not bool(torch.isfinite(scale).all()) \
+            or bool((scale <= 0).any()):
+        raise PrunekitError(f"quantized {layout} layer: its scales are not {rows}x{groups} positive float16 values")
+    zero = _unpack(parts["zero"], rows * groups, bits, "zero points").reshape(rows, groups)
+    grid = LayerGrid(bits, groupsize, sym, scale, zero.to(torch.uint8))
+    col_scale, col_zero = grid.columns(cols)  # (rows, cols) float32
+    out = torch.zeros(rows, cols)
+    if layout == "dense":
+        levels = _unpack(parts["levels"], rows * cols, bits, "levels").reshape(rows, cols)
+        return dequantize(levels.float(), col_scale, col_zero), grid
+    if layout == "bitmask":
+        try:
+            keep = unpack_bits(parts["mask"], rows * cols).reshape(rows, cols)
+        except ValueError as e:
+            raise PrunekitError(f"quantized bitmask layer: {e}") from e
+        levels = _unpack(parts["levels"], int(keep.sum()), bits, "levels")
+        out[keep] = dequantize(levels.float(), col_scale[keep], col_zero[keep])
+        return out, grid
+    n, m = nm
+    count = rows * (cols // m) * n
+    try:
+        idx = unpack_bits(parts["indices"], count, max(1, math.ceil(math.log2(m)))).view(rows, cols // m, n)
+    except ValueError as e:
+        raise PrunekitError(f"quantized nm layer: {e}") from e
+    if bool((idx >= m).any()) or bool((idx.diff(dim=2) <= 0).any()):
+        raise PrunekitError(f"quantized nm layer: positions within a group must increase and stay below M={m}")
+    levels = _unpack(parts["levels"], count, bits, "levels").view(rows, cols // m, n).float()
+    col = (torch.arange(cols // m)[None, :, None] * m + idx).reshape(rows, -1)  # (rows, kept) input index
+    values = dequantize(levels.reshape(rows, -1), col_scale.gather(1, col), col_zero.gather(1, col))
+    out.scatter_(1, col, values)
+    return out, grid
