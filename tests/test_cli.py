@@ -173,3 +173,22 @@ def test_quantize_and_prune_with_quantization_write_grids_and_count_bits(tiny_mo
         expected = {"q": 4 + 20 / 32, "pq": 0.5 * 4 + 0.5 * 2 + 20 / 32}[name]  # values + N:M positions + grid
         assert summary["bits_per_weight"] == pytest.approx(expected, abs=1e-4), name
         assert summary["sparsity"] == (0.0 if name == "q" else 0.5)
+
+
+def test_finetune_of_a_quantized_folder_keeps_its_grids(tiny_model_dir, text_files, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from prunekit.store.grid_file import load_grids
+    from prunekit.targets import find_targets, weight_view
+
+    q = tmp_path / "q"
+    assert main(["quantize", "--model", str(tiny_model_dir), "--wbits", "4", "--groupsize", "32", "--method", "rtn",
+                 "--out", str(q)]) == 0
+    code, _, _ = _run(capsys, "finetune", "--model", str(q), "--data", str(text_files["txt"]), "--steps", "2",
+                      "--seqlen", "32", "--batch-size", "2", "--out", str(tmp_path / "ft"))
+    assert code == 0
+    grids = load_grids(tmp_path / "ft" / "quant.safetensors")
+    assert json.loads((tmp_path / "ft" / "manifest.json").read_text())["finetune"]["frozen_grids"] is True
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "ft")
+    for name, module in find_targets(model).items():
+        assert torch.equal(grids[name].apply(weight_view(module)), weight_view(module)), name

@@ -31,6 +31,7 @@ from .oneshot.pruner import prune
 from .oneshot.residency import DiskOffload, InMemory
 from .quant.effective_bits import run_bits
 from .run.sparse_linear import LAYOUTS
+from .store.grid_file import GRIDS_FILE, load_grids
 from .store.info import format_table, layer_table
 from .store.manifest import build_manifest, write_json
 from .store.save import save_pruned, write_pruned, write_streamed
@@ -437,8 +438,10 @@ def cmd_finetune(args) -> dict:
         path = _model_config(args, {"--seqlen": ft_cfg.seqlen} | evaluation.seqlens())
         model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
         claim.require_space(_saved_bytes(model))
+        grid_file = Path(path) / GRIDS_FILE
+        grids = load_grids(grid_file) if grid_file.is_file() else None  # a quantized model: its grids stay frozen
         evaluation.run("before", model, tok)
-        model, log_ = finetune(model, tok, source, ft_cfg)
+        model, log_ = finetune(model, tok, source, ft_cfg, grids=grids)
         evaluation.run("after", model, tok)
         masks = {n: weight_view(t) != 0 for n, t in find_targets(model).items()}
         summary = {"model": args.model, "out": args.out, "steps": ft_cfg.steps, "seconds": log_["seconds"],
@@ -447,7 +450,7 @@ def cmd_finetune(args) -> dict:
         summary |= lines
         save_pruned(model, claim, masks, tok, extra={TASKS_FILE: task_file} if task_file else None, manifest={
             "command": sys.argv, "model": _model_record(args, path, model), "data": source.describe(),
-            "finetune": log_, **sections, "summary": summary})
+            "finetune": log_ | {"frozen_grids": bool(grids)}, **sections, "summary": summary}, grids=grids)
     return summary
 
 

@@ -35,3 +35,24 @@ def test_finetune_keeps_mask_and_learns(lora_rank):
 def test_bad_settings(kwargs, message):
     with pytest.raises(PrunekitError, match=message):
         FinetuneConfig(**{"steps": 1} | kwargs)
+
+
+def test_finetune_with_frozen_grids_moves_levels_not_scales():
+    from prunekit.config import QuantConfig
+
+    model, tok = tiny_llama(), byte_tokenizer()
+    result = prune(model, PruneConfig(pattern="2:4", quant=QuantConfig(wbits=4, groupsize=32, quant_method="rtn")),
+                   progress=False)
+    before = {n: weight_view(t).clone() for n, t in find_targets(model).items()}
+    model, log = finetune(model, tok, TEXT, FinetuneConfig(steps=12, seqlen=32, batch_size=2, lr=3e-3), progress=False,
+                          grids=result.grids)
+    assert not masks_of(model) and type(model).__name__ == "LlamaForCausalLM"
+    moved = 0
+    for n, t in find_targets(model).items():
+        w = weight_view(t)
+        assert bool((w[~result.masks[n]] == 0).all()), n  # pruned stays pruned
+        assert torch.equal(result.grids[n].apply(w), w), n  # on the same, frozen grid
+        moved += int((w != before[n]).sum())
+    assert moved > 0 and sum(log["losses"][-3:]) < sum(log["losses"][:3])
+    with pytest.raises(PrunekitError, match="drop --lora-rank"):
+        finetune(model, tok, TEXT, FinetuneConfig(steps=1, seqlen=32, lora_rank=4), progress=False, grids=result.grids)

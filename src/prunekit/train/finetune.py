@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -13,6 +14,8 @@ from tqdm.auto import tqdm
 from ..config import CalibConfig, FinetuneConfig
 from ..data import TextSource, sample_calibration
 from ..errors import PrunekitError
+from ..quant.frozen import attach_grids, snap_to_grids
+from ..quant.grid import LayerGrid
 from ..selection import zero_pruned_
 from .masks import attach_dense, masks_of, remove
 
@@ -25,18 +28,25 @@ def finetune(
     source: TextSource,
     config: FinetuneConfig,
     progress: bool = True,
+    grids: Mapping[str, LayerGrid] | None = None,
 ) -> tuple[nn.Module, dict]:
     """Train ``config.steps`` AdamW steps on random ``config.seqlen`` windows of ``source``; zeros stay zeros.
 
     Full fine-tuning locks the current zeros with masks (parametrizations) and bakes them in at the end.
     With ``config.lora_rank > 0`` the base weights are frozen, LoRA adapters (peft) train on every target
     layer, and on merging the update is masked so pruned weights stay exactly zero. Returns the
-    plain (unparametrized) model and a log of losses.
+    plain (unparametrized) model and a log of losses. With ``grids`` (a quantized model's), the forward pass
+    uses the weights rounded onto those fixed grids (straight-through gradients), and the trained weights
+    are rounded onto them at the end: the quantization stays frozen, only the levels move.
     """
     steps, batch_size, lora_rank = config.steps, config.batch_size, config.lora_rank
     windows = sample_calibration(source, tokenizer, CalibConfig(source.name, steps * batch_size, config.seqlen, config.seed))
+    if grids and lora_rank:
+        raise PrunekitError("fine-tuning a quantized model with its grids frozen trains all weights; drop --lora-rank")
     locked = attach_dense(model)
     kept = {n: int(m.sum()) for n, m in locked.items()}
+    if grids:
+        attach_grids(model, grids)
     if lora_rank:
         remove(model)
         model = _with_lora(model, locked, lora_rank)
@@ -58,6 +68,8 @@ def finetune(
         model = _merge_lora(model, locked)
     else:
         remove(model)
+    if grids:
+        snap_to_grids(model, grids)
     still = {n: int((model.get_submodule(n).weight != 0).sum()) for n in locked}
     if any(still[n] > kept[n] for n in locked):
         raise RuntimeError("fine-tuning revived pruned weights")  # a bug, not a user error
