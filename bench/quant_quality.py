@@ -38,6 +38,9 @@ RUNS = {  # name -> prunekit arguments (before the shared calibration and evalua
     "50% + int4 per-channel joint": ["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--wbits", "4",
                                      "--order", "joint"],
 }
+# name -> the run it fine-tunes (full AdamW, masks locked, grids frozen; docs/training-time.md's recipe)
+FINETUNED = {"2:4 + int4 g128 joint, fine-tuned": "2:4 + int4 g128 joint"}
+FINETUNE = ["--data", "c4", "--steps", "50", "--seqlen", "512", "--batch-size", "2", "--lr", "1e-4"]
 ANCHORS = {  # perplexity of the original SparseGPT code on protocol P (issue 17)
     "int4 per-channel gptq": 39.44, "int4 per-channel rtn": 37.08, "int8 per-channel gptq": 20.48,
     "2:4 sparsegpt": 99.17, "2:4 + int4 per-channel joint": 176.26, "50% + int4 per-channel joint": 70.31,
@@ -46,21 +49,43 @@ EVAL = ["--eval-seqlen", "2048", "--max-windows", "40"]
 CALIB = ["--calib", "c4", "--nsamples", "32", "--seqlen", "2048", "--seed", "0"]
 
 
-def run_one(prunekit: str, name: str, folder: Path) -> dict:
+def _folder(out: Path, name: str) -> Path:
+    return out / name.replace(" ", "_").replace(":", "").replace("%", "pct").replace(",", "")
+
+
+def _drop_weights(folder: Path) -> None:
+    """Keep masks, grids and manifest, not 540 MB of weights."""
+    for weights in folder.glob("model*.safetensors"):
+        weights.unlink()
+
+
+def run_one(prunekit: str, name: str, out: Path, results: dict) -> dict:
+    folder = _folder(out, name)
+    if name in FINETUNED:
+        source = FINETUNED[name]
+        cmd = [prunekit, "finetune", "--model", str(_folder(out, source)), *FINETUNE, "--eval", "wikitext2", *EVAL,
+               "--out", str(folder), "--overwrite"]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        summary = json.loads((folder / "manifest.json").read_text())["summary"]
+        _drop_weights(folder)
+        _drop_weights(_folder(out, source))
+        dense, before, after = results["dense"]["ppl"], summary["ppl_before"], summary["ppl_after"]
+        return {"ppl": after, "ppl_before": before, "recovered": round((before - after) / (before - dense), 3),
+                "bits_per_weight": results[source]["bits_per_weight"], "packed_mb": results[source]["packed_mb"],
+                "finetune_seconds": summary["seconds"]}
     argv = RUNS[name]
     if argv[0] == "eval":
-        out = folder.with_suffix(".json")
+        report = folder.with_suffix(".json")
         subprocess.run([prunekit, "eval", "--model", "default", "--data", "wikitext2", "--seqlen", "2048",
-                        "--max-windows", "40", "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
-        return {"ppl": json.loads(out.read_text())["perplexity"]}
+                        "--max-windows", "40", "--out", str(report)], check=True, stdout=subprocess.DEVNULL)
+        return {"ppl": json.loads(report.read_text())["perplexity"]}
     cmd = [prunekit, *argv, "--model", "default", *CALIB, "--eval", "wikitext2", *EVAL, "--out", str(folder),
            "--overwrite"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     manifest = json.loads((folder / "manifest.json").read_text())
     bits = manifest["effective_bits"]["model"]
-    for weights in folder.glob("*.safetensors"):  # keep masks, grids and manifest, not 540 MB of weights
-        if weights.name.startswith("model"):
-            weights.unlink()
+    if name not in FINETUNED.values():  # a run to fine-tune keeps its weights until then
+        _drop_weights(folder)
     return {"ppl": manifest["summary"]["ppl_pruned"], "bits_per_weight": bits["bits_per_weight"],
             "packed_mb": round(bits["bytes"] / 2**20, 2), "sparsity": manifest["summary"]["sparsity"],
             "prune_seconds": manifest["summary"]["prune_seconds"],
@@ -70,7 +95,7 @@ def run_one(prunekit: str, name: str, folder: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", nargs="*", default=list(RUNS), choices=list(RUNS))
+    ap.add_argument("--runs", nargs="*", default=[*RUNS, *FINETUNED], choices=[*RUNS, *FINETUNED])
     ap.add_argument("--out", default="runs/quant-p")
     args = ap.parse_args()
     out = Path(args.out)
@@ -80,14 +105,15 @@ def main() -> None:
     prunekit = str(Path(sys.executable).with_name("prunekit"))
     for name in args.runs:
         if name not in results:
-            results[name] = run_one(prunekit, name, out / name.replace(" ", "_").replace(":", "").replace("%", "pct"))
+            results[name] = run_one(prunekit, name, out, results)
             results_path.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
-    print("| configuration | perplexity | anchor (original code) | bits/weight | packed MB | prune s |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| configuration | perplexity | anchor (original code) | bits/weight | packed MB | prune s | note |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
+        note = f"from {r['ppl_before']:.2f}, {r['recovered']:.0%} of the loss recovered" if "recovered" in r else ""
         print(f"| {name} | {r['ppl']:.2f} | {ANCHORS.get(name, '–')} | {r.get('bits_per_weight', '–')} | "
-              f"{r.get('packed_mb', '–')} | {r.get('prune_seconds', '–')} |")
+              f"{r.get('packed_mb', '–')} | {r.get('prune_seconds', '–')} | {note} |")
 
 
 if __name__ == "__main__":

@@ -214,10 +214,10 @@ def _nbytes(stats: dict, sample: dict) -> int:
 
 def _solve_bytes(config: PruneConfig, module: nn.Module) -> int:
     """Working memory of one layer's solve, in float32: a copy of its weights (SparseGPT's working copy, or
-    the scores) and the dense copy kept for the reconstruction error; with an update from H, also the one
-    (cols, cols) buffer its factorization runs in (``sparsegpt.inverse_cholesky``)."""
+    the scores) and the dense copy kept for the reconstruction error; with H, also the one
+    (cols, cols) buffer its factorization runs in (``sparsegpt.inverse_cholesky``; ADMM and GPTQ factor H too)."""
     rows, cols = weight_view(module).shape
-    factor = cols * cols if METHODS[config.method].update is not None or config.refine == Refine.ADMM else 0
+    factor = cols * cols if config.statistics == Statistics.XTX else 0
     return 4 * (2 * rows * cols + factor)
 
 

@@ -108,7 +108,7 @@ class GroupQuantizer:
     them up front (``fit_all``: static groups, and the fixed grid of an earlier quantization)."""
 
     def __init__(self, rows: int, cols: int, bits: int, groupsize: int, sym: bool, device: torch.device) -> None:
-        self.bits, self.sym, self.cols = bits, sym, cols
+        self.bits, self.sym, self.cols, self.device = bits, sym, cols, device
         self.bounds = group_bounds(cols, groupsize)
         self.groupsize = groupsize
         self.scale = torch.zeros(rows, len(self.bounds), device=device)  # (rows, groups)
@@ -129,7 +129,7 @@ class GroupQuantizer:
 
     def use(self, grid: LayerGrid) -> None:
         """Take the fixed grid of an earlier quantization."""
-        self.scale, self.zero = grid.scale.float().clone(), grid.zero.float().clone()
+        self.scale, self.zero = grid.scale.to(self.device, torch.float32), grid.zero.to(self.device, torch.float32)
         self.fitted = [True] * len(self.bounds)
 
     def column(self, col: int, w: torch.Tensor) -> torch.Tensor:

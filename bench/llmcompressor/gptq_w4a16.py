@@ -1,0 +1,57 @@
+"""The quality anchor of issue 17: llm-compressor's GPTQ W4A16 (int4, symmetric, groups of 128) on the default
+model under protocol P (C4 calibration 32 × 2048 tokens, seed 0 — prunekit's own sample, so both tools see the
+same windows; WikiText-2 perplexity over the first 40 windows of 2048, prunekit's evaluator).
+
+    bash bench/llmcompressor/setup.sh            # a venv of its own: llm-compressor pins transformers <= 5.17
+    bench/llmcompressor/.venv/bin/python bench/llmcompressor/gptq_w4a16.py [--out runs/llmc.json]
+
+Prints JSON: perplexity, quantization time, versions, and a check that the weights are on a 16-level grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--scheme", default="W4A16")
+    args = ap.parse_args()
+    import llmcompressor
+    import transformers
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.quantization import GPTQModifier
+
+    from prunekit.config import CalibConfig
+    from prunekit.data import load_text, sample_calibration
+    from prunekit.measure.perplexity import perplexity
+    from prunekit.models import load_model
+
+    torch.manual_seed(0)
+    model, tok, path = load_model("default")
+    calib = sample_calibration(load_text("c4"), tok, CalibConfig("c4", 32, 2048, 0))  # (32, 2048)
+    ds = Dataset.from_dict({"input_ids": calib.tolist(), "attention_mask": torch.ones_like(calib).tolist()})
+    recipe = GPTQModifier(targets="Linear", scheme=args.scheme, ignore=["lm_head"])
+    t0 = time.perf_counter()
+    oneshot(model=model, dataset=ds, recipe=recipe, max_seq_length=2048, num_calibration_samples=32)
+    seconds = time.perf_counter() - t0
+    w = model.model.layers[0].mlp.down_proj.weight.detach()
+    levels = int(torch.unique(w[0, :128]).numel())  # one row's first group of 128 inputs: at most 16 values
+    ppl = perplexity(model, tok, load_text("wikitext2"), 2048, 40, progress=False)["perplexity"]
+    result = {"tool": "llmcompressor", "version": llmcompressor.__version__, "transformers": transformers.__version__,
+              "torch": torch.__version__, "scheme": args.scheme, "perplexity": ppl, "quantize_seconds": round(seconds, 1),
+              "distinct_values_in_a_group": levels}
+    print(json.dumps(result, indent=2))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
