@@ -382,8 +382,10 @@ def prune(
             else:
                 stats, sample, _ = collect_stats(block, local, inputs, hessian, RECON_TOKENS, outputs=False)
                 stats_bytes = max(stats_bytes, _nbytes(stats, sample))
+                trim()  # the forward passes' temporaries
                 for name in local:  # each layer's statistics are freed once it is pruned
                     prune_one(name, stats.pop(name), sample.pop(name, None))
+                    trim()  # its solve's temporaries and statistics: the next solve starts from live memory
                 if not last:
                     inputs = run_block(block, inputs, inplace=True)
             _block_masks(local, kept_zeros, masks)

@@ -39,7 +39,7 @@ def inverse_cholesky(hessian: torch.Tensor, percdamp: float, name: str = "") -> 
         if info == 0:
             torch.cholesky_inverse(work, out=work)  # H⁻¹
             torch.linalg.cholesky_ex(work, upper=True, out=(work, info))  # U, H⁻¹ = UᵀU
-            if info == 0 and torch.isfinite(work).all():
+            if info == 0 and all(bool(torch.isfinite(rows).all()) for rows in work.T.split(1024)):  # no (cols, cols) mask
                 return work, attempt
         log.warning("%s: Cholesky failed at damping %.3g; escalating to %.3g", name, damp, damp * 10)
         damp *= 10
