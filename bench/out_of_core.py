@@ -144,9 +144,12 @@ def extrapolate(measured: dict, tokens: int) -> dict:
             "hours_1_process": round(blocks * (io + compute) / 3600, 1),
             "hours_8_processes": round(blocks * (io + compute8) / 3600, 1),
             "disk_read_gb": round(weights_gb), "disk_written_gb": round(weights_gb),
-            # embeddings + head, one block, down_proj's XᵀX (float32), and every mask at one bit per weight
-            "resident_gb_per_process": round(((2 * SHAPE_70B["vocab_size"] * h + big["params"] + m * m) * 4
-                                              + big["params"] * blocks / 8) / 1e9, 1),
+            # embeddings + head, one block, down_proj's XᵀX (float32); SparseGPT's solve adds one (m, m) factor
+            # and two (h, m) working copies. The masks (one bit per weight) are spilled to the output's disk.
+            "resident_gb_per_process": round((2 * SHAPE_70B["vocab_size"] * h + big["params"] + m * m
+                                              + (m * m + 2 * h * m if measured["method"] == "sparsegpt" else 0)) * 4
+                                             / 1e9, 1),
+            "mask_spill_gb": round(big["params"] * blocks / 8 / 1e9, 1),
             "calibration_tokens": tokens}
 
 

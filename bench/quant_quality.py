@@ -18,13 +18,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-G128 = ["--wbits", "4", "--groupsize", "128"]
+G128 = ["--wbits", "4", "--groupsize", "128", "--uneven-groups"]  # 576-wide inputs: 4 groups of 128 and one of 64
 SGPT24 = ["prune", "--method", "sparsegpt", "--pattern", "2:4"]
 RUNS = {  # name -> prunekit arguments (before the shared calibration and evaluation ones)
     "dense": ["eval"],
     "int8 rtn": ["quantize", "--wbits", "8", "--method", "rtn"],
     "int4 g128 rtn": ["quantize", *G128, "--method", "rtn"],
     "int4 g128 gptq": ["quantize", *G128, "--method", "gptq"],
+    # beside llm-compressor's W4A16 (symmetric), which cannot take groups of 128 here (576 = 4.5 × 128)
+    "int4 g64 gptq sym": ["quantize", "--wbits", "4", "--groupsize", "64", "--method", "gptq", "--sym"],
+    "int4 per-channel gptq sym": ["quantize", "--wbits", "4", "--method", "gptq", "--sym"],
     "2:4 sparsegpt": SGPT24,
     "2:4 + int4 g128 prune-first": [*SGPT24, *G128, "--order", "prune-first"],
     "2:4 + int4 g128 quant-first": [*SGPT24, *G128, "--order", "quant-first"],
