@@ -193,7 +193,8 @@ def _prune_layer(
         w.copy_(admm_update(old, keep, stats.hessian, start=start, iters=config.admm_iters, percdamp=config.percdamp))
     zero_pruned_(w, keep)  # +0.0 at every pruned entry (the solvers leave -0.0 where a product was negative)
     if quant and quant.order == Order.PRUNE_FIRST:
-        new, grid, esc = quantize_layer(w, stats, quant, keep, config.blocksize, config.percdamp, name)
+        locked = None if bool(keep.all()) else keep  # nothing pruned (``quantize``): no mask to hold
+        new, grid, esc = quantize_layer(w, stats, quant, locked, config.blocksize, config.percdamp, name)
         w.copy_(new)
         escalations += esc
         zero_pruned_(w, keep)
