@@ -82,7 +82,9 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, only: tuple[str, ..
         else:
             kw["type"] = kind
         flags = ["--" + (f.metadata["flag"] or f.name.replace("_", "-"))]
-        p.add_argument(*flags, *(["--" + aliases[f.name]] if f.name in (aliases or {}) else []), **kw)
+        if aliases and f.name in aliases:
+            flags.append("--" + aliases[f.name])
+        p.add_argument(*flags, **kw)
 
 
 def _config(cls: type, args: argparse.Namespace, **nested):

@@ -21,7 +21,6 @@ from ..selection import is_valid_nm
 from .container import legacy_json, load_tensors, read_metadata, read_tensors, save_tensors
 from .formats import FORMATS, decode, encode, nbytes
 from .grid_file import GRIDS_FILE, load_grids
-from .manifest import MANIFEST_FILE, read_manifest
 from .mask_file import MASKS_FILE, load_masks
 from .quant_formats import decode_quant, encode_quant
 
@@ -89,7 +88,6 @@ def export_folder(folder: str | Path, out: str | Path, fmt: str = "auto", overwr
 def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
     masks = load_masks(folder / MASKS_FILE)
     grids = load_grids(folder / GRIDS_FILE) if (folder / GRIDS_FILE).is_file() else {}
-    nm = (read_manifest(folder).get("config") or {}).get("nm") if grids and (folder / MANIFEST_FILE).is_file() else None
     state = _read_state(files)
     tensors: dict[str, torch.Tensor] = {}
     layers: dict[str, dict] = {}
@@ -103,8 +101,9 @@ def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
         w = value.t().contiguous() if transposed else value
         if name in grids:  # packed integer levels, in the cheapest layout whatever ``fmt`` asks
             grid = grids[name]
+            nm = next((p for p in NM_CANDIDATES if w.shape[1] % p[1] == 0 and is_valid_nm(w, *p)), None)
             try:
-                layout, parts = encode_quant(w, grid, tuple(nm) if nm else None)
+                layout, parts = encode_quant(w, grid, nm)
             except PrunekitError as e:
                 raise PrunekitError(f"{folder}: layer {name}: {e}") from e
             layers[key] = {"format": f"q-{layout}", "shape": list(w.shape), "dtype": str(value.dtype).removeprefix("torch."),
