@@ -79,9 +79,10 @@ def run_one(prunekit: str, name: str, out: Path, results: dict) -> dict:
     argv = RUNS[name]
     if argv[0] == "eval":
         report = folder.with_suffix(".json")
-        subprocess.run([prunekit, "eval", "--model", "default", "--data", "wikitext2", "--seqlen", "2048",
-                        "--max-windows", "40", "--out", str(report)], check=True, stdout=subprocess.DEVNULL)
-        return {"ppl": json.loads(report.read_text())["perplexity"]}
+        if not report.is_file():  # an earlier sweep's dense evaluation is reused
+            subprocess.run([prunekit, "eval", "--model", "default", "--data", "wikitext2", "--seqlen", "2048",
+                            "--max-windows", "40", "--out", str(report)], check=True, stdout=subprocess.DEVNULL)
+        return {"ppl": json.loads(report.read_text())["evaluation"]["perplexity"]}
     cmd = [prunekit, *argv, "--model", "default", *CALIB, "--eval", "wikitext2", *EVAL, "--out", str(folder),
            "--overwrite"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
