@@ -20,7 +20,7 @@ class FrozenGrid(nn.Module):
     def __init__(self, grid: LayerGrid, transposed: bool, device: torch.device) -> None:
         super().__init__()
         self.bits, self.transposed = grid.bits, transposed
-        self.groupsize, self.groups = grid.groupsize, grid.scale.shape[1]
+        self.groupsize = grid.groupsize
         self.register_buffer("scale", grid.scale.float().to(device))  # (rows, groups)
         self.register_buffer("zero", grid.zero.float().to(device))
 
