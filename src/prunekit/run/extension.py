@@ -1,7 +1,7 @@
 """The compiled extension: build it with the machine's compiler, load it.
 
-The C++ sources (``csrc/sparse_linear.cpp``, the sparse kernel; ``csrc/memory_pool.cpp``, the
-calibration memory pool) are compiled once, into one extension, by ``torch.utils.cpp_extension``
+The C++ sources (``csrc/sparse_linear.cpp``, the sparse kernel; ``csrc/dense_quant_linear.cpp``, the
+dense and quantized kernels; ``csrc/memory_pool.cpp``, the calibration memory pool) are compiled once, into one extension, by ``torch.utils.cpp_extension``
 into ``<cache>/kernels/<torch version>/`` (``scripts/setup.sh`` does it at install time; otherwise the
 first use does). Without a working compiler ``available()`` is False and callers fall back to dense.
 """
@@ -21,7 +21,7 @@ import torch
 from ..fsutil import cache_dir
 
 log = logging.getLogger(__name__)
-SOURCES = [Path(__file__).parent / "csrc" / f for f in ("sparse_linear.cpp", "memory_pool.cpp")]
+SOURCES = [Path(__file__).parent / "csrc" / f for f in ("sparse_linear.cpp", "dense_quant_linear.cpp", "memory_pool.cpp")]
 ISAS = {"scalar": 0, "avx2": 1, "avx512": 2, "avx512_bf16": 3, "avx512_permute": 4}
 
 

@@ -1,7 +1,9 @@
-"""``SparseLinear``: a drop-in for ``nn.Linear`` whose weight is stored compressed and run sparse.
+"""``SparseLinear``: a drop-in for ``nn.Linear`` whose weight is stored compressed and run by a kernel.
 
-Layouts: ``bitmask`` and ``sell`` (prunekit's compiled CPU kernel, see ``kernel.py``) or ``torch_csr``
-(stock ``torch.sparse``). Batches of up to ``SMALL_BATCH`` rows (decode) run the sparse kernel;
+Layouts: ``bitmask`` and ``sell`` (prunekit's compiled CPU sparse kernel, see ``kernel.py``), ``torch_csr``
+(stock ``torch.sparse``), ``gemv`` (the compiled kernel's dense layout: every weight, no mask) and, for a
+weight on a quantization grid, ``qdense``, ``qbitmask`` and ``qnm`` (2:4) with int8 or int4 levels
+(see ``quant_pack.py``). Batches of up to ``SMALL_BATCH`` rows (decode) run the sparse kernel;
 larger ones (prefill) unpack tiles of rows and use dense GEMM, so they cost about what dense does.
 Which layout (or plain dense) a layer gets is decided by measuring, in ``swap.py`` (``sparsify``).
 """
@@ -15,9 +17,11 @@ import torch.nn.modules.module as torch_module  # the global hook registries nn.
 from torch import nn
 
 from ..errors import PrunekitError
-from . import extension, kernel
+from ..quant.grid import LayerGrid
+from . import extension, kernel, quant_pack
 
-LAYOUTS = ("bitmask", "sell", "torch_csr")
+LAYOUTS = ("bitmask", "sell", "torch_csr", "gemv")  # float weights
+QUANT_LAYOUTS = quant_pack.QUANT_KINDS  # weights on a LayerGrid
 CSR_PARTS = ("csr_crow", "csr_col", "csr_values")  # torch_csr's buffers
 SMALL_BATCH = 16  # measured crossover: above it the kernel loses to dense GEMM on these CPUs
 MODULE_CALL = nn.Module.__call__  # as torch defines it; tracers (torch.fx) patch it for the duration
@@ -31,11 +35,12 @@ class SparseLinear(nn.Module):
     _hooked = True  # False once built; adding any hook (or compile) sets it back: see __call__
     _verified: tuple = ()  # ((buffer, its version), ...) as last checked; see _verify
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, layout: str) -> None:
-        """``weight`` is (out, in) in the model's dtype; zeros are dropped, everything else kept exactly."""
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, layout: str, grid: LayerGrid | None = None) -> None:
+        """``weight`` is (out, in) in the model's dtype; zeros are dropped, everything else kept exactly. The
+        quantized layouts take the weight's ``grid`` and store its levels: the weight must lie on it."""
         super().__init__()
-        if layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+        if layout not in LAYOUTS + QUANT_LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS + QUANT_LAYOUTS}")
         if weight.dim() != 2 or weight.device.type != "cpu":
             raise ValueError("SparseLinear takes a 2-D CPU weight")
         self.out_features, self.in_features = weight.shape
@@ -47,16 +52,17 @@ class SparseLinear(nn.Module):
                 csr = weight.float().to_sparse_csr()
             for name, part in zip(CSR_PARTS, (csr.crow_indices(), csr.col_indices(), csr.values()), strict=True):
                 self.register_buffer(name, part)
-        else:
-            self.register_buffer("packed", kernel.pack(weight, layout))  # one uint8 tensor: see kernel.pack
+        else:  # one uint8 tensor: see kernel.pack and quant_pack.pack
+            packed = kernel.pack(weight, layout) if layout in kernel.KINDS else quant_pack.pack(weight, layout, grid)
+            self.register_buffer("packed", packed)
             self._isa = extension.forced_isa()  # read once: a per-call environment lookup costs ~0.5 µs
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
         self._hooked = False
         self._verified = tuple((t, t._version) for t in self._weight_buffers())  # built here: nothing to check
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, layout: str) -> SparseLinear:
-        return cls(linear.weight.data, linear.bias.data if linear.bias is not None else None, layout)
+    def from_linear(cls, linear: nn.Linear, layout: str, grid: LayerGrid | None = None) -> SparseLinear:
+        return cls(linear.weight.data, linear.bias.data if linear.bias is not None else None, layout, grid)
 
     def __call__(self, *args, **kwargs):
         """``nn.Module``'s call, without its test of this module's four hook dicts on every call while
@@ -100,7 +106,9 @@ class SparseLinear(nn.Module):
             packed, seen = b["packed"], self._verified
             if not seen or seen[0][0] is not packed or seen[0][1] != packed._version:
                 self._verify()
-            return extension.load().sparse_forward(x, packed, b["bias"], self._isa, SMALL_BATCH, 0)
+            ext = extension.load()
+            call = ext.sparse_forward if self.layout in kernel.KINDS else ext.quant_forward
+            return call(x, packed, b["bias"], self._isa, SMALL_BATCH, 0)
         if self._stale():
             self._verify()
         if x.dim() == 0 or x.shape[-1] != self.in_features:
@@ -146,12 +154,17 @@ class SparseLinear(nn.Module):
                 raise PrunekitError(f"{prefix}csr_values: float32 expected, got {parts[2].dtype}")
             return
         try:
-            kind, stored, packed = kernel.check(parts[0])
+            if self.layout in kernel.KINDS:
+                kind, stored, packed = kernel.check(parts[0])
+                dtype = packed["values"].dtype
+            else:
+                kind, stored, dtype, *_ = quant_pack.check(parts[0])
         except ValueError as e:
             raise PrunekitError(f"{prefix}packed: {e}") from e
-        if (kind, stored, packed["values"].dtype) != (self.layout, shape, self.dtype):
-            raise PrunekitError(f"{prefix}packed holds a {kind} {stored} {packed['values'].dtype} weight; this layer "
-                                f"is {self.layout} {shape} {self.dtype}")
+        expected = (self.layout, shape, self.dtype if self.layout in LAYOUTS else None)
+        if (kind, stored, dtype) != expected:
+            raise PrunekitError(f"{prefix}packed holds a {kind} {stored} {dtype} weight; this layer is "
+                                f"{' '.join(map(str, expected))}")
 
     def _stale(self) -> bool:
         parts, seen = self._weight_buffers(), self._verified
@@ -179,7 +192,9 @@ class SparseLinear(nn.Module):
         """The (out, in) weight back, exactly, in its original dtype."""
         if self.layout == "torch_csr":
             return self._csr().to_dense().to(self.dtype)
-        return kernel.unpack(self.packed)
+        if self.layout in kernel.KINDS:
+            return kernel.unpack(self.packed)
+        return quant_pack.unpack(self.packed).to(self.dtype)
 
     def weight_bytes(self) -> int:
         """Bytes held for the weight (values + indices, and the packed header; bias excluded)."""

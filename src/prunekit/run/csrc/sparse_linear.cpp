@@ -29,6 +29,8 @@
 #include <c10/util/SmallVector.h>
 #include <immintrin.h>
 
+#include "kernel_common.h"
+
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -36,24 +38,11 @@
 
 namespace {
 
-enum Isa : int64_t { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3, kAvx512Permute = 4 };
-enum Dtype : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
+using namespace prunekit;
+
 // Stored entries × inputs per sell task. Two threads on a cold 192x576 layer at 90% (11k entries)
 // measured 0.4-0.6 µs faster per call, but whole-model decode at 90% no faster (66-68 vs 68-70 tok/s).
 constexpr int64_t kSellTaskEntries = 16384;
-
-int64_t detect_isa() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) {
-    bool bf16 = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vbmi2");
-    if (!bf16) return kAvx512;
-    bool permute = __builtin_cpu_is("amd") && __builtin_cpu_supports("avx512bitalg") &&
-                   __builtin_cpu_supports("avx512vpopcntdq");
-    return permute ? kAvx512Permute : kAvx512Bf16;
-  }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return kAvx2;
-  return kScalar;
-}
 
 // Arguments shared by every row range of one call.
 struct Args {
@@ -81,11 +70,7 @@ struct Args {
 };
 
 // y[i] = v, rounded to y's dtype (round to nearest even, as Tensor.to does).
-inline void put_y(const Args& a, int64_t i, float v) {
-  if (a.y_dtype == kF32) static_cast<float*>(a.y)[i] = v;
-  else if (a.y_dtype == kBF16) static_cast<at::BFloat16*>(a.y)[i] = at::BFloat16(v);
-  else static_cast<at::Half*>(a.y)[i] = at::Half(v);
-}
+inline void put_y(const Args& a, int64_t i, float v) { put_value(a.y, a.y_dtype, i, v); }
 
 // ---------------------------------------------------------------- scalar (portable)
 
@@ -543,48 +528,6 @@ AVX2 void sell_slices_avx2(const Args& a, int64_t s0, int64_t s1) { SELL_SLICES(
 
 // ---------------------------------------------------------------- dispatch
 
-int64_t resolve_isa(int64_t requested) {
-  static const int64_t best = detect_isa();  // once per process, not per call
-  return requested < 0 || requested > best ? best : requested;
-}
-
-// x may be float32, bfloat16 or float16: the kernels compute in float32 and write y in x's dtype.
-int x_dtype(const at::Tensor& x) {
-  auto t = x.scalar_type();
-  TORCH_CHECK(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf, "x must be float32, bfloat16 or float16, got ", t);
-  return t == at::kFloat ? kF32 : t == at::kBFloat16 ? kBF16 : kF16;
-}
-
-// Per-call scratch memory on the stack up to 16 KB: filling a fresh 2.3 KB std::vector measured
-// ~0.7 µs per call here (page faults, by the look of it), a fifth of a small layer's kernel time.
-template <typename T>
-using Scratch = c10::SmallVector<T, 16384 / sizeof(T)>;
-
-// x (contiguous) as float32: its own data, or converted into `buf` (cheaper here than a Tensor.to call).
-const float* x_as_f32(const at::Tensor& x, Scratch<float>& buf) {
-  if (x.scalar_type() == at::kFloat) return x.data_ptr<float>();
-  const int64_t n = x.numel();
-  buf.resize_for_overwrite(n);
-  if (x.scalar_type() == at::kBFloat16) {
-    const uint16_t* h = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>());
-    for (int64_t i = 0; i < n; ++i) {
-      uint32_t bits = static_cast<uint32_t>(h[i]) << 16;
-      std::memcpy(&buf[i], &bits, 4);
-    }
-  } else {
-    const at::Half* h = x.data_ptr<at::Half>();
-    for (int64_t i = 0; i < n; ++i) buf[i] = static_cast<float>(h[i]);
-  }
-  return buf.data();
-}
-
-// The number of inputs in x (..., cols): the product of its leading dimensions.
-int64_t inputs(const at::Tensor& x) {
-  int64_t n = 1;
-  for (int64_t d = 0; d + 1 < x.dim(); ++d) n *= x.size(d);
-  return n;
-}
-
 // ---- the packed weight: one uint8 tensor, a header of 16 int64 then the parts at 64-byte aligned
 // offsets (kernel.py writes it). One tensor per call rather than four: in a decode step every layer
 // is called once with its metadata cold in cache, and each tensor argument then costs ~0.15 µs.
@@ -909,9 +852,11 @@ std::string isa_name(int64_t isa) {
 }  // namespace
 
 void bind_memory_pool(pybind11::module_& m);  // memory_pool.cpp
+void bind_dense_quant_linear(pybind11::module_& m);  // dense_quant_linear.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sparse_forward", &sparse_forward, "nn.Linear forward for a packed W: any leading dims, small or tiled path");
   m.def("isa_name", &isa_name, "the ISA a call with this request would use");
   bind_memory_pool(m);
+  bind_dense_quant_linear(m);
 }

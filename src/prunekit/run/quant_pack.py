@@ -1,0 +1,279 @@
+"""The compiled kernel's dense and quantized packed weights (pack, read, check, unpack).
+
+Layouts (see ``csrc/dense_quant_linear.cpp``): ``gemv`` (the float weight as it is: a GEMV as good as
+the sparse layouts', so their speedups can be quoted against it), and, for a weight on a ``LayerGrid``
+of 4 or 8 bits with groups of a multiple of 64 columns, ``qdense`` (every level), ``qbitmask`` (a mask
+bit per weight and the kept levels) and ``qnm`` (2:4: two levels and their 2-bit positions per four
+columns). A packed weight is one uint8 tensor: a header (magic ``PKQ1``, kind, shape, value dtype,
+bits, group size, each part's offset and size, a checksum) and its parts at 64-byte aligned offsets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import NamedTuple
+
+import torch
+
+from ..quant.grid import LayerGrid, dequantize, group_bounds
+from .kernel import VALUE_DTYPES
+
+KINDS = ("gemv", "qdense", "qbitmask", "qnm")
+QUANT_KINDS = KINDS[1:]
+PARTS = {"gemv": ("values",), "qdense": ("levels", "scale", "zero"), "qbitmask": ("levels", "scale", "zero", "index"),
+         "qnm": ("levels", "scale", "zero", "index")}
+MAGIC = 0x31514B50  # "PKQ1"
+HEADER = 128  # 16 int64
+DIGEST = 15  # header slot of the checksum over everything else
+LEVEL_PAD = 16  # bytes after a bitmask layout's levels: the kernel loads 16 at a time
+BLOCK = 64  # columns per kernel step; rows of levels are padded to it, groups are a multiple of it
+
+
+class QPacked(NamedTuple):
+    kind: str
+    shape: tuple[int, int]  # (rows, cols)
+    dtype: torch.dtype | None  # gemv: the values' dtype
+    bits: int  # quantized: 4 or 8
+    groupsize: int
+    parts: dict[str, torch.Tensor]  # views into the packed tensor
+
+
+def _padded(cols: int) -> int:
+    return -(-cols // BLOCK) * BLOCK
+
+
+def _nibbles(levels: torch.Tensor) -> torch.Tensor:
+    """(..., 2k) levels → (..., k) bytes: entry j in the low nibble, entry j + k in the high one."""
+    k = levels.shape[-1] // 2
+    return levels[..., :k] | (levels[..., k:] << 4)
+
+
+def _unnibble(b: torch.Tensor) -> torch.Tensor:
+    return torch.cat([b & 15, b >> 4], dim=-1)
+
+
+def levels_of(weight: torch.Tensor, grid: LayerGrid) -> torch.Tensor:
+    """The (rows, cols) uint8 levels of ``weight``, which must be exactly ``grid``'s weights in its dtype."""
+    w = weight.float()
+    levels = grid.levels(w)
+    scale, zero = grid.columns(w.shape[1])
+    if not torch.equal(dequantize(levels.float(), scale, zero).to(weight.dtype), weight):
+        raise ValueError("the weight is not on its quantization grid")
+    return levels
+
+
+def _quant_parts(weight: torch.Tensor, kind: str, grid: LayerGrid) -> dict[str, torch.Tensor]:
+    rows, cols = weight.shape
+    if grid.bits not in (4, 8):
+        raise ValueError(f"the kernel runs 4- and 8-bit grids, not {grid.bits}-bit")
+    if grid.groupsize % BLOCK:
+        raise ValueError(f"the kernel needs groups of a multiple of {BLOCK} columns, not {grid.groupsize}")
+    if tuple(grid.scale.shape) != (rows, len(group_bounds(cols, grid.groupsize))):
+        raise ValueError(f"the grid's scales {tuple(grid.scale.shape)} do not fit a ({rows}, {cols}) weight")
+    padded = _padded(cols)
+    levels = torch.empty(rows, padded, dtype=torch.uint8)
+    levels[:, :cols] = levels_of(weight, grid)
+    levels[:, cols:] = grid.zero[:, -1:]  # padding weighs 0
+    keep = torch.zeros(rows, padded, dtype=torch.bool)
+    keep[:, :cols] = weight != 0
+    blocks = padded // BLOCK
+    parts = {"scale": grid.scale.contiguous(), "zero": grid.zero.contiguous()}
+    if kind == "qdense":
+        parts["levels"] = _nibbles(levels.view(rows, blocks, BLOCK)) if grid.bits == 4 else levels
+    elif kind == "qnm":
+        groups = keep.view(rows, padded // 4, 4)
+        if bool((groups.sum(2) > 2).any()):
+            raise ValueError("qnm holds 2:4 weights: a group of four columns has more than two nonzeros")
+        pos = torch.argsort(groups.to(torch.int8), dim=2, descending=True, stable=True)[..., :2].sort(dim=2).values
+        kept = torch.gather(levels.view(rows, padded // 4, 4), 2, pos).view(rows, blocks, 32)
+        parts["levels"] = _nibbles(kept) if grid.bits == 4 else kept
+        parts["index"] = _nm_words(pos.view(rows, blocks, 32))
+    else:
+        parts["levels"], parts["index"] = _bitmask_parts(levels, keep, grid.bits)
+    return parts
+
+
+NM_SHIFT = 16 * (torch.arange(32) % 4) + 2 * (torch.arange(32) // 4)  # bit of level k's position in its block's word
+
+
+def _nm_words(pos: torch.Tensor) -> torch.Tensor:
+    """(rows, blocks, 32) positions (0-3) → (rows, blocks, 2) int32: each block's 64-bit word, low half first."""
+    low = NM_SHIFT < 32
+    halves = [(pos[..., sel].long() << (NM_SHIFT[sel] % 32)).sum(-1) for sel in (low, ~low)]  # each < 2^32
+    return torch.stack([torch.where(h >= 2**31, h - 2**32, h) for h in halves], dim=-1).to(torch.int32)
+
+
+def _nm_positions(words: torch.Tensor) -> torch.Tensor:
+    """``_nm_words``' inverse: (rows, blocks, 2) int32 → (rows, blocks, 32) positions."""
+    halves = words.long() & 0xFFFFFFFF
+    word = torch.where(NM_SHIFT < 32, halves[..., :1], halves[..., 1:])  # (rows, blocks, 32)
+    return (word >> (NM_SHIFT % 32)) & 3
+
+
+def _bitmask_parts(levels: torch.Tensor, keep: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kept levels row after row (int4: each 16-column word's levels padded to a whole byte) and the index
+    part: row_ptr (rows + 1, byte offsets, int64) then the mask words (rows, cols / 16, int16)."""
+    rows = keep.shape[0]
+    words = keep.view(rows, -1, 16).to(torch.int32) << torch.arange(16, dtype=torch.int32)
+    words = words.sum(2, dtype=torch.int32)
+    mask = torch.where(words > 32767, words - 65536, words).to(torch.int16)
+    count = keep.view(rows, -1, 16).sum(2)  # (rows, words)
+    kept = levels[keep]  # row-major: word by word
+    if bits == 8:
+        per_row, stream = count.sum(1), kept
+    else:
+        nibbles = count + count % 2  # per word
+        start = (nibbles.reshape(-1).cumsum(0) - nibbles.reshape(-1)).view(rows, -1)  # each word's first nibble
+        word_of = torch.arange(keep.numel()).view(rows, -1, 16)[keep.view(rows, -1, 16)] // 16  # flat word index
+        rank = torch.arange(kept.numel()) - (count.reshape(-1).cumsum(0) - count.reshape(-1))[word_of]
+        nib = torch.zeros(int(nibbles.sum()), dtype=torch.uint8)
+        nib[start.reshape(-1)[word_of] + rank] = kept
+        stream = nib[0::2] | (nib[1::2] << 4)
+        per_row = nibbles.sum(1) // 2
+    row_ptr = torch.zeros(rows + 1, dtype=torch.int64)
+    row_ptr[1:] = per_row.cumsum(0)
+    index = torch.cat([row_ptr.view(torch.uint8), mask.reshape(-1).view(torch.uint8)])
+    return torch.cat([stream, stream.new_zeros(LEVEL_PAD)]), index
+
+
+def pack(weight: torch.Tensor, kind: str, grid: LayerGrid | None = None) -> torch.Tensor:
+    """(rows, cols) → one uint8 tensor. ``gemv`` takes a float32, bfloat16 or float16 weight; the quantized
+    kinds a weight that lies exactly on ``grid`` (in its own dtype). Raises ValueError."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kernel layout {kind!r}; choose one of {KINDS}")
+    rows, cols = weight.shape
+    header = torch.zeros(16, dtype=torch.int64)
+    if kind == "gemv":
+        if weight.dtype not in VALUE_DTYPES:
+            raise ValueError(f"the gemv layout stores float32, bfloat16 or float16 values, not {weight.dtype}")
+        parts = {"values": weight.contiguous()}
+        header[:7] = torch.tensor([MAGIC, 0, rows, cols, VALUE_DTYPES.index(weight.dtype), 0, 0])
+    else:
+        if grid is None:
+            raise ValueError(f"the {kind} layout needs the weight's quantization grid")
+        parts = _quant_parts(weight, kind, grid)
+        header[:7] = torch.tensor([MAGIC, KINDS.index(kind), rows, cols, 0, grid.bits, grid.groupsize])
+    raw = [parts[name].reshape(-1).view(torch.uint8) for name in PARTS[kind]]
+    offsets = [HEADER]
+    for r in raw:
+        offsets.append(offsets[-1] + -(-r.numel() // 64) * 64)
+    for k, r in enumerate(raw):
+        header[7 + 2 * k], header[8 + 2 * k] = offsets[k], r.numel()
+    blob = torch.zeros(offsets[-1], dtype=torch.uint8)
+    blob[:HEADER] = header.view(torch.uint8)
+    for off, r in zip(offsets[:-1], raw, strict=True):
+        blob[off:off + r.numel()] = r
+    blob[8 * DIGEST:8 * DIGEST + 8] = torch.tensor([digest(blob)], dtype=torch.int64).view(torch.uint8)
+    return blob
+
+
+def digest(blob: torch.Tensor) -> int:
+    """64-bit BLAKE2b of the packed tensor minus its checksum slot (the last of the header), as an int64."""
+    data = memoryview(blob.contiguous().numpy())
+    h = hashlib.blake2b(digest_size=8)
+    h.update(data[:8 * DIGEST])
+    h.update(data[8 * DIGEST + 8:])
+    return int.from_bytes(h.digest(), "little", signed=True)
+
+
+def read(blob: torch.Tensor) -> QPacked:
+    """``pack``'s tensor as its layout, shape and parts (views), after the checks the kernel makes on each
+    call (a known kind, parts inside the tensor, sizes that fit the shape). Raises ValueError."""
+    if blob.dtype != torch.uint8 or blob.dim() != 1 or not blob.is_contiguous() or blob.numel() < HEADER:
+        raise ValueError("not a packed weight: expected a contiguous 1-D uint8 tensor with prunekit's header")
+    h = blob[:HEADER].clone().view(torch.int64).tolist()
+    if h[0] != MAGIC:
+        raise ValueError("not a dense or quantized packed weight (wrong magic number)")
+    kind_i, rows, cols, dtype_i, bits, groupsize = h[1:7]
+    ok = 0 <= kind_i < len(KINDS) and 0 <= rows < 1 << 31 and 0 <= cols < 1 << 31
+    ok = ok and (0 <= dtype_i < len(VALUE_DTYPES) if kind_i == 0 else bits in (4, 8) and groupsize >= 0 and groupsize % BLOCK == 0)
+    if not ok:
+        raise ValueError("corrupt packed weight header")
+    kind = KINDS[kind_i]
+    spans = [(h[7 + 2 * k], h[8 + 2 * k]) for k in range(len(PARTS[kind]))]
+    if any(off < HEADER or off % 64 or size < 0 or off + size > blob.numel() for off, size in spans):
+        raise ValueError("corrupt packed weight: a part lies outside the tensor")
+    raw = {name: blob[off:off + size] for name, (off, size) in zip(PARTS[kind], spans, strict=True)}
+    padded, blocks = _padded(cols), _padded(cols) // BLOCK
+    groups = len(group_bounds(cols, groupsize)) if cols else 1
+    try:
+        if kind == "gemv":
+            parts = {"values": raw["values"].view(VALUE_DTYPES[dtype_i]).view(rows, cols)}
+        else:
+            parts = {"scale": raw["scale"].view(torch.float16).view(rows, groups), "zero": raw["zero"].view(rows, groups)}
+            width = {"qdense": padded, "qnm": padded // 2}.get(kind)
+            if width is not None:
+                parts["levels"] = raw["levels"].view(rows, width * bits // 8)
+            else:
+                parts["levels"] = raw["levels"]
+                parts["row_ptr"] = raw["index"][:8 * (rows + 1)].view(torch.int64)
+                parts["mask"] = raw["index"][8 * (rows + 1):].view(torch.int16).view(rows, padded // 16)
+            if kind == "qnm":
+                parts["index"] = raw["index"].view(torch.int32).view(rows, blocks, 2)
+    except RuntimeError as e:
+        raise ValueError(f"corrupt packed weight: part sizes do not fit a ({rows}, {cols}) {kind} weight") from e
+    dtype = VALUE_DTYPES[dtype_i] if kind == "gemv" else None
+    return QPacked(kind, (rows, cols), dtype, bits, groupsize, parts)
+
+
+def _word_counts(mask: torch.Tensor) -> torch.Tensor:
+    words = mask.to(torch.int32) & 0xFFFF
+    return ((words[..., None] >> torch.arange(16)) & 1).sum(-1)  # (rows, words)
+
+
+def check(blob: torch.Tensor) -> QPacked:
+    """``read``, the checksum, finite scales, and a bitmask layout's row offsets against its mask words:
+    everything the kernel trusts. Every packed weight from outside passes here before it runs."""
+    packed = read(blob)
+    if digest(blob) != blob[8 * DIGEST:8 * DIGEST + 8].view(torch.int64).item():
+        raise ValueError("corrupt packed weight: its checksum does not match its bytes")
+    p = packed.parts
+    if packed.kind != "gemv" and not bool(torch.isfinite(p["scale"]).all()):
+        raise ValueError("corrupt packed weight: a scale is not finite")
+    if packed.kind == "qbitmask":
+        count = _word_counts(p["mask"])
+        per_row = (count.sum(1) if packed.bits == 8 else ((count + 1) // 2).sum(1))
+        row_ptr = p["row_ptr"]
+        if not (int(row_ptr[0]) == 0 and torch.equal(row_ptr.diff(), per_row)
+                and int(row_ptr[-1]) + LEVEL_PAD <= p["levels"].numel()):
+            raise ValueError("corrupt packed weight: its row offsets do not match its mask")
+    return packed
+
+
+def unpack(blob: torch.Tensor) -> torch.Tensor:
+    """The weight back from ``pack``'s tensor: gemv's in its own dtype, quantized as float32 (its grid's
+    weights, exactly as ``quant.grid.dequantize`` computes them)."""
+    kind, (rows, cols), _, bits, groupsize, p = check(blob)
+    if kind == "gemv":
+        return p["values"].clone()
+    padded, blocks = _padded(cols), _padded(cols) // BLOCK
+    index = torch.arange(padded) // (groupsize or padded)
+    index = index.clamp(max=p["scale"].shape[1] - 1)
+    scale, zero = p["scale"].float()[:, index], p["zero"].float()[:, index]  # (rows, padded)
+    levels = torch.zeros(rows, padded, dtype=torch.uint8) + p["zero"][:, -1:]
+    keep = torch.ones(rows, padded, dtype=torch.bool)
+    if kind == "qdense":
+        levels = _unnibble(p["levels"].view(rows, blocks, BLOCK // 2)).view(rows, padded) if bits == 4 else p["levels"]
+    elif kind == "qnm":
+        kept = p["levels"].view(rows, blocks, -1)
+        kept = _unnibble(kept) if bits == 4 else kept  # (rows, blocks, 32)
+        col = torch.arange(blocks)[:, None] * BLOCK + 4 * (torch.arange(32) // 2) + _nm_positions(p["index"])
+        keep = torch.zeros(rows, padded, dtype=torch.bool)
+        keep.scatter_(1, col.view(rows, -1), True)
+        levels = levels.scatter(1, col.view(rows, -1), kept.reshape(rows, -1))
+    else:
+        keep = ((p["mask"].to(torch.int32)[..., None] >> torch.arange(16)) & 1).bool().view(rows, padded)
+        levels = levels.clone()
+        stream = p["levels"][: int(p["row_ptr"][-1])]
+        if bits == 8:
+            levels[keep] = stream
+        else:
+            count = _word_counts(p["mask"]).reshape(-1)
+            nibbles = count + count % 2
+            start = nibbles.cumsum(0) - nibbles
+            word_of = torch.arange(keep.numel()).view(-1, 16)[keep.view(-1, 16)] // 16
+            rank = torch.arange(int(count.sum())) - (count.cumsum(0) - count)[word_of]
+            nib = torch.stack([stream & 15, stream >> 4], dim=1).reshape(-1)
+            levels[keep] = nib[start[word_of] + rank]
+    w = torch.where(keep, dequantize(levels.float(), scale, zero), torch.zeros(()))
+    return w[:, :cols].contiguous()
