@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(not extension.available(), reason="the compiled 
 ISA_LEVELS = [0, 2, 3]  # scalar, avx512, avx512_bf16 (capped to what this CPU has)
 
 
-def quantized(rows: int, cols: int, bits: int, groupsize: int, pattern: str, seed: int = 0) -> tuple[torch.Tensor, LayerGrid]:
+def quantized(rows: int, cols: int, bits: int, groupsize: int, pattern: str, seed: int = 0
+              ) -> tuple[torch.Tensor, LayerGrid]:
     """A random (rows, cols) weight on an RTN grid, pruned to ``pattern`` (dense, 2:4 or ~60% unstructured)."""
     g = torch.Generator().manual_seed(seed)
     w, grid = rtn(torch.randn(rows, cols, generator=g), bits, groupsize, sym=False)

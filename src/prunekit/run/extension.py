@@ -1,9 +1,10 @@
 """The compiled extension: build it with the machine's compiler, load it.
 
 The C++ sources (``csrc/sparse_linear.cpp``, the sparse kernel; ``csrc/dense_quant_linear.cpp``, the
-dense and quantized kernels; ``csrc/memory_pool.cpp``, the calibration memory pool) are compiled once, into one extension, by ``torch.utils.cpp_extension``
-into ``<cache>/kernels/<torch version>/`` (``scripts/setup.sh`` does it at install time; otherwise the
-first use does). Without a working compiler ``available()`` is False and callers fall back to dense.
+dense and quantized kernels; ``csrc/memory_pool.cpp``, the calibration memory pool) are compiled once,
+into one extension, by ``torch.utils.cpp_extension`` into ``<cache>/kernels/<torch version>/``
+(``scripts/setup.sh`` does it at install time; otherwise the first use does). Without a working
+compiler ``available()`` is False and callers fall back to dense.
 """
 
 from __future__ import annotations

@@ -186,7 +186,10 @@ def read(blob: torch.Tensor) -> QPacked:
         raise ValueError("not a dense or quantized packed weight (wrong magic number)")
     kind_i, rows, cols, dtype_i, bits, groupsize = h[1:7]
     ok = 0 <= kind_i < len(KINDS) and 0 <= rows < 1 << 31 and 0 <= cols < 1 << 31
-    ok = ok and (0 <= dtype_i < len(VALUE_DTYPES) if kind_i == 0 else bits in (4, 8) and groupsize >= 0 and groupsize % BLOCK == 0)
+    if kind_i == 0:
+        ok = ok and 0 <= dtype_i < len(VALUE_DTYPES)
+    else:
+        ok = ok and bits in (4, 8) and groupsize >= 0 and groupsize % BLOCK == 0
     if not ok:
         raise ValueError("corrupt packed weight header")
     kind = KINDS[kind_i]
