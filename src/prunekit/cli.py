@@ -30,7 +30,7 @@ from .oneshot.collective import init_from_env
 from .oneshot.pruner import prune
 from .oneshot.residency import DiskOffload, InMemory
 from .quant.effective_bits import run_bits
-from .run.sparse_linear import LAYOUTS
+from .run.sparse_linear import LAYOUTS, QUANT_LAYOUTS
 from .store.grid_file import GRIDS_FILE, load_grids
 from .store.info import format_table, layer_table
 from .store.manifest import build_manifest, write_json
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(e)
     _add_eval_args(e, "--data")
     e.add_argument("--out", default=None, help="JSON file to write (default: runs/eval-*.json)")
-    e.add_argument("--sparse", nargs="?", const="auto", default=None, choices=("auto", *LAYOUTS),
+    e.add_argument("--sparse", nargs="?", const="auto", default=None, choices=("auto", *LAYOUTS, *QUANT_LAYOUTS),
                    help="evaluate under sparse execution, as served: sparsify first (a layout forces it)")
 
     f = sub.add_parser("finetune", help="recovery fine-tuning of a pruned model with its zeros locked")
@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prompt-tokens", type=int, default=512)
     b.add_argument("--new-tokens", type=int, default=32)
     b.add_argument("--reps", type=int, default=5)
-    b.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS), help="auto: measure per layer")
+    b.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS, *QUANT_LAYOUTS), help="auto: measure per layer")
     b.add_argument("--device", default="cpu", help="cpu, or cuda: 2:4 layers run semi-structured (needs float16/bfloat16)")
     b.add_argument("--out", default=None, help="also write the JSON here")
 
@@ -409,7 +409,7 @@ def cmd_eval(args) -> dict:
     if args.sparse:
         from .run.swap import sparsify
 
-        layouts = Counter(c.layout for c in sparsify(model, layout=args.sparse))
+        layouts = Counter(c.layout for c in sparsify(model, layout=args.sparse, grids=_model_grids(path)))
     t0 = time.perf_counter()
     evaluation.run("model", model, tok)
     res, scores = evaluation.ppl.get("model"), evaluation.scores.get("model")
@@ -440,8 +440,7 @@ def cmd_finetune(args) -> dict:
         path = _model_config(args, {"--seqlen": ft_cfg.seqlen} | evaluation.seqlens())
         model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
         claim.require_space(_saved_bytes(model))
-        grid_file = Path(path) / GRIDS_FILE
-        grids = load_grids(grid_file) if grid_file.is_file() else None  # a quantized model: its grids stay frozen
+        grids = _model_grids(path)  # a quantized model: its grids stay frozen
         evaluation.run("before", model, tok)
         model, log_ = finetune(model, tok, source, ft_cfg, grids=grids)
         evaluation.run("after", model, tok)
@@ -501,6 +500,12 @@ def cmd_hardware(args) -> dict:
             "gpu_2to4": report["gpu_2to4"]}
 
 
+def _model_grids(path) -> dict | None:
+    """A quantized model folder's grids (``quant.safetensors``), or None."""
+    grid_file = Path(path) / GRIDS_FILE
+    return load_grids(grid_file) if grid_file.is_file() else None
+
+
 def cmd_bench(args) -> dict:
     from .measure.bench import bench_model
 
@@ -517,7 +522,7 @@ def cmd_bench(args) -> dict:
         raise PrunekitError(f"--device is cpu or cuda[:N], not {args.device!r}")
     path = _model_config(args, {"--prompt-tokens + --new-tokens": args.prompt_tokens + args.new_tokens})
     model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
-    result = bench_model(model, args.prompt_tokens, args.new_tokens, args.reps, args.layout)
+    result = bench_model(model, args.prompt_tokens, args.new_tokens, args.reps, args.layout, grids=_model_grids(path))
     if args.out:
         write_json(build_manifest(command=sys.argv, model=_model_record(args, path, model), bench=result), args.out)
     return result

@@ -34,10 +34,21 @@ def test_summarize_weights_shapes_by_count_and_says_no_speedup():
          "dense_bytes": 100, "stored_bytes": {"bitmask": 50, "sell": 70}},
     ]
     s = summarize(rows)["50%"]
-    assert s["speed"][1] == {"layout": "bitmask", "speedup": 2.5, "per_layout": {"bitmask": 2.5, "sell": 0.71}}  # 10/4 10/14
+    assert s["speed"][1] == {"layout": "bitmask", "speedup": 2.5, "speedup_vs_gemv": None,
+                             "per_layout": {"bitmask": 2.5, "sell": 0.71}}  # 10/4 10/14
     assert s["speed"][128]["speedup"] == 0.91 and s["memory_format"] == "bitmask"
     assert s["memory_ratio"] == round(700 / 380, 2)
     assert "no speedup at batch 128" in s["verdict"] and "2.50× faster at batch 1 (bitmask)" in s["verdict"]
+
+
+def test_sparse_speedups_are_also_quoted_against_the_compiled_dense_kernel():
+    """gemv is never "the best sparse layout"; the zeros' own gain is the best sparse time against it."""
+    rows = [{"shape": [8, 8], "count": 1, "pattern": "50%", "sparsity": 0.5, "batch": 1,
+             "seconds": {"dense": 4.0, "gemv": 2.0, "bitmask": 1.6}, "dense_bytes": 100, "stored_bytes": {"bitmask": 60}}]
+    s = summarize(rows)["50%"]
+    assert s["speed"][1]["layout"] == "bitmask" and s["speed"][1]["speedup"] == 2.5
+    assert s["speed"][1]["speedup_vs_gemv"] == 1.25
+    assert "2.50× faster at batch 1 (bitmask; 1.25× against prunekit's dense gemv)" in s["verdict"]
 
 
 def test_verdict_text():

@@ -86,8 +86,9 @@ def test_qbitmask_int4_words_pad_to_whole_bytes() -> None:
 def test_quantized_kernels_match_the_dequantized_product(rows, blocks, tail, bits, groupsize, layout, batch, isa, dtype,
                                                          seed) -> None:
     """Every layout, bits, group size, input dtype (bf16 inputs take the dot-product paths) and instruction-set
-    level, small batches (the kernels) and large ones (decoded tiles): y equals x · dequantized Wᵀ to float32
-    rounding (then rounded once to x's dtype)."""
+    level, small batches (the kernels): y equals x · dequantized Wᵀ to float32 rounding (then rounded once to
+    x's dtype). Large batches (decoded tiles, GEMM in x's dtype) compute what nn.Linear on the model's weights
+    in that dtype does."""
     cols = 64 * blocks - tail
     if layout == "qnm" and cols % 4:
         return
@@ -97,7 +98,8 @@ def test_quantized_kernels_match_the_dequantized_product(rows, blocks, tail, bit
     blob = quant_pack.pack(w, layout, grid)
     y = extension.load().quant_forward(x, blob, bias, isa, SMALL_BATCH, 8)
     assert y.dtype == dtype
-    ref = F.linear(x.double(), w.double(), bias.double())
+    model_w = w.to(dtype) if batch > SMALL_BATCH else w
+    ref = F.linear(x.double(), model_w.double(), bias.to(dtype if batch > SMALL_BATCH else torch.float32).double())
     scale = x.abs().double() @ w.abs().double().t() + bias.abs().double()
     rounding = 0.0 if dtype == torch.float32 else 2.0**-8  # y's own rounding to bf16
     assert bool(((y.double() - ref).abs() <= 1e-5 * scale + rounding * ref.abs() + 1e-6).all())

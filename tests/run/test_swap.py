@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import pytest
@@ -55,7 +56,7 @@ def test_pick_keeps_prefill_near_dense():
 
 @pytest.mark.slow
 @pytest.mark.kernel
-@pytest.mark.parametrize("layout", ["auto", "bitmask", "sell", "torch_csr"])
+@pytest.mark.parametrize("layout", ["auto", "bitmask", "sell", "torch_csr", "gemv"])
 def test_outputs_and_generation_unchanged(layout):
     model = pruned_tiny()
     ids = torch.randint(0, 256, (1, 20))
@@ -74,23 +75,59 @@ def test_outputs_and_generation_unchanged(layout):
     assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
     assert torch.equal(gen, ref_gen)
     for c in choices:
-        assert c.stored_bytes < c.dense_bytes or c.layout == "dense"
+        assert c.stored_bytes < c.dense_bytes or c.layout in ("dense", "gemv")
 
 
 @pytest.mark.kernel
 def test_auto_keeps_dense_layers_that_measure_slower(monkeypatch):
     monkeypatch.setattr("prunekit.run.swap.measure_layer",
-                        lambda w, b, layouts, reps, batches=(1,): {n: {"dense": 1.0, **{k: 2.0 for k in layouts}}
-                                                                   for n in batches})
+                        lambda w, b, layouts, reps, batches=(1,), grid=None: {
+                            n: {"dense": 1.0, **{k: 2.0 for k in layouts}} for n in batches})
     model = pruned_tiny()
     choices = sparsify(model)
     assert choices and all(c.layout == "dense" for c in choices)
     assert not any(isinstance(m, SparseLinear) for m in model.modules())
 
 
-def test_unpruned_layers_are_left_alone():
+def test_unpruned_layers_are_left_alone_by_sparse_layouts():
     model = tiny_llama()
     assert sparsify(model, layout="torch_csr") == []
+
+
+def test_pick_takes_gemv_at_its_size():
+    """gemv holds every weight (the dense bytes plus a header): not refused as bigger than dense."""
+    assert pick({"dense": 1.0, "gemv": 0.5}, 1.03, {"gemv": 108}, dense_bytes=100) == "gemv"
+
+
+def quantized_tiny(pattern: str):
+    """A tiny Llama, 2:4 or dense, quantized to int4 g64 (RTN): its model and grids."""
+    model = tiny_llama()
+    result = prune(model, PruneConfig(method="magnitude", sparsity=0.5 if pattern == "2:4" else 0.0,
+                                      pattern="2:4" if pattern == "2:4" else "unstructured",
+                                      quant={"wbits": 4, "groupsize": 64, "quant_method": "rtn"}))
+    return model, result.grids
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("pattern", ["2:4", "dense"])
+def test_quantized_models_take_quantized_layouts(pattern):
+    """A quantized model's layers run on their levels (forced, and among the measured candidates), with
+    outputs unchanged to float32 rounding; qnm only where the zeros are 2:4."""
+    model, grids = quantized_tiny(pattern)
+    ids = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        ref = model(ids).logits
+    forced = copy.deepcopy(model)
+    layout = "qnm" if pattern == "2:4" else "qdense"
+    choices = sparsify(forced, layout=layout, grids=grids)
+    assert len(choices) == 14 and {c.layout for c in choices} == {layout}
+    with torch.no_grad():
+        assert (forced(ids).logits - ref).abs().max() <= 1e-4 * ref.abs().max()
+    auto = sparsify(model, grids=grids, reps=2)
+    timed = set().union(*(c.seconds for c in auto))
+    assert {"qdense", "gemv"} <= timed and ("qnm" in timed) == (pattern == "2:4")
+    with torch.no_grad():
+        assert (model(ids).logits - ref).abs().max() <= 1e-4 * ref.abs().max()
 
 
 def test_without_a_compiler_layers_stay_dense(monkeypatch, caplog):
@@ -98,7 +135,7 @@ def test_without_a_compiler_layers_stay_dense(monkeypatch, caplog):
     model = pruned_tiny()
     with caplog.at_level(logging.WARNING):
         assert sparsify(model, layout="bitmask") == []
-    assert "no compiled sparse kernel" in caplog.text
+    assert "no compiled kernel" in caplog.text
     assert {c.layout for c in sparsify(model, reps=2)} <= {"dense", "torch_csr"}
 
 

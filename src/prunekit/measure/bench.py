@@ -12,11 +12,13 @@ import copy
 import logging
 import statistics
 import time
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..quant.grid import LayerGrid
 from ..run.semi_structured import plain_tensors, to_semi_structured
 from ..run.swap import sparsify
 from ..timing import peak_rss_bytes, reset_peak_rss, rss_bytes
@@ -63,21 +65,23 @@ def _timed(fn, device: torch.device) -> tuple[float, int]:
     return seconds, max(0, (torch.cuda.max_memory_allocated(device) if cuda else peak_rss_bytes()) - before)
 
 
-def make_sparse(model: nn.Module, layout: str = "auto") -> tuple[dict[str, int], dict[str, str]]:
+def make_sparse(model: nn.Module, layout: str = "auto", grids: Mapping[str, LayerGrid] | None = None
+                ) -> tuple[dict[str, int], dict[str, str]]:
     """Sparse execution for ``model`` in place, by where it lives: on CPU ``sparsify`` (per layer, the
-    measured fastest of dense and the sparse layouts, or ``layout``); on a CUDA GPU its 2:4 layers
-    become semi-structured. Returns layers per layout, and why layers were left dense (GPU)."""
+    measured fastest of dense and the kernel layouts, quantized ones on ``grids``, or ``layout``); on a
+    CUDA GPU its 2:4 layers become semi-structured. Returns layers per layout, and why layers were left
+    dense (GPU)."""
     if next(model.parameters()).device.type == "cuda":
         if layout not in ("auto", "semi_structured"):
             raise ValueError(f"on a GPU the sparse layout is semi_structured (2:4), not {layout!r}")
         names, skipped = to_semi_structured(model)
         return {"semi_structured": len(names), "dense": len(skipped)}, skipped
-    choices = sparsify(model, layout=layout)
+    choices = sparsify(model, layout=layout, grids=grids)
     return {k: sum(c.layout == k for c in choices) for k in {c.layout for c in choices}}, {}
 
 
 def bench_model(model: nn.Module, prompt_tokens: int = 512, new_tokens: int = 32, reps: int = 5, layout: str = "auto",
-                seed: int = 0, vocab: int | None = None) -> dict:
+                seed: int = 0, vocab: int | None = None, grids: Mapping[str, LayerGrid] | None = None) -> dict:
     """Prefill time for ``prompt_tokens``, decode tokens/s at batch 1 (KV cache, ``generate``), memory:
     bytes of weights, and the working memory (peak rise) of the largest call; the sparse copy is
     made by ``make_sparse`` (CPU layouts, or 2:4 semi-structured on a GPU).
@@ -86,7 +90,7 @@ def bench_model(model: nn.Module, prompt_tokens: int = 512, new_tokens: int = 32
     device = next(model.parameters()).device
     sparse = copy.deepcopy(model)
     t0 = time.perf_counter()
-    layouts, left_dense = make_sparse(sparse, layout)
+    layouts, left_dense = make_sparse(sparse, layout, grids)
     choose_s = time.perf_counter() - t0
     vocab = vocab or model.config.vocab_size
     g = torch.Generator().manual_seed(seed)

@@ -1,25 +1,32 @@
-"""Swap a pruned model's linear layers for ``SparseLinear`` where measuring shows it is faster.
+"""Swap a model's linear layers for ``SparseLinear`` where measuring shows it is faster.
 
-For each layer the candidates (dense and every sparse layout) are timed side by side at batch 1
-(decode) on copies of that layer's own weight rotated past the CPU cache; the fastest wins, and a
-sparse layout must beat dense by ``margin``, be no larger than the dense weight and keep prefill-sized
-batches within ``prefill_floor`` of dense to be taken. Layers that share shape, dtype and sparsity
-(to 5%) share one measurement.
+For each layer the candidates (dense ``nn.Linear``, the compiled dense ``gemv``, every sparse layout the
+layer's zeros allow and, for a layer on a quantization grid, the quantized layouts) are timed side by side
+at batch 1 (decode) on copies of that layer's own weight rotated past the CPU cache; the fastest wins, and
+a kernel layout must beat dense by ``margin``, be no larger than the dense weight (``gemv`` is its size)
+and keep prefill-sized batches within ``prefill_floor`` of dense to be taken. Layers that share shape,
+dtype, sparsity (to 5%) and grid share one measurement.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..quant.grid import LayerGrid
+from ..selection import is_valid_nm
 from ..targets import find_targets
 from ..timing import alternate, copies_past_cache
-from . import extension, kernel
-from .sparse_linear import LAYOUTS, SparseLinear
+from . import extension, kernel, quant_pack
+from .sparse_linear import LAYOUTS, QUANT_LAYOUTS, SparseLinear
+
+DENSE_KERNELS = ("gemv", "qdense")  # kernel layouts for a layer with few or no zeros
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +36,7 @@ class LayerChoice:
     name: str
     shape: tuple[int, int]
     sparsity: float
-    layout: str                     # "dense" or one of LAYOUTS
+    layout: str                     # "dense" or one of LAYOUTS + QUANT_LAYOUTS
     seconds: dict[str, float]       # median seconds per batch-1 call, per candidate
     prefill_seconds: dict[str, float]  # the same at the prefill batch
     dense_bytes: int
@@ -48,20 +55,30 @@ def dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
 
 
 def measure_layer(weight: torch.Tensor, bias: torch.Tensor | None, layouts: tuple[str, ...] = LAYOUTS,
-                  reps: int = 20, batches: tuple[int, ...] = (1,)) -> dict[int, dict[str, float]]:
+                  reps: int = 20, batches: tuple[int, ...] = (1,), grid: LayerGrid | None = None
+                  ) -> dict[int, dict[str, float]]:
     """Per batch size: median seconds of one call of ``dense`` (an ``nn.Linear``) and of each layout
-    (a ``SparseLinear``): the modules a model calls, so both pay the same module-call overhead. The
-    weights are rotated past the CPU cache (as in a real forward pass, where no layer stays cached);
-    the copies and packed layouts are built once for all batch sizes."""
+    (a ``SparseLinear``; the quantized ones on ``grid``): the modules a model calls, so both pay the same
+    module-call overhead. The weights are rotated past the CPU cache (as in a real forward pass, where no
+    layer stays cached); the copies and packed layouts are built once for all batch sizes."""
     n = copies_past_cache(weight.numel() * weight.element_size())
     modules = {"dense": [dense_linear(weight.clone(), bias) for _ in range(n)]}
-    modules |= {layout: [SparseLinear(m.weight, bias, layout) for m in modules["dense"]] for layout in layouts}
+    first = {layout: SparseLinear(weight, bias, layout, grid) for layout in layouts}  # packed once, then copied
+    modules |= {layout: [first[layout]] + [_copy(first[layout]) for _ in range(n - 1)] for layout in layouts}
     out = {}
     with torch.inference_mode():
         for batch in batches:
             x = torch.randn(batch, weight.shape[1], dtype=weight.dtype)
             out[batch] = alternate({k: (lambda i, ms=ms, x=x: ms[i % n](x)) for k, ms in modules.items()}, reps=reps)
     return out
+
+
+def _copy(layer: SparseLinear) -> SparseLinear:
+    """The same layer over its own copy of the weight's buffers (so a rotation reads distinct memory)."""
+    twin = copy.copy(layer)
+    twin._buffers = {k: None if v is None else v.clone() for k, v in layer._buffers.items()}
+    twin._verify()
+    return twin
 
 
 def pick(seconds: dict[str, float], margin: float, stored: dict[str, int] | None = None, dense_bytes: int = 0,
@@ -72,7 +89,7 @@ def pick(seconds: dict[str, float], margin: float, stored: dict[str, int] | None
     layouts, a bigger one must also beat a smaller one by ``margin``: one layer timed alone does not
     see the cache and memory traffic its extra bytes cost the rest of the model."""
     def ok(k: str) -> bool:
-        small = stored is None or stored[k] <= dense_bytes
+        small = stored is None or stored[k] <= dense_bytes or k == "gemv"  # gemv: the dense bytes plus a header
         return small and (prefill is None or prefill["dense"] >= prefill_floor * prefill[k])
 
     eligible = {k: t for k, t in seconds.items() if k == "dense" or ok(k)}
@@ -82,50 +99,72 @@ def pick(seconds: dict[str, float], margin: float, stored: dict[str, int] | None
     return best if best != "dense" and seconds["dense"] >= margin * seconds[best] else "dense"
 
 
-def layout_bytes(weight: torch.Tensor, layouts: tuple[str, ...]) -> dict[str, int]:
-    return {k: SparseLinear(weight, None, k).weight_bytes() for k in layouts}
+def layout_bytes(weight: torch.Tensor, layouts: tuple[str, ...], grid: LayerGrid | None = None) -> dict[str, int]:
+    return {k: SparseLinear(weight, None, k, grid).weight_bytes() for k in layouts}
 
 
-def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = LAYOUTS, min_sparsity: float = 0.05,
-             margin: float = 1.03, reps: int = 20, prefill_batch: int = 128, prefill_floor: float = 0.8,
-             include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[LayerChoice]:
-    """Replace (in place) each block ``nn.Linear`` with at least ``min_sparsity`` zeros by a
-    ``SparseLinear``: ``layout="auto"`` measures and picks per layer (see ``pick``: decode speed
-    first, prefill at ``prefill_batch`` rows kept above ``prefill_floor`` of dense), a named layout
-    forces it."""
-    if layout != "auto" and layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; choose auto or one of {LAYOUTS}")
-    if any(k in kernel.KINDS for k in (layout, *layouts)) and not extension.available():
-        layouts = tuple(k for k in layouts if k not in kernel.KINDS)  # stock torch CSR still works
-        if layout in kernel.KINDS or not layouts:
-            log.warning("no compiled sparse kernel: layers stay dense")
+def candidates(weight: torch.Tensor, sparsity: float, layouts: tuple[str, ...], min_sparsity: float,
+               grid: LayerGrid | None) -> tuple[str, ...]:
+    """The kernel layouts worth timing for this weight: the dense ones always, the sparse ones from
+    ``min_sparsity`` zeros on (``qnm`` only where the zeros are 2:4), the quantized ones only on a grid
+    the kernel runs (4 or 8 bits, groups a multiple of 64 columns)."""
+    quantized = (grid is not None and grid.bits in (4, 8) and grid.groupsize % quant_pack.BLOCK == 0
+                 and torch.equal(grid.apply(weight.float()).to(weight.dtype), weight))
+    out = tuple(k for k in layouts if k in DENSE_KERNELS or sparsity >= min_sparsity)
+    if not quantized:
+        return tuple(k for k in out if k not in QUANT_LAYOUTS)
+    nm = weight.shape[1] % 4 == 0 and is_valid_nm(weight != 0, 2, 4)
+    return tuple(k for k in out if k != "qnm" or nm)
+
+
+def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = LAYOUTS + QUANT_LAYOUTS,
+             min_sparsity: float = 0.05, margin: float = 1.03, reps: int = 20, prefill_batch: int = 128,
+             prefill_floor: float = 0.8, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+             grids: Mapping[str, LayerGrid] | None = None) -> list[LayerChoice]:
+    """Replace (in place) block ``nn.Linear`` layers by ``SparseLinear``: ``layout="auto"`` measures and
+    picks per layer among ``candidates`` (see ``pick``: decode speed first, prefill at ``prefill_batch``
+    rows kept above ``prefill_floor`` of dense), a named layout forces it on every layer it fits (sparse
+    layouts from ``min_sparsity`` zeros on, quantized ones on layers with a grid in ``grids``)."""
+    known = LAYOUTS + QUANT_LAYOUTS
+    if layout != "auto" and layout not in known:
+        raise ValueError(f"unknown layout {layout!r}; choose auto or one of {known}")
+    compiled = kernel.KINDS + quant_pack.KINDS
+    if any(k in compiled for k in (layout, *layouts)) and not extension.available():
+        layouts = tuple(k for k in layouts if k not in compiled)  # stock torch CSR still works
+        if layout in compiled or not layouts:
+            log.warning("no compiled kernel: layers stay dense")
             return []
+    grids = grids or {}
     layers = {name: m for name, m in find_targets(model, include, exclude).items()
               if isinstance(m, nn.Linear) and m.weight.device.type == "cpu"}
     decided: dict[tuple, tuple[str, dict[str, float], dict[str, float]]] = {}
     choices = []
-    for name, linear in tqdm(layers.items(), desc="choosing sparse layouts", disable=len(layers) < 8):
+    for name, linear in tqdm(layers.items(), desc="choosing layouts", disable=len(layers) < 8):
         w = linear.weight.data
         sparsity = float((w == 0).sum()) / w.numel()
-        if sparsity < min_sparsity:
+        grid = grids.get(name)
+        options = candidates(w, sparsity, (layout,) if layout != "auto" else layouts, min_sparsity, grid)
+        if not options:
             continue
         bias = linear.bias.data if linear.bias is not None else None
         if layout != "auto":
             chosen, seconds, prefill = layout, {}, {}
         else:
-            key = (tuple(w.shape), w.dtype, bias is not None, round(sparsity * 20))
+            key = (tuple(w.shape), w.dtype, bias is not None, round(sparsity * 20), options,
+                   None if grid is None else (grid.bits, grid.groupsize))
             if key not in decided:
-                timed = measure_layer(w, bias, layouts, reps, (1, prefill_batch))
+                timed = measure_layer(w, bias, options, reps, (1, prefill_batch), grid)
                 seconds, prefill = timed[1], timed[prefill_batch]
-                best = pick(seconds, margin, layout_bytes(w, layouts), w.numel() * w.element_size(), prefill, prefill_floor)
+                best = pick(seconds, margin, layout_bytes(w, options, grid), w.numel() * w.element_size(), prefill,
+                            prefill_floor)
                 decided[key] = (best, seconds, prefill)
             chosen, seconds, prefill = decided[key]
         stored = w.numel() * w.element_size()
         if chosen != "dense":
-            sparse = SparseLinear.from_linear(linear, chosen)
+            sparse = SparseLinear.from_linear(linear, chosen, grid)
             stored = sparse.weight_bytes()
             model.set_submodule(name, sparse)
         choices.append(LayerChoice(name, tuple(w.shape), round(sparsity, 4), chosen, seconds, prefill,
                                    w.numel() * w.element_size(), stored))
-    log.info("sparsify: %d of %d layers sparse", sum(c.layout != "dense" for c in choices), len(choices))
+    log.info("sparsify: %d of %d layers swapped", sum(c.layout != "dense" for c in choices), len(choices))
     return choices
