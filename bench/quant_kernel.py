@@ -3,9 +3,10 @@
 Every linear shape of SmolLM2-135M plus 4096×4096 and 11008×4096, batch 1, bfloat16 inputs (a bf16 model).
 Random weights are rounded to an RTN grid (int4 asymmetric in groups of 128, the last group of a 576-wide
 row 64 wide; int8 symmetric per output channel: an asymmetric int8 grid does not survive rounding to bf16,
-whose 8-bit significand cannot hold every level − zero above 128), pruned per row by magnitude where a pattern is given; the candidates are the
-modules a model calls: torch's ``nn.Linear`` on the dequantized bf16 weight ("torch"), prunekit's compiled
-dense bf16 layout (``gemv``) and each quantized layout that fits (``qdense``, ``qnm`` for 2:4, ``qbitmask``).
+whose 8-bit significand cannot hold every level − zero above 128), pruned per row by magnitude where a
+pattern is given; the candidates are the modules a model calls: torch's ``nn.Linear`` on the dequantized
+bf16 weight ("torch"), prunekit's compiled dense bf16 layout (``gemv``) and each quantized layout that fits
+(``qdense``, ``qnm`` for 2:4, ``qbitmask``).
 They alternate call by call in this one process on copies rotated past the last-level cache (every call
 reads its weight from memory); the sweep runs ``--passes`` times and each row reports its median pass.
 "limit" is the memory-bound speedup against torch (dense bf16 bytes ÷ the layout's bytes). Target: 2:4 +

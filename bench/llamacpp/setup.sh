@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The speed anchor: llama.cpp through llama-cpp-python, in a venv of its own (it builds llama.cpp from
-# source with the machine's compiler: several minutes on 2 cores). Also unpacks the same release's
-# convert_hf_to_gguf.py (with its gguf-py) into bench/llamacpp/.src, which bench/llamacpp/convert.py
-# runs to turn the reference model into F16, BF16, Q8_0 and Q4_0 GGUF files.
+# source with the machine's compiler: several minutes on 2 cores), with what llama.cpp's converter needs
+# (torch's CPU wheel, transformers, sentencepiece). Also unpacks the same release's convert_hf_to_gguf.py
+# (with its conversion package and gguf-py) into bench/llamacpp/.src, which make_gguf.sh runs to turn the
+# reference model into F16, BF16, Q8_0 and Q4_0 GGUF files.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VERSION=0.3.36
@@ -13,13 +14,13 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 [ -x $VENV/bin/python ] || "$PY" -m venv $VENV
 $VENV/bin/python -m pip install -q --upgrade pip
 CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON}" $VENV/bin/python -m pip install -q "llama-cpp-python==$VERSION"
-$VENV/bin/python -m pip install -q "numpy<3"
-if [ ! -f $SRC/convert_hf_to_gguf.py ]; then
+$VENV/bin/python -m pip install -q "numpy<3" "torch==2.13.0" "transformers>=4.56" sentencepiece safetensors pyyaml
+if [ ! -d $SRC/conversion ]; then
   TMP=$(mktemp -d)
   $VENV/bin/python -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$TMP"
   mkdir -p $SRC
   tar xzf "$TMP"/llama_cpp_python-$VERSION.tar.gz -C "$TMP"
-  cp -r "$TMP"/llama_cpp_python-$VERSION/vendor/llama.cpp/convert_hf_to_gguf.py \
+  cp -r "$TMP"/llama_cpp_python-$VERSION/vendor/llama.cpp/convert_hf_to_gguf.py "$TMP"/llama_cpp_python-$VERSION/vendor/llama.cpp/conversion \
         "$TMP"/llama_cpp_python-$VERSION/vendor/llama.cpp/gguf-py $SRC/
   rm -rf "$TMP"
 fi
