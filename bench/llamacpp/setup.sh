@@ -13,7 +13,12 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 [ -x $VENV/bin/python ] || "$PY" -m venv $VENV
 $VENV/bin/python -m pip install -q --upgrade pip
-CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON}" $VENV/bin/python -m pip install -q "llama-cpp-python==$VERSION"
+# AVX-512 (VNNI, BF16, VBMI) without AMX: the native build's AMX path segfaults in llama_decode for Q4_0 and
+# Q8_0 on this Xeon (seen with llama-cpp-python 0.3.36); F16/BF16 ran either way. CMAKE_ARGS overrides.
+FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=ON"
+FLAGS="$FLAGS -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON"
+FLAGS="$FLAGS -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+CMAKE_ARGS="${CMAKE_ARGS:-$FLAGS}" $VENV/bin/python -m pip install -q "llama-cpp-python==$VERSION"
 $VENV/bin/python -m pip install -q "numpy<3" "torch==2.13.0" "transformers>=4.56" sentencepiece safetensors pyyaml
 if [ ! -d $SRC/conversion ]; then
   TMP=$(mktemp -d)

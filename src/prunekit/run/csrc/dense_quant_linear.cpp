@@ -306,7 +306,74 @@ AVX512 void qbitmask_row(const QArgs& a, int64_t r, int64_t b0) {
   acc.finish(a, r, b0);
 }
 
+// The column mask of each 16-column quarter of a qnm block (bit c: column c holds a stored level), from its
+// position word: each level sets bit (column % 16) in its 16-bit lane, and the eight lanes of a quarter
+// (one 128-bit lane of the register) are OR-ed together.
+AVX512 inline void nm_masks(uint64_t word, __mmask16 m[4]) {
+  __m512i bits = _mm512_sllv_epi16(_mm512_set1_epi16(1), _mm512_and_si512(nm_columns16(word), _mm512_set1_epi16(15)));
+  bits = _mm512_or_si512(bits, _mm512_bsrli_epi128(bits, 8));
+  bits = _mm512_or_si512(bits, _mm512_bsrli_epi128(bits, 4));
+  bits = _mm512_or_si512(bits, _mm512_bsrli_epi128(bits, 2));
+  alignas(64) uint16_t lanes[32];
+  _mm512_store_si512(lanes, bits);
+  for (int i = 0; i < 4; ++i) m[i] = lanes[8 * i];
+}
+
+// Row r's weights as float32 into out (colsb entries), vectorized: the large-batch tiles (the scalar
+// decode_row costs more than the GEMM it feeds).
+AVX512 void decode_row_avx512(const QArgs& a, int64_t r, float* out) {
+  int64_t v = a.kind == kQBitmask ? a.row_ptr[r] : 0;
+  for (int64_t g = 0, k = 0; g < a.groups; ++g) {
+    const int64_t end = std::min(a.blocks, k + a.gb);
+    const __m512 table = a.bits == 4 ? int4_table(a, r, g) : _mm512_setzero_ps();
+    const __m512i z = _mm512_set1_epi32(a.zero[r * a.groups + g]);
+    const __m512 s = _mm512_set1_ps(_cvtsh_ss(a.scale[r * a.groups + g]));
+    for (; k < end; ++k) {
+      float* o = out + kBlock * k;
+      if (a.kind == kQDense && a.bits == 4) {
+        const uint8_t* lv = a.levels + r * a.colsb / 2 + 32 * k;
+        __m512i q0 = bytes16(lv), q1 = bytes16(lv + 16);
+        _mm512_storeu_ps(o, _mm512_permutexvar_ps(q0, table));
+        _mm512_storeu_ps(o + 16, _mm512_permutexvar_ps(q1, table));
+        _mm512_storeu_ps(o + 32, _mm512_permutexvar_ps(_mm512_srli_epi32(q0, 4), table));
+        _mm512_storeu_ps(o + 48, _mm512_permutexvar_ps(_mm512_srli_epi32(q1, 4), table));
+      } else if (a.kind == kQDense) {
+        const uint8_t* lv = a.levels + r * a.colsb + 64 * k;
+        for (int i = 0; i < 4; ++i) _mm512_storeu_ps(o + 16 * i, int8_weights(bytes16(lv + 16 * i), z, s));
+      } else if (a.kind == kQNM) {
+        __m512 w0, w1;  // levels 0-15 (columns 0-31) and 16-31 (columns 32-63), in column order
+        if (a.bits == 4) {
+          __m512i q = bytes16(a.levels + r * a.colsb / 4 + 16 * k);
+          w0 = _mm512_permutexvar_ps(q, table);
+          w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table);
+        } else {
+          const uint8_t* lv = a.levels + r * a.colsb / 2 + 32 * k;
+          w0 = int8_weights(bytes16(lv), z, s);
+          w1 = int8_weights(bytes16(lv + 16), z, s);
+        }
+        __mmask16 m[4];
+        nm_masks(a.idx[r * a.blocks + k], m);
+        const __m512 src[4] = {w0, _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(w0), _mm512_castps_si512(w0), 8)),
+                               w1, _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(w1), _mm512_castps_si512(w1), 8))};
+        for (int i = 0; i < 4; ++i) _mm512_storeu_ps(o + 16 * i, _mm512_maskz_expand_ps(m[i], src[i]));
+      } else {
+        const uint16_t* mrow = a.mask + r * (a.colsb / 16);
+        for (int i = 0; i < 4; ++i) {
+          __mmask16 m = mrow[4 * k + i];
+          _mm512_storeu_ps(o + 16 * i, a.bits == 4 ? bitmask_int4(a.levels, v, m, table) : bitmask_int8(a.levels, v, m, z, s));
+        }
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------- AVX512_BF16, bfloat16 inputs
+
+// n (a multiple of 16) float32 values rounded to bf16, to nearest even (as Tensor.to(torch.bfloat16)).
+AVX512BF16 void to_bf16(const float* in, uint16_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + i)));
+}
 
 // bf16 weights and bf16 inputs: 32 columns per pairwise dot product (products exact, float32 sums).
 AVX512BF16 void dense_row_bf16dp(const QArgs& a, int64_t r, int64_t b) {
@@ -557,7 +624,8 @@ void small(const QPacked& p, const at::Tensor& x, at::Tensor& y, const c10::opti
 
 // Large batches: the dense layout is a plain (rows, cols) tensor for GEMM; the quantized ones decode tiles
 // of `tile_rows` rows to float32, in x's dtype for GEMM (as nn.Linear would run).
-at::Tensor tiled(const QPacked& p, const at::Tensor& x, const c10::optional<at::Tensor>& bias, int64_t tile_rows) {
+at::Tensor tiled(const QPacked& p, const at::Tensor& x, const c10::optional<at::Tensor>& bias, int64_t tile_rows,
+                 int64_t level) {
   auto dt = x.scalar_type();
   c10::optional<at::Tensor> b;
   if (bias.has_value() && bias->defined()) b = bias->to(dt);
@@ -567,17 +635,29 @@ at::Tensor tiled(const QPacked& p, const at::Tensor& x, const c10::optional<at::
     return at::linear(x, w.scalar_type() == dt ? w : w.to(dt), b);
   }
   QArgs a = qargs(p, x.size(0), nullptr, x_dtype(x), bias);
-  at::Tensor tile = at::empty({std::min(tile_rows, a.rows), a.colsb}, x.options().dtype(at::kFloat));
+  // bf16 models: each row decoded in float32 and rounded straight into a bf16 tile (as Tensor.to rounds)
+  const bool bf16 = dt == at::kBFloat16 && level >= kAvx512Bf16;
+  at::Tensor tile = at::empty({std::min(tile_rows, a.rows), a.colsb}, x.options().dtype(bf16 ? at::kBFloat16 : at::kFloat));
+  auto decoded = [&](int64_t r0, int64_t r1) {  // rows [r0, r1) as a (r1 - r0, cols) tensor of x's dtype
+    at::parallel_for(r0, r1, 8, [&](int64_t s0, int64_t s1) {
+      Scratch<float> row;
+      row.resize_for_overwrite(a.colsb);
+      for (int64_t r = s0; r < s1; ++r) {
+        float* out = bf16 ? row.data() : tile.data_ptr<float>() + (r - r0) * a.colsb;
+        if (level >= kAvx512) decode_row_avx512(a, r, out);
+        else decode_row(a, r, out);
+        if (bf16) to_bf16(out, reinterpret_cast<uint16_t*>(tile.data_ptr<at::BFloat16>()) + (r - r0) * a.colsb, a.colsb);
+      }
+    });
+    at::Tensor dense = tile.narrow(0, 0, r1 - r0).narrow(1, 0, a.cols);
+    return dense.scalar_type() == dt ? dense : dense.to(dt);
+  };
+  if (a.rows <= tile_rows) return at::linear(x, decoded(0, a.rows), b);  // one tile: exactly what nn.Linear runs
   at::Tensor yt = at::empty({a.rows, a.batch}, x.options());  // (rows, batch): each tile's rows are contiguous
   at::Tensor xt = x.t();
   for (int64_t r0 = 0; r0 < a.rows; r0 += tile_rows) {
     int64_t r1 = std::min(a.rows, r0 + tile_rows);
-    float* out = tile.data_ptr<float>();
-    at::parallel_for(r0, r1, 8, [&](int64_t s0, int64_t s1) {
-      for (int64_t r = s0; r < s1; ++r) decode_row(a, r, out + (r - r0) * a.colsb);
-    });
-    at::Tensor dense = tile.narrow(0, 0, r1 - r0).narrow(1, 0, a.cols);
-    dense = dt == at::kFloat ? dense : dense.to(dt);
+    at::Tensor dense = decoded(r0, r1);
     at::Tensor ys = yt.narrow(0, r0, r1 - r0);
     if (b) at::addmm_out(ys, b->narrow(0, r0, r1 - r0).unsqueeze(1), dense, xt);
     else at::mm_out(ys, dense, xt);
@@ -603,7 +683,7 @@ at::Tensor quant_forward(const at::Tensor& x, const at::Tensor& packed, const c1
     return y;
   }
   if (tile_rows <= 0) tile_rows = std::max<int64_t>(64, (int64_t{1} << 21) / std::max<int64_t>(p.cols, 1));  // ~8 MB
-  return tiled(p, xc.view({batch, p.cols}), bias, tile_rows).view(shape);
+  return tiled(p, xc.view({batch, p.cols}), bias, tile_rows, resolve_isa(isa)).view(shape);
 }
 
 }  // namespace
