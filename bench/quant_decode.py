@@ -15,9 +15,9 @@ that answers between prunekit's runs, with the same prompt (16 random token ids,
 counts, the same thread count, greedy decoding. Decode tok/s = (n − 1) / (t_n − t_1): the prompt's
 prefill cancels out. Each rep runs every variant once; medians over reps. Target: 2:4+int4 ≥ 2× dense.
 
-A profile of one decode step per prunekit variant says where the time goes: the time inside the block
-linears (the kernels, or nn.Linear) against the rest of the step (attention, norms, the lm_head, the
-generate loop: per-token framework overhead).
+A profile of one generation per prunekit variant says where each token's time goes: the block linears (the
+kernels, or nn.Linear), the output head (torch's bf16 GEMV over the 49152-token vocabulary, not a pruning
+target), and the rest (attention, norms, the generate loop: per-token framework overhead).
 
     .venv/bin/python bench/quant_decode.py [--reps 5] [--new-tokens 32] [--llama runs/gguf]
 """
@@ -42,7 +42,6 @@ from prunekit.measure.bench import weight_bytes
 from prunekit.measure.hardware import cpu_info
 from prunekit.models import load_model
 from prunekit.oneshot.pruner import prune
-from prunekit.run.sparse_linear import SparseLinear
 from prunekit.run.swap import sparsify
 from prunekit.store.manifest import build_manifest, write_json
 from prunekit.targets import find_targets
@@ -80,36 +79,34 @@ def generate(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> float:
 
 
 def profile(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> dict:
-    """Seconds per decoded token in the block linears and in everything else (timers around each linear)."""
-    spent = [0.0]
+    """Milliseconds per decoded token in the block linears, in the output head, and in everything else
+    (attention, norms, the generate loop), from timers around each linear and the head."""
+    spent = {"linears": 0.0, "head": 0.0}
 
-    def timed(forward):
+    def timed(forward, part):
         def call(x):
             t = time.perf_counter()
             y = forward(x)
-            spent[0] += time.perf_counter() - t
+            spent[part] += time.perf_counter() - t
             return y
         return call
 
-    layers = [m for m in find_targets(model).values() if isinstance(m, (nn.Linear, SparseLinear))]
-    originals = [m.forward for m in layers]
-    for m in layers:
-        m.forward = timed(m.forward)
+    layers = {m: "linears" for m in find_targets(model).values()} | {model.get_output_embeddings(): "head"}
+    for m, part in layers.items():
+        m.forward = timed(m.forward, part)
     try:
         generate(model, prompt, 1)
-        spent[0] = 0.0
-        one = generate(model, prompt, 1)
-        linear_one = spent[0]
-        spent[0] = 0.0
+        spent.update(linears=0.0, head=0.0)
+        one, at_one = generate(model, prompt, 1), dict(spent)
+        spent.update(linears=0.0, head=0.0)
         total = generate(model, prompt, new_tokens)
-        linear = spent[0]
     finally:
-        for m, f in zip(layers, originals, strict=True):
-            m.forward = f
-    per_token, per_token_linear = (total - one) / (new_tokens - 1), (linear - linear_one) / (new_tokens - 1)
-    return {"ms_per_token": round(per_token * 1e3, 2), "linears_ms": round(per_token_linear * 1e3, 2),
-            "rest_ms": round((per_token - per_token_linear) * 1e3, 2),
-            "linears_share": round(per_token_linear / per_token, 3)}
+        for m in layers:
+            del m.forward  # the class's own forward again
+    per = {k: (spent[k] - at_one[k]) / (new_tokens - 1) for k in spent}
+    per_token = (total - one) / (new_tokens - 1)
+    return {"ms_per_token": round(per_token * 1e3, 2), "linears_ms": round(per["linears"] * 1e3, 2),
+            "head_ms": round(per["head"] * 1e3, 2), "rest_ms": round((per_token - sum(per.values())) * 1e3, 2)}
 
 
 class LlamaWorker:
@@ -176,10 +173,10 @@ def main() -> None:
     base = tok_s.get("dense")
     rows = [{"variant": k, "decode_tok_s": round(v, 1), "range": spread[k], "vs_dense": round(v / base, 2) if base else None,
              "layouts": layouts.get(k), "weights_mib": sizes.get(k), "profile": profiles.get(k)} for k, v in tok_s.items()]
-    print(f"{'variant':>16} | decode tok/s [range] | × dense bf16 | weights MiB | layouts | ms/token: linears + rest")
+    print(f"{'variant':>16} | decode tok/s [range] | × dense bf16 | weights MiB | layouts | ms/token: linears + head + rest")
     for r in rows:
         p = r["profile"]
-        prof = f"{p['linears_ms']:.2f} + {p['rest_ms']:.2f} ({p['linears_share']:.0%} linears)" if p else "-"
+        prof = f"{p['linears_ms']:.2f} + {p['head_ms']:.2f} + {p['rest_ms']:.2f}" if p else "-"
         print(f"{r['variant']:>16} | {r['decode_tok_s']:>7.1f} [{r['range'][0]}-{r['range'][1]}] | "
               f"{r['vs_dense'] or 0:.2f} | {r['weights_mib'] or '-'} | {r['layouts'] or '-'} | {prof}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
