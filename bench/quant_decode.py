@@ -42,6 +42,7 @@ from prunekit.measure.bench import weight_bytes
 from prunekit.measure.hardware import cpu_info
 from prunekit.models import load_model
 from prunekit.oneshot.pruner import prune
+from prunekit.run.sparse_linear import SparseLinear
 from prunekit.run.swap import sparsify
 from prunekit.store.manifest import build_manifest, write_json
 from prunekit.targets import find_targets
@@ -91,7 +92,9 @@ def profile(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> dict:
             return y
         return call
 
-    layers = {m: "linears" for m in find_targets(model).values()} | {model.get_output_embeddings(): "head"}
+    head = model.get_output_embeddings()
+    blocks = [m for m in model.modules() if isinstance(m, (nn.Linear, SparseLinear)) and m is not head]
+    layers = {m: "linears" for m in blocks} | {head: "head"}
     for m, part in layers.items():
         m.forward = timed(m.forward, part)
     try:

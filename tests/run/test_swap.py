@@ -99,6 +99,25 @@ def test_pick_takes_gemv_at_its_size():
     assert pick({"dense": 1.0, "gemv": 0.5}, 1.03, {"gemv": 108}, dense_bytes=100) == "gemv"
 
 
+def test_candidates_follow_the_zeros_and_the_grid():
+    """qnm only on 2:4 zeros; quantized layouts only on a grid the kernel runs and the weight lies on;
+    sparse layouts only from min_sparsity on; gemv and qdense at any sparsity."""
+    from prunekit.quant.grid import rtn
+    from prunekit.run.swap import candidates
+
+    everything = ("bitmask", "sell", "torch_csr", "gemv", "qdense", "qbitmask", "qnm")
+    w, grid = rtn(torch.randn(8, 128), 4, 64, sym=False)
+    w24 = w.clone()
+    w24.view(8, -1, 4)[..., :2] = 0
+    assert candidates(w24, 0.5, everything, 0.05, grid) == everything
+    assert "qnm" not in candidates(w * (torch.rand(8, 128) > 0.5), 0.5, everything, 0.05, grid)  # unstructured
+    assert candidates(w, 0.0, everything, 0.05, grid) == ("gemv", "qdense")  # no zeros: dense kernels only
+    assert candidates(w24, 0.5, everything, 0.05, None) == ("bitmask", "sell", "torch_csr", "gemv")  # no grid
+    assert "qdense" not in candidates(w + 1e-3, 0.0, everything, 0.05, grid)  # off its grid
+    w32, grid32 = rtn(torch.randn(8, 128), 4, 32, sym=False)
+    assert candidates(w32, 0.0, everything, 0.05, grid32) == ("gemv",)  # groups of 32: not a kernel grid
+
+
 def quantized_tiny(pattern: str):
     """A tiny Llama, 2:4 or dense, quantized to int4 g64 (RTN): its model and grids."""
     model = tiny_llama()
