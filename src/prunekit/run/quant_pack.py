@@ -110,6 +110,17 @@ def _nm_positions(words: torch.Tensor) -> torch.Tensor:
     return (word >> (NM_SHIFT % 32)) & 3
 
 
+def _nibble_slots(keep: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """int4 qbitmask: the nibble of the level stream each kept weight (row-major) takes, each 16-column
+    word's levels starting on a whole byte; and the stream's length in nibbles."""
+    words = keep.reshape(-1, 16)
+    count = words.sum(1)
+    nibbles = count + count % 2
+    word_of = words.nonzero(as_tuple=True)[0]  # each kept weight's word
+    rank = torch.arange(word_of.numel()) - (count.cumsum(0) - count)[word_of]
+    return (nibbles.cumsum(0) - nibbles)[word_of] + rank, int(nibbles.sum())
+
+
 def _bitmask_parts(levels: torch.Tensor, keep: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Kept levels row after row (int4: each 16-column word's levels padded to a whole byte) and the index
     part: row_ptr (rows + 1, byte offsets, int64) then the mask words (rows, cols / 16, int16)."""
@@ -122,14 +133,11 @@ def _bitmask_parts(levels: torch.Tensor, keep: torch.Tensor, bits: int) -> tuple
     if bits == 8:
         per_row, stream = count.sum(1), kept
     else:
-        nibbles = count + count % 2  # per word
-        start = (nibbles.reshape(-1).cumsum(0) - nibbles.reshape(-1)).view(rows, -1)  # each word's first nibble
-        word_of = torch.arange(keep.numel()).view(rows, -1, 16)[keep.view(rows, -1, 16)] // 16  # flat word index
-        rank = torch.arange(kept.numel()) - (count.reshape(-1).cumsum(0) - count.reshape(-1))[word_of]
-        nib = torch.zeros(int(nibbles.sum()), dtype=torch.uint8)
-        nib[start.reshape(-1)[word_of] + rank] = kept
+        slots, total = _nibble_slots(keep)
+        nib = torch.zeros(total, dtype=torch.uint8)
+        nib[slots] = kept
         stream = nib[0::2] | (nib[1::2] << 4)
-        per_row = nibbles.sum(1) // 2
+        per_row = ((count + 1) // 2).sum(1)
     row_ptr = torch.zeros(rows + 1, dtype=torch.int64)
     row_ptr[1:] = per_row.cumsum(0)
     index = torch.cat([row_ptr.view(torch.uint8), mask.reshape(-1).view(torch.uint8)])
@@ -271,12 +279,7 @@ def unpack(blob: torch.Tensor) -> torch.Tensor:
         if bits == 8:
             levels[keep] = stream
         else:
-            count = _word_counts(p["mask"]).reshape(-1)
-            nibbles = count + count % 2
-            start = nibbles.cumsum(0) - nibbles
-            word_of = torch.arange(keep.numel()).view(-1, 16)[keep.view(-1, 16)] // 16
-            rank = torch.arange(int(count.sum())) - (count.cumsum(0) - count)[word_of]
             nib = torch.stack([stream & 15, stream >> 4], dim=1).reshape(-1)
-            levels[keep] = nib[start[word_of] + rank]
+            levels[keep] = nib[_nibble_slots(keep)[0]]
     w = torch.where(keep, dequantize(levels.float(), scale, zero), torch.zeros(()))
     return w[:, :cols].contiguous()
