@@ -81,30 +81,37 @@ def pack(weight: torch.Tensor, kind: str) -> torch.Tensor:
     if weight.dtype not in VALUE_DTYPES:
         raise ValueError(f"the sparse kernel stores float32, bfloat16 or float16 values, not {weight.dtype}")
     parts = pack_bitmask(weight) if kind == "bitmask" else pack_sell(weight)
-    raw = [parts[name].reshape(-1).view(torch.uint8) for name in PARTS[kind]]
-    offsets = [HEADER]
-    for r in raw:
-        offsets.append(offsets[-1] + -(-r.numel() // 64) * 64)
     header = torch.zeros(16, dtype=torch.int64)
     index_bytes = parts["col"].element_size() if kind == "sell" else 0
     header[:6] = torch.tensor([MAGIC, KINDS.index(kind), *weight.shape, VALUE_DTYPES.index(weight.dtype), index_bytes])
+    return assemble(header, [parts[name] for name in PARTS[kind]], 6, DIGEST)
+
+
+def assemble(header: torch.Tensor, parts: list[torch.Tensor], span_slot: int, digest_slot: int) -> torch.Tensor:
+    """One uint8 tensor: the 16-int64 ``header`` with each part's (offset, bytes) written from ``span_slot``
+    on, the parts' bytes at 64-byte aligned offsets, and the checksum in header slot ``digest_slot``."""
+    raw = [p.reshape(-1).view(torch.uint8) for p in parts]
+    offsets = [HEADER]
+    for r in raw:
+        offsets.append(offsets[-1] + -(-r.numel() // 64) * 64)
     for k, r in enumerate(raw):
-        header[6 + 2 * k], header[7 + 2 * k] = offsets[k], r.numel()
+        header[span_slot + 2 * k], header[span_slot + 1 + 2 * k] = offsets[k], r.numel()
     blob = torch.zeros(offsets[-1], dtype=torch.uint8)
     blob[:HEADER] = header.view(torch.uint8)
     for off, r in zip(offsets[:-1], raw, strict=True):
         blob[off:off + r.numel()] = r
-    blob[8 * DIGEST:8 * DIGEST + 8] = torch.tensor([digest(blob)], dtype=torch.int64).view(torch.uint8)
+    checksum = torch.tensor([digest(blob, digest_slot)], dtype=torch.int64)
+    blob[8 * digest_slot:8 * digest_slot + 8] = checksum.view(torch.uint8)
     return blob
 
 
-def digest(blob: torch.Tensor) -> int:
+def digest(blob: torch.Tensor, slot: int = DIGEST) -> int:
     """64-bit BLAKE2b of the packed tensor minus its checksum slot, as a signed int64: ``check`` compares
     it with the slot, so a changed byte anywhere (a value, or the dtype field) is caught, not run."""
     data = memoryview(blob.contiguous().numpy())
     h = hashlib.blake2b(digest_size=8)
-    h.update(data[:8 * DIGEST])
-    h.update(data[8 * DIGEST + 8:])
+    h.update(data[:8 * slot])
+    h.update(data[8 * slot + 8:])
     return int.from_bytes(h.digest(), "little", signed=True)
 
 

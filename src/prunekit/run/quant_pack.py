@@ -10,21 +10,19 @@ bits, group size, each part's offset and size, a checksum) and its parts at 64-b
 
 from __future__ import annotations
 
-import hashlib
 from typing import NamedTuple
 
 import torch
 
 from ..quant.grid import LayerGrid, dequantize, group_bounds
-from .kernel import VALUE_DTYPES
+from .kernel import HEADER, VALUE_DTYPES, assemble, digest
 
 KINDS = ("gemv", "qdense", "qbitmask", "qnm")
 QUANT_KINDS = KINDS[1:]
 PARTS = {"gemv": ("values",), "qdense": ("levels", "scale", "zero"), "qbitmask": ("levels", "scale", "zero", "index"),
          "qnm": ("levels", "scale", "zero", "index")}
 MAGIC = 0x31514B50  # "PKQ1"
-HEADER = 128  # 16 int64
-DIGEST = 15  # header slot of the checksum over everything else
+DIGEST = 15  # header slot of the checksum over everything else (the header is kernel.py's 16 int64)
 LEVEL_PAD = 16  # bytes after a bitmask layout's levels: the kernel loads 16 at a time
 BLOCK = 64  # columns per kernel step; rows of levels are padded to it, groups are a multiple of it
 
@@ -161,27 +159,7 @@ def pack(weight: torch.Tensor, kind: str, grid: LayerGrid | None = None) -> torc
             raise ValueError(f"the {kind} layout needs the weight's quantization grid")
         parts = _quant_parts(weight, kind, grid)
         header[:7] = torch.tensor([MAGIC, KINDS.index(kind), rows, cols, 0, grid.bits, grid.groupsize])
-    raw = [parts[name].reshape(-1).view(torch.uint8) for name in PARTS[kind]]
-    offsets = [HEADER]
-    for r in raw:
-        offsets.append(offsets[-1] + -(-r.numel() // 64) * 64)
-    for k, r in enumerate(raw):
-        header[7 + 2 * k], header[8 + 2 * k] = offsets[k], r.numel()
-    blob = torch.zeros(offsets[-1], dtype=torch.uint8)
-    blob[:HEADER] = header.view(torch.uint8)
-    for off, r in zip(offsets[:-1], raw, strict=True):
-        blob[off:off + r.numel()] = r
-    blob[8 * DIGEST:8 * DIGEST + 8] = torch.tensor([digest(blob)], dtype=torch.int64).view(torch.uint8)
-    return blob
-
-
-def digest(blob: torch.Tensor) -> int:
-    """64-bit BLAKE2b of the packed tensor minus its checksum slot (the last of the header), as an int64."""
-    data = memoryview(blob.contiguous().numpy())
-    h = hashlib.blake2b(digest_size=8)
-    h.update(data[:8 * DIGEST])
-    h.update(data[8 * DIGEST + 8:])
-    return int.from_bytes(h.digest(), "little", signed=True)
+    return assemble(header, [parts[name] for name in PARTS[kind]], 7, DIGEST)
 
 
 def read(blob: torch.Tensor) -> QPacked:
@@ -236,7 +214,7 @@ def check(blob: torch.Tensor) -> QPacked:
     """``read``, the checksum, finite scales, and a bitmask layout's row offsets against its mask words:
     everything the kernel trusts. Every packed weight from outside passes here before it runs."""
     packed = read(blob)
-    if digest(blob) != blob[8 * DIGEST:8 * DIGEST + 8].view(torch.int64).item():
+    if digest(blob, DIGEST) != blob[8 * DIGEST:8 * DIGEST + 8].view(torch.int64).item():
         raise ValueError("corrupt packed weight: its checksum does not match its bytes")
     p = packed.parts
     if packed.kind != "gemv" and not bool(torch.isfinite(p["scale"]).all()):

@@ -147,6 +147,17 @@ AVX512 inline __m512 int4_table(const QArgs& a, int64_t r, int64_t g) {
 
 AVX512 inline __m512i bytes16(const uint8_t* p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 
+// Row r's group g: its int4 table, and its zero point and scale for int8 levels.
+struct Group {
+  __m512 table;
+  __m512i zero;
+  __m512 scale;
+  AVX512 Group(const QArgs& a, int64_t r, int64_t g)
+      : table(a.bits == 4 ? int4_table(a, r, g) : _mm512_setzero_ps()),
+        zero(_mm512_set1_epi32(a.zero[r * a.groups + g])),
+        scale(_mm512_set1_ps(_cvtsh_ss(a.scale[r * a.groups + g]))) {}
+};
+
 // int8 levels (16, as int32 lanes) to weights: scale · (level − zero).
 AVX512 inline __m512 int8_weights(__m512i q, __m512i zero, __m512 scale) {
   return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q, zero)), scale);
@@ -237,32 +248,33 @@ AVX512 void qdense_row(const QArgs& a, int64_t r, int64_t b0) {
   acc.finish(a, r, b0);
 }
 
+// A qnm block's 32 weights in column order: levels 0-15 (columns 0-31) into w0, 16-31 (columns 32-63) into w1.
+AVX512 inline void nm_weights(const QArgs& a, int64_t r, int64_t k, const Group& grid, __m512& w0, __m512& w1) {
+  const uint8_t* lv = a.levels + (r * a.colsb / 2 + 32 * k) * a.bits / 8;
+  prefetch_levels(lv);
+  if (a.bits == 4) {
+    __m512i q = bytes16(lv);
+    w0 = _mm512_permutexvar_ps(q, grid.table);
+    w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), grid.table);
+  } else {
+    w0 = int8_weights(bytes16(lv), grid.zero, grid.scale);
+    w1 = int8_weights(bytes16(lv + 16), grid.zero, grid.scale);
+  }
+}
+
 template <int BT>
 AVX512 void qnm_row(const QArgs& a, int64_t r, int64_t b0) {
   Acc<BT> acc;
   const uint64_t* words = a.idx + r * a.blocks;
   for (int64_t g = 0, k = 0; g < a.groups; ++g) {
     const int64_t end = std::min(a.blocks, k + a.gb);
-    const __m512 table = a.bits == 4 ? int4_table(a, r, g) : _mm512_setzero_ps();
-    const __m512i z = _mm512_set1_epi32(a.zero[r * a.groups + g]);
-    const __m512 s = _mm512_set1_ps(_cvtsh_ss(a.scale[r * a.groups + g]));
+    const Group grid(a, r, g);
     for (; k < end; ++k) {
       prefetch_levels(reinterpret_cast<const uint8_t*>(words + k));
       __m512i col = nm_columns16(words[k]);  // levels 0-15 gather from columns 0-31, levels 16-31 from 32-63
       __m512i col0 = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(col)), col1 = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(col, 1));
       __m512 w0, w1;
-      if (a.bits == 4) {
-        const uint8_t* lv = a.levels + r * a.colsb / 4 + 16 * k;
-        prefetch_levels(lv);
-        __m512i q = bytes16(lv);
-        w0 = _mm512_permutexvar_ps(q, table);
-        w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table);
-      } else {
-        const uint8_t* lv = a.levels + r * a.colsb / 2 + 32 * k;
-        prefetch_levels(lv);
-        w0 = int8_weights(bytes16(lv), z, s);
-        w1 = int8_weights(bytes16(lv + 16), z, s);
-      }
+      nm_weights(a, r, k, grid, w0, w1);
       acc.fma_gather(a, b0, 64 * k, w0, col0, 0);
       acc.fma_gather(a, b0, 64 * k + 32, w1, col1, 1);  // vpermt2ps reads 5 index bits: col − 32
     }
@@ -287,6 +299,10 @@ AVX512 inline __m512 bitmask_int8(const uint8_t* lv, int64_t& v, __mmask16 m, __
   return w;
 }
 
+AVX512 inline __m512 bitmask_word(const QArgs& a, int64_t& v, __mmask16 m, const Group& grid) {
+  return a.bits == 4 ? bitmask_int4(a.levels, v, m, grid.table) : bitmask_int8(a.levels, v, m, grid.zero, grid.scale);
+}
+
 template <int BT>
 AVX512 void qbitmask_row(const QArgs& a, int64_t r, int64_t b0) {
   Acc<BT> acc;
@@ -294,13 +310,11 @@ AVX512 void qbitmask_row(const QArgs& a, int64_t r, int64_t b0) {
   int64_t v = a.row_ptr[r];
   for (int64_t g = 0, k = 0; g < a.groups; ++g) {
     const int64_t end = std::min(a.blocks, k + a.gb);
-    const __m512 table = a.bits == 4 ? int4_table(a, r, g) : _mm512_setzero_ps();
-    const __m512i z = _mm512_set1_epi32(a.zero[r * a.groups + g]);
-    const __m512 s = _mm512_set1_ps(_cvtsh_ss(a.scale[r * a.groups + g]));
+    const Group grid(a, r, g);
     for (; k < end; ++k)
       for (int i = 0; i < 4; ++i) {
         __mmask16 m = mrow[4 * k + i];
-        acc.fma(a, b0, 64 * k + 16 * i, a.bits == 4 ? bitmask_int4(a.levels, v, m, table) : bitmask_int8(a.levels, v, m, z, s), i);
+        acc.fma(a, b0, 64 * k + 16 * i, bitmask_word(a, v, m, grid), i);
       }
   }
   acc.finish(a, r, b0);
@@ -325,32 +339,22 @@ AVX512 void decode_row_avx512(const QArgs& a, int64_t r, float* out) {
   int64_t v = a.kind == kQBitmask ? a.row_ptr[r] : 0;
   for (int64_t g = 0, k = 0; g < a.groups; ++g) {
     const int64_t end = std::min(a.blocks, k + a.gb);
-    const __m512 table = a.bits == 4 ? int4_table(a, r, g) : _mm512_setzero_ps();
-    const __m512i z = _mm512_set1_epi32(a.zero[r * a.groups + g]);
-    const __m512 s = _mm512_set1_ps(_cvtsh_ss(a.scale[r * a.groups + g]));
+    const Group grid(a, r, g);
     for (; k < end; ++k) {
       float* o = out + kBlock * k;
       if (a.kind == kQDense && a.bits == 4) {
         const uint8_t* lv = a.levels + r * a.colsb / 2 + 32 * k;
         __m512i q0 = bytes16(lv), q1 = bytes16(lv + 16);
-        _mm512_storeu_ps(o, _mm512_permutexvar_ps(q0, table));
-        _mm512_storeu_ps(o + 16, _mm512_permutexvar_ps(q1, table));
-        _mm512_storeu_ps(o + 32, _mm512_permutexvar_ps(_mm512_srli_epi32(q0, 4), table));
-        _mm512_storeu_ps(o + 48, _mm512_permutexvar_ps(_mm512_srli_epi32(q1, 4), table));
+        _mm512_storeu_ps(o, _mm512_permutexvar_ps(q0, grid.table));
+        _mm512_storeu_ps(o + 16, _mm512_permutexvar_ps(q1, grid.table));
+        _mm512_storeu_ps(o + 32, _mm512_permutexvar_ps(_mm512_srli_epi32(q0, 4), grid.table));
+        _mm512_storeu_ps(o + 48, _mm512_permutexvar_ps(_mm512_srli_epi32(q1, 4), grid.table));
       } else if (a.kind == kQDense) {
         const uint8_t* lv = a.levels + r * a.colsb + 64 * k;
-        for (int i = 0; i < 4; ++i) _mm512_storeu_ps(o + 16 * i, int8_weights(bytes16(lv + 16 * i), z, s));
+        for (int i = 0; i < 4; ++i) _mm512_storeu_ps(o + 16 * i, int8_weights(bytes16(lv + 16 * i), grid.zero, grid.scale));
       } else if (a.kind == kQNM) {
-        __m512 w0, w1;  // levels 0-15 (columns 0-31) and 16-31 (columns 32-63), in column order
-        if (a.bits == 4) {
-          __m512i q = bytes16(a.levels + r * a.colsb / 4 + 16 * k);
-          w0 = _mm512_permutexvar_ps(q, table);
-          w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), table);
-        } else {
-          const uint8_t* lv = a.levels + r * a.colsb / 2 + 32 * k;
-          w0 = int8_weights(bytes16(lv), z, s);
-          w1 = int8_weights(bytes16(lv + 16), z, s);
-        }
+        __m512 w0, w1;
+        nm_weights(a, r, k, grid, w0, w1);
         __mmask16 m[4];
         nm_masks(a.idx[r * a.blocks + k], m);
         const __m512 src[4] = {w0, _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(w0), _mm512_castps_si512(w0), 8)),
@@ -360,7 +364,7 @@ AVX512 void decode_row_avx512(const QArgs& a, int64_t r, float* out) {
         const uint16_t* mrow = a.mask + r * (a.colsb / 16);
         for (int i = 0; i < 4; ++i) {
           __mmask16 m = mrow[4 * k + i];
-          _mm512_storeu_ps(o + 16 * i, a.bits == 4 ? bitmask_int4(a.levels, v, m, table) : bitmask_int8(a.levels, v, m, z, s));
+          _mm512_storeu_ps(o + 16 * i, bitmask_word(a, v, m, grid));
         }
       }
     }
