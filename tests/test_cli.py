@@ -146,6 +146,27 @@ def test_bench_cli(tiny_model_dir, tmp_path, capsys):
         assert "semi-structured" in capsys.readouterr().err
 
 
+@pytest.mark.kernel
+def test_bench_and_eval_run_a_quantized_folder_on_its_levels(tiny_model_dir, text_files, tmp_path, capsys):
+    """A quantized folder's grids reach sparsify: every layer runs on its int4 levels, and perplexity under
+    the kernels matches perplexity under the dequantized weights."""
+    q = tmp_path / "q"
+    assert main(["quantize", "--model", str(tiny_model_dir), "--wbits", "4", "--groupsize", "64", "--method", "rtn",
+                 "--calib", str(text_files["jsonl"]), "--nsamples", "2", "--seqlen", "32", "--out", str(q)]) == 0
+    capsys.readouterr()
+    code, stdout, _ = _run(capsys, "bench", "--model", str(q), "--prompt-tokens", "8", "--new-tokens", "2", "--reps", "1",
+                           "--layout", "qdense")
+    assert code == 0 and json.loads(stdout)["layouts"] == {"qdense": 14}
+    ppl = {}
+    for sparse in ([], ["--sparse", "qdense"]):
+        code, stdout, _ = _run(capsys, "eval", "--model", str(q), "--data", str(text_files["txt"]), "--seqlen", "32",
+                               *sparse, "--out", str(tmp_path / f"e{len(sparse)}.json"))
+        assert code == 0
+        ppl[bool(sparse)] = json.loads(stdout)
+    assert ppl[True]["layouts"] == {"qdense": 14}
+    assert ppl[True]["perplexity"] == pytest.approx(ppl[False]["perplexity"], rel=1e-4)
+
+
 def test_quantize_and_prune_with_quantization_write_grids_and_count_bits(tiny_model_dir, text_files, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
