@@ -3,11 +3,11 @@
 SmolLM2-135M as shipped here is a dequantized Q4_1 GGUF: along each row, every block of 32 weights takes
 at most 16 evenly spaced values. Round-to-nearest onto a 4-bit grid keeps much of that structure; GPTQ's
 error compensation moves weights off it. The test: jitter every block-linear weight by Gaussian noise of
-``--noise`` × its row's standard deviation (seeded; breaks the lattice, barely changes the model), then run
-protocol P (C4 calibration 32 × 2048, WikiText-2 40 × 2048) for dense, int4 g128 RTN and int4 g128 GPTQ on
-the jittered model (the shipped model's three figures are bench/quant_quality.py's, from
-``runs/quant-p/results.json`` when present: deterministic on CPU). If the lattice is the reason, GPTQ beats
-RTN on the jittered model. Results append to a JSON file (a sweep resumes).
+``--noise`` × its row's standard deviation (seeded; blurs the lattice and changes the model a little: its
+dense perplexity is measured too), then run protocol P (C4 calibration 32 × 2048, WikiText-2 40 × 2048)
+for dense, int4 g128 RTN and int4 g128 GPTQ on the jittered model (the shipped model's three figures are
+bench/quant_quality.py's, from ``runs/quant-p/results.json`` when present: deterministic on CPU). If the
+lattice is the reason, GPTQ beats RTN on the jittered model. Results append to a JSON file (a sweep resumes).
 
     .venv/bin/python bench/gptq_lattice.py [--noise 0.05] [--out runs/gptq-lattice]
 """
