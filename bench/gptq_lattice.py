@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
+from sweep import PRUNEKIT, Results
 
 from prunekit.models import load_model
 from prunekit.targets import find_targets
@@ -45,15 +45,15 @@ def jittered(folder: Path, noise: float, seed: int = 0) -> Path:
     return folder
 
 
-def run(prunekit: str, model: str, name: str, out: Path) -> float:
+def run(model: str, name: str, out: Path) -> float:
     report = out / f"{name.replace(' ', '_')}.json"
     if RUNS[name] is None:
-        cmd = [prunekit, "eval", "--model", model, "--data", "wikitext2", "--seqlen", "2048", "--max-windows", "40",
+        cmd = [PRUNEKIT, "eval", "--model", model, "--data", "wikitext2", "--seqlen", "2048", "--max-windows", "40",
                "--out", str(report)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         return json.loads(report.read_text())["evaluation"]["perplexity"]
     folder = out / name.replace(" ", "_")
-    cmd = [prunekit, "quantize", "--model", model, *G128, *RUNS[name], *CALIB, *EVAL, "--out", str(folder), "--overwrite"]
+    cmd = [PRUNEKIT, "quantize", "--model", model, *G128, *RUNS[name], *CALIB, *EVAL, "--out", str(folder), "--overwrite"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     ppl = json.loads((folder / "manifest.json").read_text())["summary"]["ppl_pruned"]
     for weights in folder.glob("model*.safetensors"):
@@ -67,10 +67,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/gptq-lattice")
     args = ap.parse_args()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    prunekit = str(Path(sys.executable).with_name("prunekit"))
+    results = Results(out)
     shipped = Path("runs/quant-p/results.json")
     if shipped.is_file():
         earlier = json.loads(shipped.read_text())
@@ -80,8 +77,8 @@ def main() -> None:
         for name in RUNS:
             key = f"{label}: {name}"
             if key not in results:
-                results[key] = run(prunekit, model, name, out / label.split()[0])
-                results_path.write_text(json.dumps(results, indent=2))
+                results[key] = run(model, name, out / label.split()[0])
+                results.save()
     print("| model | dense | int4 g128 RTN | int4 g128 GPTQ |")
     print("| --- | --- | --- | --- |")
     for label in ["shipped", *models]:

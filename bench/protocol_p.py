@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
+
+from sweep import PRUNEKIT, Results
 
 DEFAULT_RUNS = [
     f"{m}:{p}" for m in ("magnitude", "wanda", "sparsegpt") for p in ("0.5", "2:4", "0.7")
@@ -40,17 +41,14 @@ def main() -> None:
     ap.add_argument("--extra", default="", help="extra CLI arguments for every run")
     args = ap.parse_args()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    prunekit = str(Path(sys.executable).with_name("prunekit"))
+    results = Results(out)
     for run in args.runs:
         key = run + (f" {args.extra}" if args.extra else "")
         if key in results:
             continue
         spec = parse(run)
         folder = out / key.replace(":", "_").replace(" ", "").replace("-", "")
-        cmd = [prunekit, "prune", "--model", "default", "--method", spec["method"], "--sparsity", spec["sparsity"],
+        cmd = [PRUNEKIT, "prune", "--model", "default", "--method", spec["method"], "--sparsity", spec["sparsity"],
                "--pattern", spec["pattern"], "--allocation", spec["allocation"], "--calib", "c4",
                "--nsamples", args.nsamples, "--seqlen", "2048", "--seed", "0", "--eval", "wikitext2",
                "--eval-seqlen", "2048", "--max-windows", args.max_windows, "--out", str(folder), "--overwrite",
@@ -62,7 +60,7 @@ def main() -> None:
             "solve_seconds": manifest["result"].get("solve_seconds"),
             "block_sparsity": manifest["result"]["block_sparsity"],
         }
-        results_path.write_text(json.dumps(results, indent=2))
+        results.save()
         (folder / "model.safetensors").unlink()  # keep masks and manifest, not 540 MB of weights
     print("| run | sparsity | perplexity | prune s | solve s | RSS at start MB | peak RSS MB | bound MB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -70,7 +68,7 @@ def main() -> None:
         print(f"| {key} | {r['sparsity']:.4f} | {r['ppl_pruned']:.2f} | {r['prune_seconds']:.0f} | "
               f"{r.get('solve_seconds')} | {r.get('rss_at_start_mb', '–')} | {r['peak_rss_mb']:.0f} | "
               f"{r.get('memory_bound_mb') or '–'} |")
-    print(results_path)
+    print(results.path)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
+
+from sweep import PRUNEKIT, Results
 
 G128 = ["--wbits", "4", "--groupsize", "128", "--uneven-groups"]  # 576-wide inputs: 4 groups of 128 and one of 64
 SGPT24 = ["prune", "--method", "sparsegpt", "--pattern", "2:4"]
@@ -62,11 +63,11 @@ def _drop_weights(folder: Path) -> None:
         weights.unlink()
 
 
-def run_one(prunekit: str, name: str, out: Path, results: dict) -> dict:
+def run_one(name: str, out: Path, results: dict) -> dict:
     folder = _folder(out, name)
     if name in FINETUNED:
         source = FINETUNED[name]
-        cmd = [prunekit, "finetune", "--model", str(_folder(out, source)), *FINETUNE, "--eval", "wikitext2", *EVAL,
+        cmd = [PRUNEKIT, "finetune", "--model", str(_folder(out, source)), *FINETUNE, "--eval", "wikitext2", *EVAL,
                "--out", str(folder), "--overwrite"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         summary = json.loads((folder / "manifest.json").read_text())["summary"]
@@ -80,10 +81,10 @@ def run_one(prunekit: str, name: str, out: Path, results: dict) -> dict:
     if argv[0] == "eval":
         report = folder.with_suffix(".json")
         if not report.is_file():  # an earlier sweep's dense evaluation is reused
-            subprocess.run([prunekit, "eval", "--model", "default", "--data", "wikitext2", "--seqlen", "2048",
+            subprocess.run([PRUNEKIT, "eval", "--model", "default", "--data", "wikitext2", "--seqlen", "2048",
                             "--max-windows", "40", "--out", str(report)], check=True, stdout=subprocess.DEVNULL)
         return {"ppl": json.loads(report.read_text())["evaluation"]["perplexity"]}
-    cmd = [prunekit, *argv, "--model", "default", *CALIB, "--eval", "wikitext2", *EVAL, "--out", str(folder),
+    cmd = [PRUNEKIT, *argv, "--model", "default", *CALIB, "--eval", "wikitext2", *EVAL, "--out", str(folder),
            "--overwrite"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -103,14 +104,11 @@ def main() -> None:
     ap.add_argument("--out", default="runs/quant-p")
     args = ap.parse_args()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    prunekit = str(Path(sys.executable).with_name("prunekit"))
+    results = Results(out)
     for name in args.runs:
         if name not in results:
-            results[name] = run_one(prunekit, name, out, results)
-            results_path.write_text(json.dumps(results, indent=2))
+            results[name] = run_one(name, out, results)
+            results.save()
     print(json.dumps(results, indent=2))
     print("| configuration | perplexity | anchor (original code) | bits/weight | packed MB | prune s | note |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

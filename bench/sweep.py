@@ -1,0 +1,22 @@
+"""Shared by the protocol-P sweep scripts (protocol_p.py, quant_quality.py, gptq_lattice.py): the ``prunekit``
+command beside this Python, and a results file an interrupted sweep resumes from."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+PRUNEKIT = str(Path(sys.executable).with_name("prunekit"))
+
+
+class Results(dict):
+    """``folder``/results.json as a dict (empty when new; the folder is made); ``save`` writes it back."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.path = Path(folder) / "results.json"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(json.loads(self.path.read_text()) if self.path.exists() else {})
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(self, indent=2))
