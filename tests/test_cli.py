@@ -146,6 +146,23 @@ def test_bench_cli(tiny_model_dir, tmp_path, capsys):
         assert "semi-structured" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_prune_quantize_and_bench_on_cuda(tiny_model_dir, text_files, tmp_path, capsys):
+    """The GPU path end to end: blocks calibrated and solved on the GPU (2:4 + int4 joint), the folder on its
+    grids, then run dense and 2:4 semi-structured on the GPU in float16."""
+    out = tmp_path / "p"
+    assert main(["prune", "--model", str(tiny_model_dir), "--device", "cuda", "--method", "sparsegpt", "--pattern",
+                 "2:4", "--wbits", "4", "--groupsize", "32", "--order", "joint", "--calib", str(text_files["jsonl"]),
+                 "--nsamples", "2", "--seqlen", "32", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["quant"]["wbits"] == 4 and len(manifest["result"]["layers"]) == 14
+    capsys.readouterr()
+    code, stdout, _ = _run(capsys, "bench", "--model", str(out), "--device", "cuda", "--dtype", "float16",
+                           "--prompt-tokens", "16", "--new-tokens", "3", "--reps", "1")
+    res = json.loads(stdout)
+    assert code == 0 and res["device"].startswith("cuda") and res["ratios"]["decode_speedup"] > 0
+
+
 @pytest.mark.kernel
 def test_bench_and_eval_run_a_quantized_folder_on_its_levels(tiny_model_dir, text_files, tmp_path, capsys):
     """A quantized folder's grids reach sparsify: every layer runs on its int4 levels, and perplexity under
