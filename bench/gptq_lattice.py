@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 import torch
-from sweep import PRUNEKIT, Results
+from sweep import PRUNEKIT, Results, drop_weights
 
 from prunekit.models import load_model
 from prunekit.targets import find_targets
@@ -56,8 +56,7 @@ def run(model: str, name: str, out: Path) -> float:
     cmd = [PRUNEKIT, "quantize", "--model", model, *G128, *RUNS[name], *CALIB, *EVAL, "--out", str(folder), "--overwrite"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     ppl = json.loads((folder / "manifest.json").read_text())["summary"]["ppl_pruned"]
-    for weights in folder.glob("model*.safetensors"):
-        weights.unlink()
+    drop_weights(folder)
     return ppl
 
 

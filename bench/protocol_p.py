@@ -14,7 +14,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from sweep import PRUNEKIT, Results
+from sweep import PRUNEKIT, Results, drop_weights
 
 DEFAULT_RUNS = [
     f"{m}:{p}" for m in ("magnitude", "wanda", "sparsegpt") for p in ("0.5", "2:4", "0.7")
@@ -61,7 +61,7 @@ def main() -> None:
             "block_sparsity": manifest["result"]["block_sparsity"],
         }
         results.save()
-        (folder / "model.safetensors").unlink()  # keep masks and manifest, not 540 MB of weights
+        drop_weights(folder)
     print("| run | sparsity | perplexity | prune s | solve s | RSS at start MB | peak RSS MB | bound MB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for key, r in results.items():

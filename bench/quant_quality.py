@@ -17,7 +17,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from sweep import PRUNEKIT, Results
+from sweep import PRUNEKIT, Results, drop_weights
 
 G128 = ["--wbits", "4", "--groupsize", "128", "--uneven-groups"]  # 576-wide inputs: 4 groups of 128 and one of 64
 SGPT24 = ["prune", "--method", "sparsegpt", "--pattern", "2:4"]
@@ -57,12 +57,6 @@ def _folder(out: Path, name: str) -> Path:
     return out / name.replace(" ", "_").replace(":", "").replace("%", "pct").replace(",", "")
 
 
-def _drop_weights(folder: Path) -> None:
-    """Keep masks, grids and manifest, not 540 MB of weights."""
-    for weights in folder.glob("model*.safetensors"):
-        weights.unlink()
-
-
 def run_one(name: str, out: Path, results: dict) -> dict:
     folder = _folder(out, name)
     if name in FINETUNED:
@@ -71,8 +65,8 @@ def run_one(name: str, out: Path, results: dict) -> dict:
                "--out", str(folder), "--overwrite"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         summary = json.loads((folder / "manifest.json").read_text())["summary"]
-        _drop_weights(folder)
-        _drop_weights(_folder(out, source))
+        drop_weights(folder)
+        drop_weights(_folder(out, source))
         dense, before, after = results["dense"]["ppl"], summary["ppl_before"], summary["ppl_after"]
         return {"ppl": after, "ppl_before": before, "recovered": round((before - after) / (before - dense), 3),
                 "bits_per_weight": results[source]["bits_per_weight"], "packed_mb": results[source]["packed_mb"],
@@ -90,7 +84,7 @@ def run_one(name: str, out: Path, results: dict) -> dict:
     manifest = json.loads((folder / "manifest.json").read_text())
     bits = manifest["effective_bits"]["model"]
     if name not in FINETUNED.values():  # a run to fine-tune keeps its weights until then
-        _drop_weights(folder)
+        drop_weights(folder)
     return {"ppl": manifest["summary"]["ppl_pruned"], "bits_per_weight": bits["bits_per_weight"],
             "packed_mb": round(bits["bytes"] / 2**20, 2), "sparsity": manifest["summary"]["sparsity"],
             "prune_seconds": manifest["summary"]["prune_seconds"],

@@ -20,3 +20,9 @@ class Results(dict):
 
     def save(self) -> None:
         self.path.write_text(json.dumps(self, indent=2))
+
+
+def drop_weights(folder: Path) -> None:
+    """Keep a run folder's masks, grids and manifest, not hundreds of MB of weights."""
+    for weights in Path(folder).glob("model*.safetensors"):
+        weights.unlink()

@@ -1,5 +1,5 @@
 """The quality anchor of issue 17: llm-compressor's GPTQ W4A16 (int4, symmetric weights) on the default
-model under protocol P (C4 calibration 32 × 2048 tokens, seed 0 — prunekit's own sample, so both tools see the
+model under protocol P (C4 calibration 32 × 2048 tokens, seed 0 or ``--seed`` — prunekit's own sample, so both tools see the
 same windows; WikiText-2 perplexity over the first 40 windows of 2048, prunekit's evaluator).
 
     bash bench/llmcompressor/setup.sh            # a venv of its own: llm-compressor pins transformers <= 5.17
@@ -24,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     ap.add_argument("--groupsize", type=int, default=64, help="0: one scale per output channel")
+    ap.add_argument("--seed", type=int, default=0, help="calibration sample seed (protocol P: 0)")
     args = ap.parse_args()
     import llmcompressor
     import transformers
@@ -38,7 +39,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     model, tok, path = load_model("default")
-    calib = sample_calibration(load_text("c4"), tok, CalibConfig("c4", 32, 2048, 0))  # (32, 2048)
+    calib = sample_calibration(load_text("c4"), tok, CalibConfig("c4", 32, 2048, args.seed))  # (32, 2048)
     ds = Dataset.from_dict({"input_ids": calib.tolist(), "attention_mask": torch.ones_like(calib).tolist()})
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 
@@ -53,7 +54,7 @@ def main() -> None:
     levels = int(torch.unique(w[0, : args.groupsize or None]).numel())  # one row's first group: at most 16 values
     ppl = perplexity(model, tok, load_text("wikitext2"), 2048, 40, progress=False)["perplexity"]
     result = {"tool": "llmcompressor", "version": llmcompressor.__version__, "transformers": transformers.__version__,
-              "torch": torch.__version__, "scheme": "W4A16 (int4 symmetric)", "groupsize": args.groupsize,
+              "torch": torch.__version__, "scheme": "W4A16 (int4 symmetric)", "groupsize": args.groupsize, "seed": args.seed,
               "perplexity": ppl, "quantize_seconds": round(seconds, 1), "distinct_values_in_a_group": levels}
     print(json.dumps(result, indent=2))
     if args.out:

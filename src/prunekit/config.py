@@ -110,6 +110,15 @@ class QuantConfig:
                     "(pass --uneven-groups for a narrower last group)")
         return None
 
+    def dtype_error(self, name: str, dtype: torch.dtype) -> str | None:
+        """Why weights of ``dtype`` cannot hold this grid's values, or None. bfloat16 (8 significant bits) keeps
+        ``scale · (level − zero)`` distinguishable from its neighbours only up to 128 steps from the zero point;
+        an asymmetric 8-bit grid reaches 255, so its weights would land off the grid (and off the kernels)."""
+        if self.enabled and dtype == torch.bfloat16 and self.wbits == 8 and not self.sym:
+            return (f"{name}: asymmetric 8-bit levels do not survive bfloat16 weights (up to 255 steps from the zero "
+                    "point; bfloat16 tells apart 128): pass --sym, or load the model in float32")
+        return None
+
 
 @dataclass(frozen=True)
 class PruneConfig:

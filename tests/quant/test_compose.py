@@ -96,6 +96,18 @@ def test_a_group_size_that_does_not_divide_a_width_fails_before_work_unless_unev
     assert result.grids["model.layers.0.mlp.down_proj"].scale.shape == (64, 3)  # 48 + 48 + 32 inputs
 
 
+def test_asymmetric_int8_on_bfloat16_weights_is_refused_before_work_and_symmetric_survives():
+    model = tiny_llama().to(torch.bfloat16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(PrunekitError, match="asymmetric 8-bit levels do not survive bfloat16"):
+        prune(model, PruneConfig(quant=QuantConfig(wbits=8, quant_method="rtn")), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing touched
+    result = prune(model, PruneConfig(quant=QuantConfig(wbits=8, sym=True, quant_method="rtn")), progress=False)
+    for name, module in find_targets(model).items():
+        w = weight_view(module)  # bfloat16, rounded from scale · (level − zero): the level is still the nearest
+        assert torch.equal(result.grids[name].apply(w.float()).to(torch.bfloat16), w), name
+
+
 @pytest.mark.parametrize("device", [
     "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
 def test_joint_on_a_device_residency_matches_the_plain_run(device):

@@ -213,3 +213,25 @@ def test_a_quantized_export_with_a_flipped_bit_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(PrunekitError, match="checksum"):
         load_exported(tmp_path / "x")
+
+
+def test_a_quantized_export_takes_the_asked_format_or_refuses_before_writing(tmp_path):
+    from prunekit.config import QuantConfig
+
+    model = tiny_llama()
+    config = PruneConfig(pattern="2:4", quant=QuantConfig(wbits=4, groupsize=32, quant_method="rtn"))
+    result = prune(model, config, progress=False)
+    folder = save_pruned(model, tmp_path / "q", result.masks, grids=result.grids)
+    for fmt in ("nm", "bitmask"):  # int4 2:4 costs the same either way: auto takes bitmask
+        assert set(export_folder(folder, tmp_path / fmt, fmt)["layers"]) == {f"q-{fmt}"}
+        state = load_exported(tmp_path / fmt)
+        assert all(same_bits(state[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(PrunekitError, match="not csr"):
+        export_folder(folder, tmp_path / "csr", "csr")
+    unstructured = tiny_llama()
+    result = prune(unstructured, PruneConfig(quant=QuantConfig(wbits=4, groupsize=32, quant_method="rtn")),
+                   progress=False)
+    folder = save_pruned(unstructured, tmp_path / "u", result.masks, grids=result.grids)
+    with pytest.raises(PrunekitError, match="not 2:4 or 4:8"):
+        export_folder(folder, tmp_path / "u-nm", "nm")
+    assert not (tmp_path / "u-nm").exists() and not (tmp_path / "csr").exists()

@@ -86,7 +86,8 @@ def _usable_targets(model: nn.Module, config: PruneConfig) -> tuple[dict[str, nn
         raise PrunekitError("no prunable layers matched (check --include/--exclude)")
     check_finite(targets)
     for name, module in targets.items():  # before any work: a width the quantization groups cannot tile
-        why = config.quant.group_error(name, weight_view(module).shape[1])
+        w = weight_view(module)
+        why = config.quant.group_error(name, w.shape[1]) or config.quant.dtype_error(name, w.dtype)
         if why:
             raise PrunekitError(why)
     skipped = []

@@ -79,6 +79,8 @@ def export_folder(folder: str | Path, out: str | Path, fmt: str = "auto", overwr
     if fmt not in ("auto", *FORMATS):
         raise PrunekitError(f"unknown format {fmt!r}; choose auto, {', '.join(FORMATS)}")
     folder = Path(folder)
+    if fmt == "csr" and (folder / GRIDS_FILE).is_file():
+        raise PrunekitError(f"{folder} is quantized: its levels are stored dense, bitmask or nm (or auto), not csr")
     with claim_output(out, overwrite) as claim:
         files = _weight_files(folder)
         claim.require_space(sum(f.stat().st_size for f in files))  # auto never stores more than dense
@@ -99,11 +101,11 @@ def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
             continue
         transposed = _is_transposed(value, masks[name])
         w = value.t().contiguous() if transposed else value
-        if name in grids:  # packed integer levels, in the cheapest layout whatever ``fmt`` asks
+        if name in grids:  # packed integer levels: ``fmt``'s layout, or under auto the cheapest
             grid = grids[name]
             nm = next((p for p in NM_CANDIDATES if w.shape[1] % p[1] == 0 and is_valid_nm(w, *p)), None)
             try:
-                layout, parts = encode_quant(w, grid, nm)
+                layout, parts = encode_quant(w, grid, nm, None if fmt == "auto" else fmt)
             except PrunekitError as e:
                 raise PrunekitError(f"{folder}: layer {name}: {e}") from e
             layers[key] = {"format": f"q-{layout}", "shape": list(w.shape), "dtype": str(value.dtype).removeprefix("torch."),

@@ -41,15 +41,19 @@ def _nm_positions(keep: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return torch.argsort(groups, dim=2, descending=True, stable=True)[..., :n].sort(dim=2).values
 
 
-def encode_quant(weight: torch.Tensor, grid: LayerGrid, nm: tuple[int, int] | None = None) -> tuple[str, dict]:
-    """The cheapest layout of ``weight`` (rows, cols), which must lie on ``grid``; returns (layout, parts)."""
+def encode_quant(weight: torch.Tensor, grid: LayerGrid, nm: tuple[int, int] | None = None,
+                 layout: str | None = None) -> tuple[str, dict]:
+    """``weight`` (rows, cols), which must lie on ``grid``, in ``layout`` (dense, bitmask or nm) or, if None, the
+    cheapest; returns (layout, parts)."""
     w = weight.float()
     if not torch.equal(grid.apply(w), w):
         raise PrunekitError("its weights are not on its quantization grid (changed after quantizing?)")
     rows, cols = w.shape
     keep = w != 0
     nm = nm if nm is not None and cols % nm[1] == 0 and is_valid_nm(keep, *nm) else None
-    layout = layer_bits((rows, cols), int(keep.sum()), grid.bits, grid, nm)["storage"]
+    if layout == "nm" and nm is None:
+        raise PrunekitError(f"a layer of shape {(rows, cols)} is not 2:4 or 4:8 sparse")
+    layout = layout or layer_bits((rows, cols), int(keep.sum()), grid.bits, grid, nm)["storage"]
     levels = grid.levels(w)  # (rows, cols) uint8
     parts = {"scale": grid.scale.contiguous(), "zero": _pack(grid.zero, grid.bits)}
     if layout == "dense":
