@@ -15,7 +15,7 @@ from prunekit.run import extension, quant_pack
 from prunekit.run.sparse_linear import QUANT_LAYOUTS, SMALL_BATCH, SparseLinear
 
 pytestmark = pytest.mark.skipif(not extension.available(), reason="the compiled kernel could not be built here")
-ISA_LEVELS = [0, 2, 3]  # scalar, avx512, avx512_bf16 (capped to what this CPU has)
+ISA_LEVELS = [0, 1, 2, 3]  # scalar, avx2, avx512, avx512_bf16 (capped to what this CPU has)
 
 
 def quantized(rows: int, cols: int, bits: int, groupsize: int, pattern: str, seed: int = 0
@@ -103,6 +103,23 @@ def test_quantized_kernels_match_the_dequantized_product(rows, blocks, tail, bit
     scale = x.abs().double() @ w.abs().double().t() + bias.abs().double()
     rounding = 0.0 if dtype == torch.float32 else 2.0**-8  # y's own rounding to bf16
     assert bool(((y.double() - ref).abs() <= 1e-5 * scale + rounding * ref.abs() + 1e-6).all())
+
+
+@pytest.mark.parametrize("isa", ISA_LEVELS)
+@pytest.mark.parametrize("layout", QUANT_LAYOUTS)
+@pytest.mark.parametrize("bits", [4, 8])
+def test_every_isa_level_runs_every_quantized_layout(isa, layout, bits) -> None:
+    """Each level's own kernels, every layout and bit width, on a ragged shape: 37 rows, 284 columns (a 28-column
+    tail), groups of 128 with a narrower last one; batches 1 and 5 (a tile of four inputs, then one)."""
+    rows, cols = 37, 284
+    w, grid = quantized(rows, cols, bits, 128, LAYOUT_PATTERN[layout], 3)
+    blob, bias = quant_pack.pack(w, layout, grid), torch.randn(rows)
+    for batch in (1, 5):
+        x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(batch))
+        y = extension.load().quant_forward(x, blob, bias, isa, SMALL_BATCH, 8)
+        ref = F.linear(x.double(), w.double(), bias.double())
+        scale = x.abs().double() @ w.abs().double().t() + bias.abs().double()
+        assert bool(((y.double() - ref).abs() <= 1e-5 * scale + 1e-6).all()), (batch, float((y.double() - ref).abs().max()))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

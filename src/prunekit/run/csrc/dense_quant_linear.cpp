@@ -18,7 +18,7 @@
 // Either way y equals the dequantized dense product to float32 rounding. int4 weights come from a 16-entry
 // table per group (one permute), the 2:4 inputs from one two-register permute, the bitmask's from an expand.
 //
-// AVX-512 kernels, and portable scalar code for every layout (AVX2-only CPUs run the scalar code).
+// AVX-512 kernels, AVX2 + FMA kernels (float32 inputs; batches up to `small_batch`), and portable scalar code.
 // Batches up to `small_batch` rows run these kernels; larger ones decode tiles of rows and use dense GEMM.
 
 #include <torch/extension.h>
@@ -500,6 +500,161 @@ AVX512BF16 void dense_rows_bf16dp(const QArgs& a, int64_t r0, int64_t r1) {
     for (int64_t b = 0; b < a.batch; ++b) dense_row_bf16dp(a, r, b);
 }
 
+// ---------------------------------------------------------------- AVX2 + FMA, float32 inputs
+
+// 8 levels (int32 lanes) to weights: scale · (level − zero), as dequantize computes them (the difference is
+// exact in int32 and in float32, so the one rounding is the product's).
+AVX2 inline __m256 deq8(__m256i q, __m256i zero, __m256 scale) {
+  return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, zero)), scale);
+}
+
+AVX2 inline __m256i bytes8(const uint8_t* p) { return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))); }
+
+// 8 int4 levels from nibble `o` on of the bytes at p.
+AVX2 inline __m256i nibbles8(const uint8_t* p, int64_t o) {
+  uint64_t u;
+  std::memcpy(&u, p + o / 2, 8);
+  const __m256i shift = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  __m256i q = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(u >> (4 * (o & 1)))));
+  return _mm256_and_si256(_mm256_srlv_epi32(q, shift), _mm256_set1_epi32(15));
+}
+
+struct Grid8 {
+  __m256i zero;
+  __m256 scale;
+  AVX2 Grid8(const QArgs& a, int64_t r, int64_t g)
+      : zero(_mm256_set1_epi32(a.zero[r * a.groups + g])), scale(_mm256_set1_ps(_cvtsh_ss(a.scale[r * a.groups + g]))) {}
+};
+
+// Accumulators for BT inputs: four per input for one input, two each for a tile (16 ymm registers in all).
+template <int BT>
+struct Acc8 {
+  static constexpr int N = BT == 1 ? 4 : 2;
+  __m256 s[N][BT];
+  AVX2 Acc8() {
+    for (int i = 0; i < N; ++i)
+      for (int t = 0; t < BT; ++t) s[i][t] = _mm256_setzero_ps();
+  }
+  // 8 columns from column c on: w · x[c, c + 8), into accumulator i (mod N)
+  AVX2 inline void fma(const QArgs& a, int64_t b0, int64_t c, __m256 w, int i) {
+    for (int t = 0; t < BT; ++t) s[i % N][t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(a.x + (b0 + t) * a.xs + c), s[i % N][t]);
+  }
+  AVX2 inline void finish(const QArgs& a, int64_t r, int64_t b0) {
+    float bias = a.bias ? a.bias[r] : 0.f;
+    for (int t = 0; t < BT; ++t) {
+      __m256 sum = s[0][t];
+      for (int i = 1; i < N; ++i) sum = _mm256_add_ps(sum, s[i][t]);
+      put_value(a.y, a.y_dtype, (b0 + t) * a.rows + r, hsum8(sum) + bias);
+    }
+  }
+};
+
+// 8 gemv values from i on (n < 8: only n, the rest zero), as float32.
+AVX2 inline __m256 dense8(const QArgs& a, int64_t i, int64_t n) {
+  if (n < 8) {
+    alignas(32) float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t j = 0; j < n; ++j) tmp[j] = dense_value(a, i + j);
+    return _mm256_load_ps(tmp);
+  }
+  if (a.dtype == kF32) return _mm256_loadu_ps(static_cast<const float*>(a.values) + i);
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(a.values) + i));
+  if (a.dtype == kBF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  return _mm256_cvtph_ps(h);
+}
+
+template <int BT>
+AVX2 void dense_row_avx2(const QArgs& a, int64_t r, int64_t b0) {
+  Acc8<BT> acc;
+  for (int64_t c = 0; c < a.cols; c += 8) acc.fma(a, b0, c, dense8(a, r * a.cols + c, a.cols - c), static_cast<int>(c / 8));
+  acc.finish(a, r, b0);
+}
+
+template <int BT>
+AVX2 void qdense_row_avx2(const QArgs& a, int64_t r, int64_t b0) {
+  Acc8<BT> acc;
+  const uint8_t* lv = a.levels + r * a.colsb * a.bits / 8;
+  for (int64_t g = 0, k = 0; g < a.groups; ++g) {
+    const int64_t end = std::min(a.blocks, k + a.gb);
+    const Grid8 grid(a, r, g);
+    for (; k < end; ++k) {
+      prefetch_levels(lv + 8 * a.bits * k);
+      if (a.bits == 4) {
+        for (int i = 0; i < 4; ++i) {  // bytes 8i..8i+7: columns 8i.. (low nibbles) and 32 + 8i.. (high)
+          __m256i q = bytes8(lv + 32 * k + 8 * i);
+          acc.fma(a, b0, 64 * k + 8 * i, deq8(_mm256_and_si256(q, _mm256_set1_epi32(15)), grid.zero, grid.scale), i);
+          acc.fma(a, b0, 64 * k + 32 + 8 * i, deq8(_mm256_srli_epi32(q, 4), grid.zero, grid.scale), i + 1);
+        }
+      } else {
+        for (int i = 0; i < 8; ++i) acc.fma(a, b0, 64 * k + 8 * i, deq8(bytes8(lv + 64 * k + 8 * i), grid.zero, grid.scale), i);
+      }
+    }
+  }
+  acc.finish(a, r, b0);
+}
+
+// qnm: levels 8i..8i+7 of a block sit in its columns [16i, 16i + 16), level 8i + j at 4·(j / 2) + its position;
+// position bits 16·(j % 4) + 2·(2i + j / 4) of the block's word. x's 16 columns are gathered by two permutes.
+template <int BT>
+AVX2 void qnm_row_avx2(const QArgs& a, int64_t r, int64_t b0) {
+  Acc8<BT> acc;
+  const uint8_t* lv = a.levels + r * a.colsb / 2 * a.bits / 8;
+  const uint64_t* words = a.idx + r * a.blocks;
+  const __m256i base_shift = _mm256_setr_epi32(0, 16, 0, 16, 2, 18, 2, 18), base_col = _mm256_setr_epi32(0, 0, 4, 4, 8, 8, 12, 12);
+  for (int64_t g = 0, k = 0; g < a.groups; ++g) {
+    const int64_t end = std::min(a.blocks, k + a.gb);
+    const Grid8 grid(a, r, g);
+    for (; k < end; ++k) {
+      const uint8_t* p = lv + 4 * a.bits * k;  // 32 levels per block
+      prefetch_levels(p);
+      const uint64_t word = words[k];
+      __m256i halves = _mm256_blend_epi32(_mm256_set1_epi32(static_cast<int>(word)), _mm256_set1_epi32(static_cast<int>(word >> 32)), 0xCC);
+      for (int i = 0; i < 4; ++i) {
+        __m256i q = a.bits == 8 ? bytes8(p + 8 * i) : i < 2 ? _mm256_and_si256(bytes8(p + 8 * i), _mm256_set1_epi32(15))
+                                                            : _mm256_srli_epi32(bytes8(p + 8 * (i - 2)), 4);
+        __m256 w = deq8(q, grid.zero, grid.scale);
+        __m256i pos = _mm256_and_si256(_mm256_srlv_epi32(halves, _mm256_add_epi32(base_shift, _mm256_set1_epi32(4 * i))), _mm256_set1_epi32(3));
+        __m256i col = _mm256_add_epi32(base_col, pos);
+        __m256 high = _mm256_castsi256_ps(_mm256_cmpgt_epi32(col, _mm256_set1_epi32(7)));
+        for (int t = 0; t < BT; ++t) {
+          const float* x = a.x + (b0 + t) * a.xs + 64 * k + 16 * i;
+          __m256 xg = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(x), col),
+                                       _mm256_permutevar8x32_ps(_mm256_loadu_ps(x + 8), col), high);
+          acc.s[i % Acc8<BT>::N][t] = _mm256_fmadd_ps(w, xg, acc.s[i % Acc8<BT>::N][t]);
+        }
+      }
+    }
+  }
+  acc.finish(a, r, b0);
+}
+
+// qbitmask: each 16-column word as two 8-column halves, the kept levels expanded by a permute.
+template <int BT>
+AVX2 void qbitmask_row_avx2(const QArgs& a, int64_t r, int64_t b0) {
+  Acc8<BT> acc;
+  const uint16_t* mrow = a.mask + r * (a.colsb / 16);
+  int64_t v = a.row_ptr[r];
+  for (int64_t g = 0, k = 0; g < a.groups; ++g) {
+    const int64_t end = std::min(a.blocks, k + a.gb);
+    const Grid8 grid(a, r, g);
+    for (int64_t c = 4 * k; c < 4 * end; ++c) {  // c: 16-column words
+      prefetch_levels(a.levels + v);
+      const uint32_t m = mrow[c], lo = m & 0xFF, n0 = _mm_popcnt_u32(lo), n = _mm_popcnt_u32(m);
+      __m256i q0 = a.bits == 8 ? bytes8(a.levels + v) : nibbles8(a.levels + v, 0);
+      __m256i q1 = a.bits == 8 ? bytes8(a.levels + v + n0) : nibbles8(a.levels + v, n0);
+      acc.fma(a, b0, 16 * c, expand8_ps(lo, deq8(q0, grid.zero, grid.scale)), 0);
+      acc.fma(a, b0, 16 * c + 8, expand8_ps(m >> 8, deq8(q1, grid.zero, grid.scale)), 1);
+      v += a.bits == 8 ? n : (n + 1) / 2;
+    }
+    k = end;
+  }
+  acc.finish(a, r, b0);
+}
+
+ROWS_OF(dense_rows_avx2, AVX2, dense_row_avx2)
+ROWS_OF(qdense_rows_avx2, AVX2, qdense_row_avx2)
+ROWS_OF(qnm_rows_avx2, AVX2, qnm_row_avx2)
+ROWS_OF(qbitmask_rows_avx2, AVX2, qbitmask_row_avx2)
+
 // ---------------------------------------------------------------- the packed weight
 
 // header (16 int64): magic, kind, rows, cols, dtype (dense values), bits, groupsize, then (offset, bytes)
@@ -617,7 +772,15 @@ void small(const QPacked& p, const at::Tensor& x, at::Tensor& y, const c10::opti
   }
   Scratch<float> buf;
   a.x = padded_f32(x, a.batch, a.cols, a.colsb, buf);
-  if (level < kAvx512) return run(a, rows_scalar);
+  if (level < kAvx2) return run(a, rows_scalar);
+  if (level < kAvx512) {
+    switch (p.kind) {
+      case kDense: return run(a, dense_rows_avx2);
+      case kQDense: return run(a, qdense_rows_avx2);
+      case kQNM: return run(a, qnm_rows_avx2);
+      default: return run(a, qbitmask_rows_avx2);
+    }
+  }
   switch (p.kind) {
     case kDense: return run(a, dense_rows);
     case kQDense: return run(a, qdense_rows);

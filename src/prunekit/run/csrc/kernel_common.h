@@ -1,9 +1,10 @@
 // Shared by the compiled kernels (sparse_linear.cpp, dense_quant_linear.cpp): instruction-set
-// detection, the dtypes x may have, per-call scratch memory and x as float32.
+// detection, the dtypes x may have, per-call scratch memory, x as float32, and AVX2 helpers.
 #pragma once
 
 #include <torch/extension.h>
 #include <c10/util/SmallVector.h>
+#include <immintrin.h>
 
 #include <cstdint>
 #include <cstring>
@@ -74,6 +75,36 @@ inline void put_value(void* y, int y_dtype, int64_t i, float v) {
   if (y_dtype == kF32) static_cast<float*>(y)[i] = v;
   else if (y_dtype == kBF16) static_cast<at::BFloat16*>(y)[i] = at::BFloat16(v);
   else static_cast<at::Half*>(y)[i] = at::Half(v);
+}
+
+#define AVX2 __attribute__((target("avx2,fma,f16c,popcnt")))
+
+// For each 8-bit mask, the source lane of every set bit in the packed values (rank of the bit): AVX2 has no
+// expand instruction, so a mask's lanes come from one permute with this row as its index.
+struct ExpandTable {
+  alignas(32) int32_t idx[256][8];
+  ExpandTable() {
+    for (int m = 0; m < 256; ++m) {
+      int k = 0;
+      for (int j = 0; j < 8; ++j) idx[m][j] = (m >> j) & 1 ? k++ : 0;
+    }
+  }
+};
+inline const ExpandTable kExpand;
+
+// The 8 lanes of `packed` expanded under mask m: lane j takes the next packed lane where bit j is set, else 0.
+AVX2 inline __m256 expand8_ps(uint32_t m, __m256 packed) {
+  const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  __m256i lanes = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(static_cast<int>(m)), bits), bits);
+  __m256 w = _mm256_permutevar8x32_ps(packed, _mm256_load_si256(reinterpret_cast<const __m256i*>(kExpand.idx[m])));
+  return _mm256_and_ps(w, _mm256_castsi256_ps(lanes));
+}
+
+AVX2 inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
 }
 
 }  // namespace prunekit

@@ -134,7 +134,6 @@ void sell_slices_scalar(const Args& a, int64_t s0, int64_t s1) {
 // ---------------------------------------------------------------- AVX-512
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,f16c,fma,popcnt")))
-#define AVX2 __attribute__((target("avx2,fma,f16c,popcnt")))
 
 // Values 1024 entries (and 128 bytes) ahead, and mask words 1 KB ahead, into L1: the hardware
 // prefetcher alone leaves a cold layer's loads waiting on memory (as in sell, see prefetch_ahead).
@@ -432,18 +431,6 @@ AVX512 void sell_rows_avx512(const Args& a) {
 
 // ---------------------------------------------------------------- AVX2 + FMA
 
-// For each 8-bit mask, the source lane of every set bit in the packed values (rank of the bit).
-struct ExpandTable {
-  alignas(32) int32_t idx[256][8];
-  ExpandTable() {
-    for (int m = 0; m < 256; ++m) {
-      int k = 0;
-      for (int j = 0; j < 8; ++j) idx[m][j] = (m >> j) & 1 ? k++ : 0;
-    }
-  }
-};
-const ExpandTable kExpand;
-
 AVX2 inline __m256 load8(const void* values, int dtype, int64_t i) {
   if (dtype == kF32) return _mm256_loadu_ps(static_cast<const float*>(values) + i);
   __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(values) + i));
@@ -452,11 +439,7 @@ AVX2 inline __m256 load8(const void* values, int dtype, int64_t i) {
 }
 
 AVX2 inline __m256 expand8(uint32_t m, const void* values, int dtype, int64_t v) {
-  const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-  __m256i lanes = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(m), bits), bits);
-  __m256 w = _mm256_permutevar8x32_ps(load8(values, dtype, v),
-                                      _mm256_load_si256(reinterpret_cast<const __m256i*>(kExpand.idx[m])));
-  return _mm256_and_ps(w, _mm256_castsi256_ps(lanes));
+  return expand8_ps(m, load8(values, dtype, v));
 }
 
 // x lanes [off, off + 8) of a row; lanes past the row read as zero.
@@ -465,13 +448,6 @@ AVX2 inline __m256 load_x8(const float* x, int64_t off, int64_t cols) {
   alignas(32) float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (int64_t j = off; j < cols; ++j) tmp[j - off] = x[j];
   return _mm256_load_ps(tmp);
-}
-
-AVX2 inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 template <int BT>
