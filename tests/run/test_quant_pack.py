@@ -110,11 +110,12 @@ def test_quantized_kernels_match_the_dequantized_product(rows, blocks, tail, bit
 @pytest.mark.parametrize("bits", [4, 8])
 def test_every_isa_level_runs_every_quantized_layout(isa, layout, bits) -> None:
     """Each level's own kernels, every layout and bit width, on a ragged shape: 37 rows, 284 columns (a 28-column
-    tail), groups of 128 with a narrower last one; batches 1 and 5 (a tile of four inputs, then one)."""
+    tail), groups of 128 with a narrower last one; batches 1 and 5 (a tile of four inputs, then one), and 20 (the
+    level's decoded tiles of 8 rows, then float32 GEMM)."""
     rows, cols = 37, 284
     w, grid = quantized(rows, cols, bits, 128, LAYOUT_PATTERN[layout], 3)
     blob, bias = quant_pack.pack(w, layout, grid), torch.randn(rows)
-    for batch in (1, 5):
+    for batch in (1, 5, 20):
         x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(batch))
         y = extension.load().quant_forward(x, blob, bias, isa, SMALL_BATCH, 8)
         ref = F.linear(x.double(), w.double(), bias.double())

@@ -650,6 +650,52 @@ AVX2 void qbitmask_row_avx2(const QArgs& a, int64_t r, int64_t b0) {
   acc.finish(a, r, b0);
 }
 
+// Row r's weights as float32 into out (colsb entries): the large-batch tiles on AVX2.
+AVX2 void decode_row_avx2(const QArgs& a, int64_t r, float* out) {
+  const uint8_t* lv = a.levels + r * a.colsb * a.bits / 8 / (a.kind == kQNM ? 2 : 1);
+  int64_t v = a.kind == kQBitmask ? a.row_ptr[r] : 0;
+  for (int64_t g = 0, k = 0; g < a.groups; ++g) {
+    const int64_t end = std::min(a.blocks, k + a.gb);
+    const Grid8 grid(a, r, g);
+    for (; k < end; ++k) {
+      float* o = out + kBlock * k;
+      if (a.kind == kQDense && a.bits == 4) {
+        for (int i = 0; i < 4; ++i) {
+          __m256i q = bytes8(lv + 32 * k + 8 * i);
+          _mm256_storeu_ps(o + 8 * i, deq8(_mm256_and_si256(q, _mm256_set1_epi32(15)), grid.zero, grid.scale));
+          _mm256_storeu_ps(o + 32 + 8 * i, deq8(_mm256_srli_epi32(q, 4), grid.zero, grid.scale));
+        }
+      } else if (a.kind == kQDense) {
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(o + 8 * i, deq8(bytes8(lv + 64 * k + 8 * i), grid.zero, grid.scale));
+      } else if (a.kind == kQNM) {
+        const uint8_t* p = lv + 4 * a.bits * k;
+        const uint64_t word = a.idx[r * a.blocks + k];
+        for (int i = 0; i < 4; ++i) {  // levels 8i..8i+7 fill columns [16i, 16i + 16), two per four, in order
+          __m256i q = a.bits == 8 ? bytes8(p + 8 * i) : i < 2 ? _mm256_and_si256(bytes8(p + 8 * i), _mm256_set1_epi32(15))
+                                                              : _mm256_srli_epi32(bytes8(p + 8 * (i - 2)), 4);
+          __m256 w = deq8(q, grid.zero, grid.scale);
+          uint32_t lo = 0, hi = 0;
+          for (int j = 0; j < 8; ++j) {
+            uint32_t col = 4 * (j / 2) + nm_position(word, 8 * i + j);
+            (j < 4 ? lo : hi) |= 1u << (col & 7);
+          }
+          _mm256_storeu_ps(o + 16 * i, expand8_ps(lo, w));
+          _mm256_storeu_ps(o + 16 * i + 8, expand8_ps(hi, _mm256_permutevar8x32_ps(w, _mm256_setr_epi32(4, 5, 6, 7, 0, 0, 0, 0))));
+        }
+      } else {
+        for (int64_t c = 4 * k; c < 4 * k + 4; ++c) {
+          const uint32_t m = a.mask[r * (a.colsb / 16) + c], n0 = _mm_popcnt_u32(m & 0xFF), n = _mm_popcnt_u32(m);
+          __m256i q0 = a.bits == 8 ? bytes8(a.levels + v) : nibbles8(a.levels + v, 0);
+          __m256i q1 = a.bits == 8 ? bytes8(a.levels + v + n0) : nibbles8(a.levels + v, n0);
+          _mm256_storeu_ps(out + 16 * c, expand8_ps(m & 0xFF, deq8(q0, grid.zero, grid.scale)));
+          _mm256_storeu_ps(out + 16 * c + 8, expand8_ps(m >> 8, deq8(q1, grid.zero, grid.scale)));
+          v += a.bits == 8 ? n : (n + 1) / 2;
+        }
+      }
+    }
+  }
+}
+
 ROWS_OF(dense_rows_avx2, AVX2, dense_row_avx2)
 ROWS_OF(qdense_rows_avx2, AVX2, qdense_row_avx2)
 ROWS_OF(qnm_rows_avx2, AVX2, qnm_row_avx2)
@@ -812,6 +858,7 @@ at::Tensor tiled(const QPacked& p, const at::Tensor& x, const c10::optional<at::
       for (int64_t r = s0; r < s1; ++r) {
         float* out = bf16 ? row.data() : tile.data_ptr<float>() + (r - r0) * a.colsb;
         if (level >= kAvx512) decode_row_avx512(a, r, out);
+        else if (level >= kAvx2) decode_row_avx2(a, r, out);
         else decode_row(a, r, out);
         if (bf16) to_bf16(out, reinterpret_cast<uint16_t*>(tile.data_ptr<at::BFloat16>()) + (r - r0) * a.colsb, a.colsb);
       }
