@@ -8,6 +8,7 @@ speed: magnitude 2:4 and RTN grids, int4 asymmetric in groups of 128 with a 64-w
   gemv         the same weights on prunekit's compiled dense layout (``sparsify``, every layer gemv)
   int8         int8 weights, ``sparsify`` with the grids (measured choice per layer)
   int4         int4 g128 weights, likewise
+  2:4          2:4 in bf16 (no grid): the sparse float layouts, likewise
   2:4+int4     2:4 then int4 g128, likewise
 llama.cpp (``--llama``: llama-cpp-python, set up by bench/llamacpp/setup.sh and make_gguf.sh) runs the
 F16, BF16, Q8_0 and Q4_0 conversions of the same model in a worker process (bench/llamacpp/worker.py)
@@ -58,13 +59,11 @@ def variant(name: str) -> tuple[nn.Module, dict]:
     quant = {"int8": {"wbits": 8, "groupsize": 0, "sym": True},
              "int4": {"wbits": 4, "groupsize": 128, "uneven_groups": True},
              "2:4+int4": {"wbits": 4, "groupsize": 128, "uneven_groups": True}}.get(name)
-    grids = None
-    if quant:
-        sparse = name.startswith("2:4")
+    grids, sparse = None, name.startswith("2:4")
+    if quant or sparse:
         cfg = PruneConfig(method="magnitude", sparsity=0.5 if sparse else 0.0, pattern="2:4" if sparse else "unstructured",
-                          quant=quant | {"quant_method": "rtn"})
-        result = prune(model, cfg)
-        grids = result.grids
+                          **({"quant": quant | {"quant_method": "rtn"}} if quant else {}))
+        grids = prune(model, cfg).grids or None
     model = model.to(torch.bfloat16).eval()
     if name == "dense":
         return model, {"dense": len(find_targets(model))}
@@ -137,7 +136,7 @@ class LlamaWorker:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", default="dense,gemv,int8,int4,2:4+int4")
+    ap.add_argument("--variants", default="dense,gemv,int8,int4,2:4,2:4+int4")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--reps", type=int, default=5)

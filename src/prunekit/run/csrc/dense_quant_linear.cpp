@@ -18,7 +18,7 @@
 // Either way y equals the dequantized dense product to float32 rounding. int4 weights come from a 16-entry
 // table per group (one permute), the 2:4 inputs from one two-register permute, the bitmask's from an expand.
 //
-// AVX-512 kernels, AVX2 + FMA kernels (float32 inputs; batches up to `small_batch`), and portable scalar code.
+// AVX-512 kernels, AVX2 + FMA kernels (float32 arithmetic, and their tile decoding), and portable scalar code.
 // Batches up to `small_batch` rows run these kernels; larger ones decode tiles of rows and use dense GEMM.
 
 #include <torch/extension.h>
@@ -519,6 +519,12 @@ AVX2 inline __m256i nibbles8(const uint8_t* p, int64_t o) {
   return _mm256_and_si256(_mm256_srlv_epi32(q, shift), _mm256_set1_epi32(15));
 }
 
+// A qnm block's levels 8i..8i+7 (int8: 32 bytes a block; int4: 16, byte j holding levels j and j + 16).
+AVX2 inline __m256i nm_levels8(const uint8_t* block, int bits, int i) {
+  if (bits == 8) return bytes8(block + 8 * i);
+  return i < 2 ? _mm256_and_si256(bytes8(block + 8 * i), _mm256_set1_epi32(15)) : _mm256_srli_epi32(bytes8(block + 8 * (i - 2)), 4);
+}
+
 struct Grid8 {
   __m256i zero;
   __m256 scale;
@@ -609,9 +615,7 @@ AVX2 void qnm_row_avx2(const QArgs& a, int64_t r, int64_t b0) {
       const uint64_t word = words[k];
       __m256i halves = _mm256_blend_epi32(_mm256_set1_epi32(static_cast<int>(word)), _mm256_set1_epi32(static_cast<int>(word >> 32)), 0xCC);
       for (int i = 0; i < 4; ++i) {
-        __m256i q = a.bits == 8 ? bytes8(p + 8 * i) : i < 2 ? _mm256_and_si256(bytes8(p + 8 * i), _mm256_set1_epi32(15))
-                                                            : _mm256_srli_epi32(bytes8(p + 8 * (i - 2)), 4);
-        __m256 w = deq8(q, grid.zero, grid.scale);
+        __m256 w = deq8(nm_levels8(p, a.bits, i), grid.zero, grid.scale);
         __m256i pos = _mm256_and_si256(_mm256_srlv_epi32(halves, _mm256_add_epi32(base_shift, _mm256_set1_epi32(4 * i))), _mm256_set1_epi32(3));
         __m256i col = _mm256_add_epi32(base_col, pos);
         __m256 high = _mm256_castsi256_ps(_mm256_cmpgt_epi32(col, _mm256_set1_epi32(7)));
@@ -627,7 +631,19 @@ AVX2 void qnm_row_avx2(const QArgs& a, int64_t r, int64_t b0) {
   acc.finish(a, r, b0);
 }
 
-// qbitmask: each 16-column word as two 8-column halves, the kept levels expanded by a permute.
+// One 16-column qbitmask word m: its two 8-column halves' weights, from the kept levels at byte v on (v
+// advances past them), expanded by a permute.
+AVX2 inline void bitmask_halves(const QArgs& a, int64_t& v, uint32_t m, const Grid8& grid, __m256& w0, __m256& w1) {
+  prefetch_levels(a.levels + v);
+  const uint32_t n0 = _mm_popcnt_u32(m & 0xFF), n = _mm_popcnt_u32(m);
+  __m256i q0 = a.bits == 8 ? bytes8(a.levels + v) : nibbles8(a.levels + v, 0);
+  __m256i q1 = a.bits == 8 ? bytes8(a.levels + v + n0) : nibbles8(a.levels + v, n0);
+  w0 = expand8_ps(m & 0xFF, deq8(q0, grid.zero, grid.scale));
+  w1 = expand8_ps(m >> 8, deq8(q1, grid.zero, grid.scale));
+  v += a.bits == 8 ? n : (n + 1) / 2;
+}
+
+// qbitmask: each 16-column word as two 8-column halves.
 template <int BT>
 AVX2 void qbitmask_row_avx2(const QArgs& a, int64_t r, int64_t b0) {
   Acc8<BT> acc;
@@ -637,13 +653,10 @@ AVX2 void qbitmask_row_avx2(const QArgs& a, int64_t r, int64_t b0) {
     const int64_t end = std::min(a.blocks, k + a.gb);
     const Grid8 grid(a, r, g);
     for (int64_t c = 4 * k; c < 4 * end; ++c) {  // c: 16-column words
-      prefetch_levels(a.levels + v);
-      const uint32_t m = mrow[c], lo = m & 0xFF, n0 = _mm_popcnt_u32(lo), n = _mm_popcnt_u32(m);
-      __m256i q0 = a.bits == 8 ? bytes8(a.levels + v) : nibbles8(a.levels + v, 0);
-      __m256i q1 = a.bits == 8 ? bytes8(a.levels + v + n0) : nibbles8(a.levels + v, n0);
-      acc.fma(a, b0, 16 * c, expand8_ps(lo, deq8(q0, grid.zero, grid.scale)), 0);
-      acc.fma(a, b0, 16 * c + 8, expand8_ps(m >> 8, deq8(q1, grid.zero, grid.scale)), 1);
-      v += a.bits == 8 ? n : (n + 1) / 2;
+      __m256 w0, w1;
+      bitmask_halves(a, v, mrow[c], grid, w0, w1);
+      acc.fma(a, b0, 16 * c, w0, 0);
+      acc.fma(a, b0, 16 * c + 8, w1, 1);
     }
     k = end;
   }
@@ -671,9 +684,7 @@ AVX2 void decode_row_avx2(const QArgs& a, int64_t r, float* out) {
         const uint8_t* p = lv + 4 * a.bits * k;
         const uint64_t word = a.idx[r * a.blocks + k];
         for (int i = 0; i < 4; ++i) {  // levels 8i..8i+7 fill columns [16i, 16i + 16), two per four, in order
-          __m256i q = a.bits == 8 ? bytes8(p + 8 * i) : i < 2 ? _mm256_and_si256(bytes8(p + 8 * i), _mm256_set1_epi32(15))
-                                                              : _mm256_srli_epi32(bytes8(p + 8 * (i - 2)), 4);
-          __m256 w = deq8(q, grid.zero, grid.scale);
+          __m256 w = deq8(nm_levels8(p, a.bits, i), grid.zero, grid.scale);
           uint32_t lo = 0, hi = 0;
           for (int j = 0; j < 8; ++j) {
             uint32_t col = 4 * (j / 2) + nm_position(word, 8 * i + j);
@@ -684,12 +695,10 @@ AVX2 void decode_row_avx2(const QArgs& a, int64_t r, float* out) {
         }
       } else {
         for (int64_t c = 4 * k; c < 4 * k + 4; ++c) {
-          const uint32_t m = a.mask[r * (a.colsb / 16) + c], n0 = _mm_popcnt_u32(m & 0xFF), n = _mm_popcnt_u32(m);
-          __m256i q0 = a.bits == 8 ? bytes8(a.levels + v) : nibbles8(a.levels + v, 0);
-          __m256i q1 = a.bits == 8 ? bytes8(a.levels + v + n0) : nibbles8(a.levels + v, n0);
-          _mm256_storeu_ps(out + 16 * c, expand8_ps(m & 0xFF, deq8(q0, grid.zero, grid.scale)));
-          _mm256_storeu_ps(out + 16 * c + 8, expand8_ps(m >> 8, deq8(q1, grid.zero, grid.scale)));
-          v += a.bits == 8 ? n : (n + 1) / 2;
+          __m256 w0, w1;
+          bitmask_halves(a, v, a.mask[r * (a.colsb / 16) + c], grid, w0, w1);
+          _mm256_storeu_ps(out + 16 * c, w0);
+          _mm256_storeu_ps(out + 16 * c + 8, w1);
         }
       }
     }
