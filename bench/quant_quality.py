@@ -26,6 +26,7 @@ RUNS = {  # name -> prunekit arguments (before the shared calibration and evalua
     "int8 rtn": ["quantize", "--wbits", "8", "--method", "rtn"],
     "int4 g128 rtn": ["quantize", *G128, "--method", "rtn"],
     "int4 g128 gptq": ["quantize", *G128, "--method", "gptq"],
+    "int4 g128 gptq act-order": ["quantize", *G128, "--method", "gptq", "--act-order"],
     # beside llm-compressor's W4A16 (symmetric), which cannot take groups of 128 here (576 = 4.5 × 128)
     "int4 g64 gptq sym": ["quantize", "--wbits", "4", "--groupsize", "64", "--method", "gptq", "--sym"],
     "int4 per-channel gptq sym": ["quantize", "--wbits", "4", "--method", "gptq", "--sym"],
