@@ -43,6 +43,8 @@ RUNS = {  # name -> prunekit arguments (before the shared calibration and evalua
     "50% + int4 per-channel joint": ["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--wbits", "4",
                                      "--order", "joint"],
 }
+# the same configurations on other calibration samples (seed N instead of 0): one run is one draw
+SEEDED = [f"{name}, calib seed {seed}" for name in ("50% + int4 per-channel joint",) for seed in (1, 2)]
 # name -> (the run it fine-tunes, steps, learning rate): full AdamW, masks locked, grids frozen, batches of 2 × 512
 # C4 tokens (docs/training-time.md's recipe)
 FINETUNED = {"2:4 + int4 g128 joint, fine-tuned": ("2:4 + int4 g128 joint", 50, "1e-4"),
@@ -81,14 +83,15 @@ def run_one(name: str, out: Path, results: dict, keep_weights: bool = False) -> 
         return {"ppl": after, "ppl_before": before, "recovered": round((before - after) / (before - dense), 3),
                 "steps": steps, "lr": float(lr), "bits_per_weight": results[source]["bits_per_weight"],
                 "packed_mb": results[source]["packed_mb"], "finetune_seconds": summary["seconds"]}
-    argv = RUNS[name]
+    base, _, seed = name.partition(", calib seed ")
+    argv, calib = RUNS[base], [*CALIB[:-1], seed or CALIB[-1]]
     if argv[0] == "eval":
         report = folder.with_suffix(".json")
         if not report.is_file():  # an earlier sweep's dense evaluation is reused
             subprocess.run([PRUNEKIT, "eval", "--model", "default", "--data", "wikitext2", "--seqlen", "2048",
                             "--max-windows", "40", "--out", str(report)], check=True, stdout=subprocess.DEVNULL)
         return {"ppl": json.loads(report.read_text())["evaluation"]["perplexity"]}
-    cmd = [PRUNEKIT, *argv, "--model", "default", *CALIB, "--eval", "wikitext2", *EVAL, "--out", str(folder),
+    cmd = [PRUNEKIT, *argv, "--model", "default", *calib, "--eval", "wikitext2", *EVAL, "--out", str(folder),
            "--overwrite"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -104,7 +107,7 @@ def run_one(name: str, out: Path, results: dict, keep_weights: bool = False) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", nargs="*", default=[*RUNS, *FINETUNED], choices=[*RUNS, *FINETUNED])
+    ap.add_argument("--runs", nargs="*", default=[*RUNS, *SEEDED, *FINETUNED], choices=[*RUNS, *SEEDED, *FINETUNED])
     ap.add_argument("--out", default="runs/quant-p")
     args = ap.parse_args()
     out = Path(args.out)
