@@ -12,7 +12,10 @@ reads its weight from memory); the sweep runs ``--passes`` times and each row re
 "limit" is the memory-bound speedup against torch (dense bf16 bytes ÷ the layout's bytes). Target: 2:4 +
 int4 g128 at least 3× torch. Each layout's output is checked against the float32 dequantized product.
 
-    .venv/bin/python bench/quant_kernel.py [--reps 30] [--passes 3] [--out runs/bench-quant-kernel.json]
+    .venv/bin/python bench/quant_kernel.py [--reps 30] [--passes 3] [--dtype bfloat16] [--out runs/bench-quant-kernel.json]
+    # as on a CPU without AVX-512 (torch's kernels and prunekit's capped at AVX2):
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 PRUNEKIT_KERNEL_ISA=avx2 \
+        .venv/bin/python bench/quant_kernel.py --dtype float32 --shapes 576x1536,4096x4096
 """
 
 from __future__ import annotations
@@ -42,16 +45,17 @@ QUANT = ("gemv", "qdense", "qnm", "qbitmask")
 TARGET = {"2:4 + int4 g128": 3.0}
 
 
-def layer(shape: tuple[int, int], bits: int, groupsize: int, pattern: str | None) -> tuple[torch.Tensor, LayerGrid]:
-    """A (rows, cols) bf16 weight on an RTN grid (pruned first to ``pattern``), and the grid."""
+def layer(shape: tuple[int, int], bits: int, groupsize: int, pattern: str | None, dtype: torch.dtype = torch.bfloat16
+          ) -> tuple[torch.Tensor, LayerGrid]:
+    """A (rows, cols) weight of ``dtype`` on an RTN grid (pruned first to ``pattern``), and the grid."""
     g = torch.Generator().manual_seed(0)
     w = pruned_weight(shape, Pattern.parse(pattern), torch.float32) if pattern else torch.randn(shape, generator=g)
     q, grid = rtn(w, bits, groupsize, sym=bits == 8)
-    return q.bfloat16(), grid
+    return q.to(dtype), grid
 
 
 def max_rel_error(w: torch.Tensor, grid: LayerGrid, layout: str) -> float:
-    x = torch.randn(1, w.shape[1], dtype=torch.bfloat16)
+    x = torch.randn(1, w.shape[1], dtype=w.dtype)
     ref = F.linear(x.double(), grid.apply(w.float()).double())
     y = SparseLinear(w, None, layout, grid)(x).double()
     return float((y - ref).abs().max() / ref.abs().max())
@@ -62,13 +66,14 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--shapes", default=",".join(f"{r}x{c}" for r, c in SHAPES))
+    ap.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="the model's dtype")
     ap.add_argument("--out", default="runs/bench-quant-kernel.json")
     args = ap.parse_args()
     if not extension.available():
         sys.exit("the compiled kernel could not be built here (no C++ compiler?)")
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     keys = [(shape, config) for shape in shapes for config in CONFIGS]
-    weights = {key: layer(key[0], *key[1][1:]) for key in keys}
+    weights = {key: layer(key[0], *key[1][1:], getattr(torch, args.dtype)) for key in keys}
     options = {key: candidates(w, float((w == 0).float().mean()), QUANT, 0.05, grid) for key, (w, grid) in weights.items()}
     passes: dict[tuple, list[dict[str, float]]] = {key: [] for key in keys}
     for i in range(args.passes):
@@ -76,7 +81,7 @@ def main() -> None:
             w, grid = weights[key]
             passes[key].append(measure_layer(w, None, options[key], args.reps, (1,), grid)[1])
     rows = []
-    print(f"{'shape':>11} {'config':>18} | torch bf16 us | gemv × | " + " | ".join(f"{k} ×" for k in QUANT[1:])
+    print(f"{'shape':>11} {'config':>18} | torch {args.dtype} us | gemv × | " + " | ".join(f"{k} ×" for k in QUANT[1:])
           + " | best × (limit) | vs gemv × | target | err")
     for key, runs in passes.items():
         (shape, config), (w, grid) = key, weights[key]
@@ -100,8 +105,8 @@ def main() -> None:
               f"{r['best_speedup']:5.2f} [{r['best_range'][0]:.2f}-{r['best_range'][1]:.2f}] ({r['limit']:.2f}) | "
               f"{r['vs_gemv']:5.2f} | {r['target'] or '-'} | {r['max_rel_error']:.1e}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_json(build_manifest(command=sys.argv, machine=cpu_info(), kernel_isa=extension.isa(), reps=args.reps,
-                              passes=args.passes, rows=rows), args.out)
+    write_json(build_manifest(command=sys.argv, machine=cpu_info(), kernel_isa=extension.isa(), dtype=args.dtype,
+                              reps=args.reps, passes=args.passes, rows=rows), args.out)
     print(json.dumps({"out": args.out, "below_target": [(r["shape"], r["config"], r["best_speedup"]) for r in rows
                                                          if r["target"] and r["best_speedup"] < r["target"]]}))
 
