@@ -48,9 +48,7 @@ SEEDED = [f"{name}, calib seed {seed}" for name in ("50% + int4 per-channel join
 # name -> (the run it fine-tunes, steps, learning rate): full AdamW, masks locked, grids frozen, batches of 2 × 512
 # C4 tokens (docs/training-time.md's recipe)
 FINETUNED = {"2:4 + int4 g128 joint, fine-tuned": ("2:4 + int4 g128 joint", 50, "1e-4"),
-             "2:4 + int4 g128 joint, fine-tuned 400 steps": ("2:4 + int4 g128 joint", 400, "1e-4"),
-             "2:4 + int4 g128 joint, fine-tuned 400 steps lr 5e-4": ("2:4 + int4 g128 joint", 400, "5e-4"),
-             "50% + int4 g128 joint, fine-tuned 400 steps": ("50% + int4 g128 joint", 400, "1e-4")}
+             "2:4 + int4 g128 joint, fine-tuned 200 steps lr 3e-4": ("2:4 + int4 g128 joint", 200, "3e-4")}
 FINETUNE = ["--data", "c4", "--seqlen", "512", "--batch-size", "2"]
 ANCHORS = {  # perplexity of the original SparseGPT code on protocol P (issue 17)
     "int4 per-channel gptq": 39.44, "int4 per-channel rtn": 37.08, "int8 per-channel gptq": 20.48,
@@ -117,8 +115,9 @@ def main() -> None:
         if name not in results:
             results[name] = run_one(name, out, results, keep_weights=name in sources)
             results.save()
-    for source in sources:  # fine-tuned from: keep masks, grids and manifest only
-        drop_weights(_folder(out, source))
+    for source in sources:  # every fine-tune from it done: keep masks, grids and manifest only
+        if all(name in results for name, (src, _, _) in FINETUNED.items() if src == source):
+            drop_weights(_folder(out, source))
     print(json.dumps(results, indent=2))
     print("| configuration | perplexity | anchor (original code) | bits/weight | packed MB | prune s | note |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
