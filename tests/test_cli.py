@@ -230,3 +230,11 @@ def test_finetune_of_a_quantized_folder_keeps_its_grids(tiny_model_dir, text_fil
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "ft")
     for name, module in find_targets(model).items():
         assert torch.equal(grids[name].apply(weight_view(module)), weight_view(module)), name
+
+
+@pytest.mark.parametrize("flag,expected", [([], True), (["--no-act-order"], False)])
+def test_gptq_runs_in_activation_order_unless_told_not_to(tiny_model_dir, text_files, tmp_path, capsys, flag, expected):
+    out = tmp_path / "q"
+    assert main(["quantize", "--model", str(tiny_model_dir), "--wbits", "4", "--groupsize", "32", "--method", "gptq",
+                 *flag, "--calib", str(text_files["jsonl"]), "--nsamples", "2", "--seqlen", "32", "--out", str(out)]) == 0
+    assert json.loads((out / "manifest.json").read_text())["config"]["quant"]["act_order"] is expected

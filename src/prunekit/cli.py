@@ -73,8 +73,8 @@ def _add_config_flags(p: argparse.ArgumentParser, cls: type, only: tuple[str, ..
         kw: dict = {"dest": f.name, "default": f.default, "help": f.metadata["help"]}
         if f.default is dataclasses.MISSING:
             kw |= {"required": True, "default": None}
-        if kind is bool:
-            kw["action"] = "store_true"
+        if kind is bool:  # a default of None (resolved by the config) also takes --no-FLAG
+            kw["action"] = argparse.BooleanOptionalAction if f.default is None else "store_true"
         elif typing.get_origin(kind) is tuple:
             kw |= {"action": "append", "default": [], "type": typing.get_args(kind)[0]}
         elif isinstance(kind, type) and issubclass(kind, StrEnum):

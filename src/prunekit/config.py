@@ -84,7 +84,8 @@ class QuantConfig:
     groupsize: int = _setting(0, "inputs per quantization group (0: one grid per output row)")
     sym: bool = _setting(False, "symmetric grids (no zero point) instead of asymmetric")
     quant_method: QuantMethod = _setting(QuantMethod.GPTQ, "rtn (round to nearest) or gptq (Hessian-compensated)")
-    act_order: bool = _setting(False, "GPTQ: quantize columns in order of decreasing activation energy (H_jj)")
+    act_order: bool | None = _setting(None, "GPTQ: quantize columns in order of decreasing activation energy (H_jj); "
+                                            "default: on for GPTQ, except in the joint order's column sweep")
     order: Order = _setting(Order.PRUNE_FIRST, "with pruning: prune-first, quant-first or joint (SparseGPT only)")
     uneven_groups: bool = _setting(False, "allow a narrower last group where --groupsize does not divide a layer's "
                                           "input width (otherwise that is an error)")
@@ -96,6 +97,9 @@ class QuantConfig:
             raise PrunekitError(f"groupsize must be an integer >= 0 (0: per output row), got {self.groupsize!r}")
         object.__setattr__(self, "quant_method", choice(QuantMethod, self.quant_method, "quant method"))
         object.__setattr__(self, "order", choice(Order, self.order, "order"))
+        if self.act_order is None:  # measured better on protocol P at g128 and g64 (docs/quantization.md)
+            object.__setattr__(self, "act_order", self.wbits > 0 and self.quant_method == QuantMethod.GPTQ
+                               and self.order != Order.JOINT)
         if self.act_order and self.quant_method != QuantMethod.GPTQ:
             raise PrunekitError("act_order is a GPTQ option; use it with --quant-method gptq")
 

@@ -87,6 +87,13 @@ def test_bad_quant_settings_are_refused(kwargs, message):
         QuantConfig(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs,expected", [
+    (dict(wbits=4), True), (dict(wbits=4, order="joint"), False), (dict(wbits=4, quant_method="rtn"), False),
+    (dict(wbits=4, act_order=False), False), (dict(wbits=0), False)])
+def test_act_order_defaults_on_for_gptq_outside_the_joint_sweep(kwargs, expected):
+    assert QuantConfig(**kwargs).act_order is expected
+
+
 def test_a_group_size_that_does_not_divide_a_width_fails_before_work_unless_uneven():
     quant = QuantConfig(wbits=4, groupsize=48, quant_method="rtn")  # widths 64 and 128
     with pytest.raises(PrunekitError, match="does not divide its input width 64"):
