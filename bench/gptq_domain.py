@@ -1,10 +1,11 @@
 """Why RTN beats GPTQ at int4 g128 on the default model, the other suspect: calibrating on C4 and evaluating on
 WikiText-2 (issue 17's anchors note it for the original code too).
 
-The test: GPTQ int4 g128 calibrated in-domain, on WikiText-2 test text the evaluation never reads (the tokens
-after the first 40 windows of 2048 that protocol P scores, less a window's margin: about 200k tokens), 32 windows
-of 2048 from seed 0, scored on protocol P's 40 windows. RTN needs no calibration, so its figure stands; the C4
-figures are bench/quant_quality.py's (``runs/quant-p/results.json``, deterministic on CPU). If the domain is
+The test: GPTQ int4 g128, in column order and in activation order, calibrated in-domain on WikiText-2 test
+text the evaluation never reads (the tokens after the first 40 windows of 2048 that protocol P scores, less a
+window's margin: about 200k tokens), 32 windows of 2048 from seed 0, scored on protocol P's 40 windows. RTN needs
+no calibration, so its figure stands; the C4 figures are bench/quant_quality.py's (``runs/quant-p/results.json``,
+deterministic on CPU). If the domain is
 the reason, in-domain GPTQ beats RTN. The held-out text is written to the system's temporary folder.
 
     .venv/bin/python bench/gptq_domain.py [--out runs/gptq-domain]
@@ -46,16 +47,19 @@ def main() -> None:
     shipped = Path("runs/quant-p/results.json")
     if shipped.is_file():
         earlier = json.loads(shipped.read_text())
-        names = {"int4 g128 rtn": "RTN (no calibration)", "int4 g128 gptq": "GPTQ, C4 calibration"}
+        names = {"int4 g128 rtn": "RTN (no calibration)", "int4 g128 gptq": "GPTQ column order, C4 calibration",
+                 "int4 g128 gptq act-order": "GPTQ activation order, C4 calibration"}
         results |= {label: earlier[n]["ppl"] for n, label in names.items() if n in earlier}
-    key = "GPTQ, WikiText-2 held-out calibration"
-    if key not in results:
-        folder = out / "gptq-wikitext-heldout"
-        subprocess.run([PRUNEKIT, *GPTQ, "--calib", str(held_out_text()), "--out", str(folder), "--overwrite"],
-                       check=True, stdout=subprocess.DEVNULL)
-        results[key] = json.loads((folder / "manifest.json").read_text())["summary"]["ppl_pruned"]
-        drop_weights(folder)
-        results.save()
+    for order in ("column", "activation"):
+        key = f"GPTQ {order} order, WikiText-2 held-out calibration"
+        if key not in results:
+            folder = out / f"gptq-{order}-wikitext-heldout"
+            flag = "--act-order" if order == "activation" else "--no-act-order"
+            subprocess.run([PRUNEKIT, *GPTQ, flag, "--calib", str(held_out_text()), "--out", str(folder), "--overwrite"],
+                           check=True, stdout=subprocess.DEVNULL)
+            results[key] = json.loads((folder / "manifest.json").read_text())["summary"]["ppl_pruned"]
+            drop_weights(folder)
+            results.save()
     print("| int4 g128 | WikiText-2 perplexity (protocol P windows) |")
     print("| --- | --- |")
     for label, ppl in results.items():
