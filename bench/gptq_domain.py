@@ -5,8 +5,8 @@ The test: GPTQ int4 g128, in column order and in activation order, calibrated in
 text the evaluation never reads (the tokens after the first 40 windows of 2048 that protocol P scores, less a
 window's margin: about 200k tokens), 32 windows of 2048 from seed 0, scored on protocol P's 40 windows. RTN needs
 no calibration, so its figure stands; the C4 figures are bench/quant_quality.py's (``runs/quant-p/results.json``,
-deterministic on CPU). If the domain is
-the reason, in-domain GPTQ beats RTN. The held-out text is written to the system's temporary folder.
+deterministic on CPU). If the domain is the reason, in-domain GPTQ beats RTN. The held-out text is written to the
+system's temporary folder.
 
     .venv/bin/python bench/gptq_domain.py [--out runs/gptq-domain]
 """
