@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="store a pruned folder's weights in a sparse format (lossless)")
     x.add_argument("folder")
     x.add_argument("out")
-    x.add_argument("--format", default="auto", help="auto (smallest per layer), bitmask, nm or csr (not for a quantized folder)")
+    x.add_argument("--format", default="auto",
+                   help="auto (smallest per layer), bitmask, nm or csr (not for a quantized folder)")
     x.add_argument("--overwrite", action="store_true")
 
     h = sub.add_parser("hardware", help="this machine, and what each sparsity pattern buys on it (measured)")
