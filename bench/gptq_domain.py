@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from sweep import PRUNEKIT, Results, drop_weights
+from sweep import PRUNEKIT, Results, drop_weights, quant_p_perplexities
 
 from prunekit.data import encode, load_text
 from prunekit.models import load_model
@@ -44,12 +44,9 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     results = Results(out)
-    shipped = Path("runs/quant-p/results.json")
-    if shipped.is_file():
-        earlier = json.loads(shipped.read_text())
-        names = {"int4 g128 rtn": "RTN (no calibration)", "int4 g128 gptq": "GPTQ column order, C4 calibration",
-                 "int4 g128 gptq act-order": "GPTQ activation order, C4 calibration"}
-        results |= {label: earlier[n]["ppl"] for n, label in names.items() if n in earlier}
+    names = {"int4 g128 rtn": "RTN (no calibration)", "int4 g128 gptq": "GPTQ column order, C4 calibration",
+             "int4 g128 gptq act-order": "GPTQ activation order, C4 calibration"}
+    results |= {names[n]: ppl for n, ppl in quant_p_perplexities(names).items()}
     for order in ("column", "activation"):
         key = f"GPTQ {order} order, WikiText-2 held-out calibration"
         if key not in results:

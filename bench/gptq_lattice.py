@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 import torch
-from sweep import PRUNEKIT, Results, drop_weights
+from sweep import PRUNEKIT, Results, drop_weights, quant_p_perplexities
 
 from prunekit.models import load_model
 from prunekit.targets import find_targets
@@ -67,10 +67,7 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     results = Results(out)
-    shipped = Path("runs/quant-p/results.json")
-    if shipped.is_file():
-        earlier = json.loads(shipped.read_text())
-        results |= {f"shipped: {n}": earlier[n]["ppl"] for n in RUNS if n in earlier}
+    results |= {f"shipped: {n}": ppl for n, ppl in quant_p_perplexities(RUNS).items()}
     models = {f"jittered {args.noise}": str(jittered(out / f"jittered-{args.noise}", args.noise))}
     for label, model in models.items():
         for name in RUNS:

@@ -26,3 +26,11 @@ def drop_weights(folder: Path) -> None:
     """Keep a run folder's masks, grids and manifest, not hundreds of MB of weights."""
     for weights in Path(folder).glob("model*.safetensors"):
         weights.unlink()
+
+
+def quant_p_perplexities(names) -> dict[str, float]:
+    """bench/quant_quality.py's perplexities of the runs ``names`` that its results file holds (deterministic on
+    CPU, so a later script quotes them instead of running them again)."""
+    path = Path("runs/quant-p/results.json")
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    return {name: earlier[name]["ppl"] for name in names if name in earlier}
