@@ -379,7 +379,8 @@ AVX512BF16 void to_bf16(const float* in, uint16_t* out, int64_t n) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + i)));
 }
 
-// bf16 weights and bf16 inputs: 32 columns per pairwise dot product (products exact, float32 sums).
+// bf16 weights and bf16 inputs: 32 columns per pairwise dot product (products exact, float32 sums). The
+// weights 2 KB ahead into L1: measured 1.13-1.31x on this Xeon (weights rotated past the cache).
 AVX512BF16 void dense_row_bf16dp(const QArgs& a, int64_t r, int64_t b) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0;
   const uint16_t* w = static_cast<const uint16_t*>(a.values) + r * a.cols;
@@ -387,6 +388,8 @@ AVX512BF16 void dense_row_bf16dp(const QArgs& a, int64_t r, int64_t b) {
   const int64_t full = a.cols / 32;
   int64_t k = 0;
   for (; k + 2 <= full; k += 2) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + 32 * k) + 2048, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + 32 * k) + 2048 + 64, _MM_HINT_T0);
     acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_loadu_si512(w + 32 * k), (__m512bh)_mm512_loadu_si512(x + 32 * k));
     acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_loadu_si512(w + 32 * k + 32), (__m512bh)_mm512_loadu_si512(x + 32 * k + 32));
   }
