@@ -26,7 +26,8 @@ from prunekit.models import load_model
 
 SEQLEN, WINDOWS = 2048, 40
 GPTQ = ["quantize", "--model", "default", "--wbits", "4", "--groupsize", "128", "--uneven-groups", "--method", "gptq",
-        "--nsamples", "32", "--seqlen", "2048", "--seed", "0", "--eval", "wikitext2", "--max-windows", str(WINDOWS)]
+        "--grid", "minmax", "--nsamples", "32", "--seqlen", "2048", "--seed", "0", "--eval", "wikitext2",
+        "--max-windows", str(WINDOWS)]
 
 
 def held_out_text() -> Path:

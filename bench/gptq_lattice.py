@@ -28,7 +28,8 @@ from prunekit.targets import find_targets
 G128 = ["--wbits", "4", "--groupsize", "128", "--uneven-groups"]
 CALIB = ["--calib", "c4", "--nsamples", "32", "--seqlen", "2048"]
 EVAL = ["--eval", "wikitext2", "--max-windows", "40"]
-RUNS = {"dense": None, "int4 g128 rtn": ["--method", "rtn"], "int4 g128 gptq": ["--method", "gptq"]}
+RUNS = {"dense": None, "int4 g128 rtn": ["--method", "rtn"],
+        "int4 g128 gptq": ["--method", "gptq", "--no-act-order", "--grid", "minmax"]}  # as first run (session 12)
 
 
 def jittered(folder: Path, noise: float, seed: int = 0) -> Path:

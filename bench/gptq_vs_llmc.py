@@ -26,8 +26,8 @@ from sweep import PRUNEKIT, Results, drop_weights
 HERE = Path(__file__).parent
 LLMC = [str(HERE / "llmcompressor/.venv/bin/python"), str(HERE / "llmcompressor/gptq_w4a16.py"), "--groupsize", "64"]
 PRUNEKIT_GPTQ = ["quantize", "--model", "default", "--wbits", "4", "--groupsize", "64", "--sym", "--method", "gptq",
-                 "--act-order", "--calib", "c4", "--nsamples", "32", "--seqlen", "2048", "--eval", "wikitext2",
-                 "--eval-seqlen", "2048", "--max-windows", "40"]
+                 "--act-order", "--grid", "minmax", "--calib", "c4", "--nsamples", "32", "--seqlen", "2048",
+                 "--eval", "wikitext2", "--eval-seqlen", "2048", "--max-windows", "40"]
 
 
 def llm_compressor(seed: int, out: Path) -> float:

@@ -21,30 +21,53 @@ from sweep import PRUNEKIT, Results, drop_weights
 
 G128 = ["--wbits", "4", "--groupsize", "128", "--uneven-groups"]  # 576-wide inputs: 4 groups of 128 and one of 64
 SGPT24 = ["prune", "--method", "sparsegpt", "--pattern", "2:4"]
+OLD_GPTQ = ["--no-act-order", "--grid", "minmax"]  # GPTQ as these rows first ran, before those defaults changed
+JOINT50 = ["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--wbits", "4", "--order", "joint"]  # per channel
 RUNS = {  # name -> prunekit arguments (before the shared calibration and evaluation ones)
     "dense": ["eval"],
     "int8 rtn": ["quantize", "--wbits", "8", "--method", "rtn"],
     "int4 g128 rtn": ["quantize", *G128, "--method", "rtn"],
-    "int4 g128 gptq": ["quantize", *G128, "--method", "gptq"],
-    "int4 g128 gptq act-order": ["quantize", *G128, "--method", "gptq", "--act-order"],
+    "int4 g128 gptq": ["quantize", *G128, "--method", "gptq", *OLD_GPTQ],
+    "int4 g128 gptq act-order": ["quantize", *G128, "--method", "gptq", "--act-order", "--grid", "minmax"],
     # beside llm-compressor's W4A16 (symmetric), which cannot take groups of 128 here (576 = 4.5 × 128)
-    "int4 g64 gptq sym": ["quantize", "--wbits", "4", "--groupsize", "64", "--method", "gptq", "--sym"],
-    "int4 per-channel gptq sym": ["quantize", "--wbits", "4", "--method", "gptq", "--sym"],
+    "int4 g64 gptq sym": ["quantize", "--wbits", "4", "--groupsize", "64", "--method", "gptq", "--sym", *OLD_GPTQ],
+    "int4 per-channel gptq sym": ["quantize", "--wbits", "4", "--method", "gptq", "--sym", *OLD_GPTQ],
     "2:4 sparsegpt": SGPT24,
-    "2:4 + int4 g128 prune-first": [*SGPT24, *G128, "--order", "prune-first"],
-    "2:4 + int4 g128 quant-first": [*SGPT24, *G128, "--order", "quant-first"],
+    "2:4 + int4 g128 prune-first": [*SGPT24, *G128, "--order", "prune-first", *OLD_GPTQ],
+    "2:4 + int4 g128 quant-first": [*SGPT24, *G128, "--order", "quant-first", *OLD_GPTQ],
     "2:4 + int4 g128 joint": [*SGPT24, *G128, "--order", "joint"],
     "50% + int4 g128 joint": ["prune", "--method", "sparsegpt", "--sparsity", "0.5", *G128, "--order", "joint"],
     # the same per-channel configurations as the original SparseGPT code's anchors (4-bit asymmetric, no groups)
-    "int4 per-channel gptq": ["quantize", "--wbits", "4", "--method", "gptq"],
+    "int4 per-channel gptq": ["quantize", "--wbits", "4", "--method", "gptq", *OLD_GPTQ],
     "int4 per-channel rtn": ["quantize", "--wbits", "4", "--method", "rtn"],
-    "int8 per-channel gptq": ["quantize", "--wbits", "8", "--method", "gptq"],
+    "int8 per-channel gptq": ["quantize", "--wbits", "8", "--method", "gptq", *OLD_GPTQ],
     "2:4 + int4 per-channel joint": [*SGPT24, "--wbits", "4", "--order", "joint"],
-    "50% + int4 per-channel joint": ["prune", "--method", "sparsegpt", "--sparsity", "0.5", "--wbits", "4",
-                                     "--order", "joint"],
+    "50% + int4 per-channel joint": JOINT50,
+    # a suspect for its gap to the anchor: bf16 calibration here (auto on this CPU); the original code runs the model
+    # in its stored dtype, float32 for the default model (float16 overflows in layer 11's down_proj inputs)
+    "50% + int4 per-channel joint, float32 calibration": [*JOINT50, "--calib-dtype", "float32"],
+    # the original code's calibration sampler (a random document longer than the window, then a random offset;
+    # the C4 sample has 32 such documents, so auto takes the concatenated stream instead)
+    "50% + int4 per-channel joint, documents sampling": [*JOINT50, "--calib-sampling", "documents"],
+    # the same with each grid's range found by the clipping search (--grid mse) instead of the group's min/max
+    "int4 per-channel rtn, mse grid": ["quantize", "--wbits", "4", "--method", "rtn", "--grid", "mse"],
+    "int4 g128 rtn, mse grid": ["quantize", *G128, "--method", "rtn", "--grid", "mse"],
+    "int4 g128 gptq act-order, mse grid": ["quantize", *G128, "--method", "gptq", "--grid", "mse"],
+    "int4 per-channel gptq act-order": ["quantize", "--wbits", "4", "--method", "gptq", "--act-order", "--grid", "minmax"],
+    "int4 per-channel gptq act-order, mse grid": ["quantize", "--wbits", "4", "--method", "gptq", "--act-order",
+                                                  "--grid", "mse"],
+    "50% + int4 per-channel joint, mse grid": [*JOINT50, "--grid", "mse"],
+    "2:4 + int4 g128 joint, mse grid": [*SGPT24, *G128, "--order", "joint", "--grid", "mse"],
+    "2:4 + int4 g128 prune-first, act-order, mse grid": [*SGPT24, *G128, "--order", "prune-first", "--act-order",
+                                                         "--grid", "mse"],  # the defaults since session 14
 }
 # the same configurations on other calibration samples (seed N instead of 0): one run is one draw
-SEEDED = [f"{name}, calib seed {seed}" for name in ("50% + int4 per-channel joint",) for seed in (1, 2)]
+SEEDED = [f"{name}, calib seed {seed}" for name in ("50% + int4 per-channel joint",
+                                                     "50% + int4 per-channel joint, float32 calibration",
+                                                     "50% + int4 per-channel joint, mse grid",
+                                                     "50% + int4 per-channel joint, documents sampling",
+                                                     "int4 g128 gptq act-order", "int4 g128 gptq act-order, mse grid")
+          for seed in (1, 2)]
 # name -> (the run it fine-tunes, steps, learning rate): full AdamW, masks locked, grids frozen, batches of 2 × 512
 # C4 tokens (docs/training-time.md's recipe)
 FINETUNED = {"2:4 + int4 g128 joint, fine-tuned": ("2:4 + int4 g128 joint", 50, "1e-4"),

@@ -15,22 +15,25 @@ def _calib():
     return torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
 
 
-CASES = [  # method, order, quantizer
-    ("magnitude", "prune-first", "rtn"),
-    ("wanda", "prune-first", "gptq"),
-    ("wanda", "quant-first", "rtn"),
-    ("sparsegpt", "prune-first", "gptq"),
-    ("sparsegpt", "quant-first", "gptq"),
-    ("sparsegpt", "quant-first", "rtn"),
-    ("sparsegpt", "joint", "gptq"),
+CASES = [  # method, order, quantizer, grid
+    ("magnitude", "prune-first", "rtn", "minmax"),
+    ("magnitude", "prune-first", "rtn", "mse"),
+    ("wanda", "prune-first", "gptq", "minmax"),
+    ("wanda", "quant-first", "rtn", "minmax"),
+    ("sparsegpt", "prune-first", "gptq", "minmax"),
+    ("sparsegpt", "prune-first", "gptq", "mse"),
+    ("sparsegpt", "quant-first", "gptq", "minmax"),
+    ("sparsegpt", "quant-first", "rtn", "minmax"),
+    ("sparsegpt", "joint", "gptq", "minmax"),
+    ("sparsegpt", "joint", "gptq", "mse"),
 ]
 
 
 @pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
-@pytest.mark.parametrize("method,order,quantizer", CASES)
-def test_every_order_keeps_zeros_exact_and_weights_on_the_grid(method, order, quantizer, pattern):
+@pytest.mark.parametrize("method,order,quantizer,grid", CASES)
+def test_every_order_keeps_zeros_exact_and_weights_on_the_grid(method, order, quantizer, grid, pattern):
     model = tiny_llama()
-    quant = QuantConfig(wbits=4, groupsize=32, quant_method=quantizer, order=order)
+    quant = QuantConfig(wbits=4, groupsize=32, quant_method=quantizer, order=order, grid=grid)
     result = prune(model, PruneConfig(method=method, pattern=pattern, quant=quant, blocksize=32, calib_dtype="model"),
                    _calib(), progress=False)
     targets = find_targets(model)
@@ -44,15 +47,16 @@ def test_every_order_keeps_zeros_exact_and_weights_on_the_grid(method, order, qu
             assert is_valid_nm(keep, 2, 4), name
 
 
-def test_quant_first_prunes_the_rounded_weights_on_the_same_grid():
+@pytest.mark.parametrize("grid", ["minmax", "mse"])
+def test_quant_first_prunes_the_rounded_weights_on_the_same_grid(grid):
     """Magnitude after RTN: the grid is RTN's of the dense weights, and the kept weights are its values."""
     model = tiny_llama()
     dense = {n: weight_view(m).detach().clone() for n, m in find_targets(model).items()}
-    quant = QuantConfig(wbits=4, groupsize=32, quant_method="rtn", order="quant-first")
+    quant = QuantConfig(wbits=4, groupsize=32, quant_method="rtn", order="quant-first", grid=grid)
     result = prune(model, PruneConfig(method="magnitude", quant=quant), progress=False)
     for name, module in find_targets(model).items():
-        expected, grid = rtn(dense[name], 4, 32, False)
-        assert torch.equal(result.grids[name].scale, grid.scale) and torch.equal(result.grids[name].zero, grid.zero)
+        expected, grid_ = rtn(dense[name], 4, 32, False, search=grid == "mse")
+        assert torch.equal(result.grids[name].scale, grid_.scale) and torch.equal(result.grids[name].zero, grid_.zero)
         assert torch.equal(weight_view(module), expected * result.masks[name])
 
 
@@ -81,6 +85,7 @@ def test_bad_combinations_are_refused(kwargs, message):
 @pytest.mark.parametrize("kwargs,message", [
     (dict(wbits=9), "wbits must be 2 to 8"), (dict(wbits=1), "wbits must be 2 to 8"),
     (dict(wbits=4, groupsize=-1), "groupsize"), (dict(wbits=4, quant_method="rtn", act_order=True), "GPTQ option"),
+    (dict(wbits=4, grid="percentile"), "grid"),
 ])
 def test_bad_quant_settings_are_refused(kwargs, message):
     with pytest.raises(PrunekitError, match=message):
@@ -134,3 +139,11 @@ def test_joint_on_a_device_residency_matches_the_plain_run(device):
         assert b.grids[name].scale.device.type == "cpu" and torch.equal(b.grids[name].apply(w), w), name
         agree = float((a.masks[name] == keep).float().mean())
         assert agree == 1.0 if device == "cpu" else agree > 0.95, (name, agree)
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    (dict(wbits=4), "mse"), (dict(wbits=4, order="quant-first"), "mse"), (dict(wbits=4, order="joint"), "minmax"),
+    (dict(wbits=4, quant_method="rtn"), "minmax"), (dict(wbits=4, grid="minmax"), "minmax"),
+    (dict(wbits=4, quant_method="rtn", grid="mse"), "mse"), (dict(wbits=0), "minmax")])
+def test_grid_defaults_to_mse_for_gptq_outside_the_joint_sweep(kwargs, expected):
+    assert QuantConfig(**kwargs).grid == expected

@@ -66,3 +66,37 @@ def test_quantizer_refuses_an_unfitted_group():
     q.fit_group(0, torch.randn(2, 4))
     with pytest.raises(RuntimeError, match="never fitted"):
         q.grid()
+
+
+def test_search_clips_an_outlier_a_hand_computed_row():
+    # 2 bits, ten each of 0, 0.1, 0.2, 0.3 and one 0.45. The full range has step 0.15: 0.1 and 0.2 miss by 0.05
+    # (squared error 20 × 0.0025 = 0.05). Shrunk to 0.3 (step 0.1) all forty land on levels and only the outlier
+    # clips (0.15² = 0.0225): the search must take a step near 0.1 (a little above: the outlier then clips less).
+    w = torch.tensor([[0.0, 0.1, 0.2, 0.3] * 10 + [0.45]])
+    full_scale, _ = fit(w, 2, sym=False)
+    scale, zero = fit(w, 2, sym=False, search=True)
+    assert abs(full_scale.item() - 0.15) < 1e-3 and 0.1 <= scale.item() < 0.11 and zero.item() == 0.0
+    searched, plain = rtn(w, 2, 0, False, search=True)[0], rtn(w, 2, 0, False)[0]
+    assert (searched - w).square().sum() < 0.03 < 0.049 < (plain - w).square().sum()
+    assert abs(searched[0, -1].item() - 3 * scale.item()) < 1e-6  # the outlier sits on the top level
+
+
+def test_search_leaves_a_row_without_outliers_on_its_full_range():
+    w = torch.tensor([[-1.0, 0.0, 1.0, 2.0]])  # on the full range's levels exactly: nothing to gain by shrinking
+    assert torch.equal(fit(w, 2, sym=False, search=True)[0], fit(w, 2, sym=False)[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(1, 6), cols=st.integers(1, 48), bits=st.integers(2, 8), groupsize=st.sampled_from([0, 4, 16]),
+       sym=st.booleans(), seed=st.integers(0, 2**16))
+def test_search_never_raises_a_groups_error_and_keeps_zeros(rows, cols, bits, groupsize, sym, seed):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cols, generator=g) * torch.rand(rows, 1, generator=g) * 3
+    w[torch.rand(rows, cols, generator=g) < 0.3] = 0.0
+    plain, _ = rtn(w, bits, groupsize, sym)
+    searched, grid = rtn(w, bits, groupsize, sym, search=True)
+    for a, b in group_bounds(cols, groupsize):  # the full range is a candidate: every row of every group as good
+        searched_err, plain_err = (searched - w)[:, a:b].square().sum(1), (plain - w)[:, a:b].square().sum(1)
+        assert bool((searched_err <= plain_err * (1 + 1e-6) + 1e-12).all())
+    assert bool((searched[w == 0] == 0).all())
+    assert torch.equal(grid.apply(searched), searched)

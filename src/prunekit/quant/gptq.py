@@ -25,12 +25,14 @@ def gptq_quantize(
     blocksize: int = 128,
     percdamp: float = 0.01,
     name: str = "",
+    search: bool = False,
 ) -> tuple[torch.Tensor, LayerGrid, int]:
     """Quantize ``weight`` (rows, cols); returns (float32 weights on the grid, the grid, damping escalations).
 
     Group grids are fitted when the group's first column comes, from the columns as updated so far; with
     ``act_order`` (columns in order of decreasing H_jj) every group is fitted up front instead, from the
-    weights as given, so each group keeps its own columns and the stored layout stays plain.
+    weights as given, so each group keeps its own columns and the stored layout stays plain. ``search``: each
+    grid's range by the clipping search of ``grid.fit``.
     """
     W = weight.detach().clone().float()  # (rows, cols)
     rows, cols = W.shape
@@ -43,7 +45,7 @@ def gptq_quantize(
     mask = None if keep is None else keep.to(W.device, torch.bool)
     if mask is not None:
         W *= mask
-    quantizer = GroupQuantizer(rows, cols, bits, groupsize, sym, W.device)
+    quantizer = GroupQuantizer(rows, cols, bits, groupsize, sym, W.device, search)
     perm = None
     if act_order:
         quantizer.fit_all(W)

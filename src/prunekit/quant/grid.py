@@ -26,9 +26,23 @@ def _float16_up(scale: torch.Tensor) -> torch.Tensor:
     return half.float()
 
 
-def fit(w: torch.Tensor, bits: int, sym: bool) -> tuple[torch.Tensor, torch.Tensor]:
+SHRINKS = [1 - i / 100 for i in range(80)]  # the clipping search's candidate ranges: 100% down to 21% (GPTQ's)
+
+
+def _grid_for(low: torch.Tensor, high: torch.Tensor, maxq: int, sym: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = _float16_up((high - low) / maxq)
+    if sym:
+        return scale, torch.full_like(scale, float((maxq + 1) // 2))
+    return scale, torch.round(-low / scale).clamp(0, maxq)
+
+
+def fit(w: torch.Tensor, bits: int, sym: bool, search: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Scale (float16 values, as float32) and integer zero point per row of ``w`` (rows, k), from the row's range
-    widened to contain 0 (GPTQ's quantizer). Symmetric grids put zero at the middle level, 2^(bits−1)."""
+    widened to contain 0 (GPTQ's quantizer). Symmetric grids put zero at the middle level, 2^(bits−1).
+
+    ``search``: of the range shrunk by each factor in ``SHRINKS``, the one with the least squared rounding error
+    per row (weights beyond it clip to the end levels). The full range is a candidate, so no row gets worse.
+    """
     maxq = max_level(bits)
     w = w.float()
     low = w.min(dim=1).values.clamp(max=0)  # (rows,)
@@ -38,11 +52,15 @@ def fit(w: torch.Tensor, bits: int, sym: bool) -> tuple[torch.Tensor, torch.Tens
         low = -high
     empty = (low == 0) & (high == 0)  # an all-zero row: any grid holds it; GPTQ's [-1, 1]
     low, high = torch.where(empty, -1.0, low), torch.where(empty, 1.0, high)
-    scale = _float16_up((high - low) / maxq)
-    if sym:
-        zero = torch.full_like(scale, float((maxq + 1) // 2))
-    else:
-        zero = torch.round(-low / scale).clamp(0, maxq)
+    scale, zero = _grid_for(low, high, maxq, sym)
+    if not search:
+        return scale, zero
+    best = torch.full_like(scale, math.inf)
+    for shrink in SHRINKS:
+        s, z = _grid_for(low * shrink, high * shrink, maxq, sym)
+        err = (fake_quantize(w, s[:, None], z[:, None], bits) - w).square().sum(dim=1)  # (rows,)
+        better = err < best
+        best, scale, zero = torch.where(better, err, best), torch.where(better, s, scale), torch.where(better, z, zero)
     return scale, zero
 
 
@@ -107,8 +125,9 @@ class GroupQuantizer:
     when its first column comes (from the columns as they are then, after the updates so far), or all of
     them up front (``fit_all``: static groups, and the fixed grid of an earlier quantization)."""
 
-    def __init__(self, rows: int, cols: int, bits: int, groupsize: int, sym: bool, device: torch.device) -> None:
-        self.bits, self.sym, self.cols, self.device = bits, sym, cols, device
+    def __init__(self, rows: int, cols: int, bits: int, groupsize: int, sym: bool, device: torch.device,
+                 search: bool = False) -> None:
+        self.bits, self.sym, self.cols, self.device, self.search = bits, sym, cols, device, search
         self.bounds = group_bounds(cols, groupsize)
         self.groupsize = groupsize
         self.scale = torch.zeros(rows, len(self.bounds), device=device)  # (rows, groups)
@@ -120,7 +139,7 @@ class GroupQuantizer:
 
     def fit_group(self, g: int, w: torch.Tensor) -> None:
         """Fit group ``g`` from its columns ``w`` (rows, width)."""
-        self.scale[:, g], self.zero[:, g] = fit(w, self.bits, self.sym)
+        self.scale[:, g], self.zero[:, g] = fit(w, self.bits, self.sym, self.search)
         self.fitted[g] = True
 
     def fit_all(self, w: torch.Tensor) -> None:
@@ -143,9 +162,10 @@ class GroupQuantizer:
         return LayerGrid(self.bits, self.groupsize, self.sym, self.scale.half().cpu(), self.zero.to(torch.uint8).cpu())
 
 
-def rtn(w: torch.Tensor, bits: int, groupsize: int, sym: bool) -> tuple[torch.Tensor, LayerGrid]:
-    """Round to nearest: each group's grid from its own range; returns (float32 weights on the grid, grid)."""
-    quantizer = GroupQuantizer(w.shape[0], w.shape[1], bits, groupsize, sym, w.device)
+def rtn(w: torch.Tensor, bits: int, groupsize: int, sym: bool, search: bool = False) -> tuple[torch.Tensor, LayerGrid]:
+    """Round to nearest: each group's grid from its own range (``search``: see ``fit``); returns (float32 weights on
+    the grid, grid)."""
+    quantizer = GroupQuantizer(w.shape[0], w.shape[1], bits, groupsize, sym, w.device, search)
     quantizer.fit_all(w)
     grid = quantizer.grid()
     return grid.apply(w), grid
