@@ -52,7 +52,7 @@ RUNS = {  # name -> prunekit arguments (before the shared calibration and evalua
     # the same with each grid's range found by the clipping search (--grid mse) instead of the group's min/max
     "int4 per-channel rtn, mse grid": ["quantize", "--wbits", "4", "--method", "rtn", "--grid", "mse"],
     "int4 g128 rtn, mse grid": ["quantize", *G128, "--method", "rtn", "--grid", "mse"],
-    "int4 g128 gptq act-order, mse grid": ["quantize", *G128, "--method", "gptq", "--grid", "mse"],
+    "int4 g128 gptq act-order, mse grid": ["quantize", *G128, "--method", "gptq", "--act-order", "--grid", "mse"],
     "int4 per-channel gptq act-order": ["quantize", "--wbits", "4", "--method", "gptq", "--act-order", "--grid", "minmax"],
     "int4 per-channel gptq act-order, mse grid": ["quantize", "--wbits", "4", "--method", "gptq", "--act-order",
                                                   "--grid", "mse"],
