@@ -118,6 +118,11 @@ class QuantConfig:
     def enabled(self) -> bool:
         return self.wbits > 0
 
+    @property
+    def search(self) -> bool:
+        """Whether grids come from the clipping search (``quant.grid.fit``)."""
+        return self.grid == GridFit.MSE
+
     def group_error(self, name: str, cols: int) -> str | None:
         """Why this layer's width cannot be grouped, or None."""
         if self.enabled and self.groupsize and cols % self.groupsize and not self.uneven_groups:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import Allocation, CalibDtype, GridFit, Order, PruneConfig, Refine, Sequential
+from ..config import Allocation, CalibDtype, Order, PruneConfig, Refine, Sequential
 from ..devices import fast_bfloat16
 from ..errors import PrunekitError
 from ..models import check_finite, check_seqlen
@@ -180,8 +180,7 @@ def _prune_layer(
     if row.update is not None:  # the update chooses the mask as it goes
         quantizer = None
         if quant and quant.order != Order.PRUNE_FIRST:  # the sweep rounds as it goes: onto quant-first's grid, or joint
-            quantizer = GroupQuantizer(*w.shape, quant.wbits, quant.groupsize, quant.sym, w.device,
-                                       quant.grid == GridFit.MSE)
+            quantizer = GroupQuantizer(*w.shape, quant.wbits, quant.groupsize, quant.sym, w.device, quant.search)
             if grid is not None:
                 quantizer.use(grid)
         new, keep, esc = row.update(w, stats, sparsity, config, name, quantizer)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..config import GridFit, QuantMethod
+from ..config import QuantMethod
 from .gptq import gptq_quantize
 from .grid import LayerGrid, rtn
 
@@ -19,10 +19,9 @@ def quantize_layer(weight: torch.Tensor, stats: InputStats | None, quant: QuantC
                    blocksize: int, percdamp: float, name: str) -> tuple[torch.Tensor, LayerGrid, int]:
     """``weight`` (rows, cols) on a grid; returns (float32 weights, grid, damping escalations). Entries outside
     ``keep`` are zero before and after."""
-    search = quant.grid == GridFit.MSE
     if quant.quant_method == QuantMethod.RTN:
         w = weight.float() if keep is None else weight.float() * keep
-        new, grid = rtn(w, quant.wbits, quant.groupsize, quant.sym, search)
+        new, grid = rtn(w, quant.wbits, quant.groupsize, quant.sym, quant.search)
         return new, grid, 0
     return gptq_quantize(weight, stats.hessian, quant.wbits, quant.groupsize, quant.sym, keep, quant.act_order,
-                         blocksize, percdamp, name, search)
+                         blocksize, percdamp, name, quant.search)
