@@ -1,9 +1,10 @@
 """The fewest bits an N:M + int-b model can take: the entropy of its N:M position patterns, measured on its masks.
 
 Each group of M inputs keeps N weights; which N is one of C(M, N) patterns. Stored with ceil(log2 M) bits per
-kept weight (prunekit's N:M layout; NVIDIA's 2:4 metadata), 2:4 costs 1 bit per weight; no encoding can go below
-the entropy of the patterns a model actually uses (log2 6 / 4 = 0.646 bits per weight for 2:4 if all six are
-equally common). Adding the value bits (N/M · b) gives a floor under any packing, before scales and zero points:
+kept weight (the kernel's N:M layout; NVIDIA's 2:4 metadata), 2:4 costs 1 bit per weight; prunekit's export ranks
+each group's pattern (``store/nm_code.py``: 0.65 bits per weight for 2:4). No encoding can go below the entropy of
+the patterns a model actually uses (log2 6 / 4 = 0.646 bits per weight for 2:4 if all six are equally common).
+Adding the value bits (N/M · b) gives a floor under any packing, before scales and zero points:
 
     .venv/bin/python bench/nm_position_entropy.py runs/quant-p/24_+_int4_g128_joint [--bits 4] [--nm 2:4]
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from prunekit.store.mask_file import load_masks
+from prunekit.store.nm_code import code_bits
 
 
 def pattern_counts(masks: dict[str, torch.Tensor], m: int) -> torch.Tensor:
@@ -49,15 +51,18 @@ def main() -> None:
         raise SystemExit(f"a layer's width is not a multiple of {m}")
     counts = pattern_counts(masks, m)
     per_group = entropy_bits(counts)
+    ranks = sum(code_bits(n, m, keep.numel() // m) for keep in masks.values())  # each layer's chunks
     result = {"folder": args.folder, "nm": args.nm, "bits": args.bits, "groups": int(counts.sum()),
               "patterns_seen": int((counts > 0).sum()), "patterns_possible": math.comb(m, n),
               "entropy_bits_per_group": round(per_group, 4), "uniform_bits_per_group": round(math.log2(math.comb(m, n)), 4),
               "position_bits_per_weight": round(per_group / m, 4),
-              "stored_position_bits_per_weight": n * math.ceil(math.log2(m)) / m,
+              "kernel_position_bits_per_weight": n * math.ceil(math.log2(m)) / m,
+              "export_position_bits_per_weight": round(ranks / (counts.sum().item() * m), 4),
               "floor_bits_per_weight": round(n / m * args.bits + per_group / m, 4)}
     print(json.dumps(result, indent=2))
     print(f"{result['patterns_seen']} of {result['patterns_possible']} patterns; entropy {per_group:.4f} bits per group of "
-          f"{m}: {per_group / m:.4f} bits per weight for positions, floor {result['floor_bits_per_weight']} bits per weight "
+          f"{m}: {per_group / m:.4f} bits per weight for positions (the export's ranks: "
+          f"{result['export_position_bits_per_weight']}), floor {result['floor_bits_per_weight']} bits per weight "
           f"with {args.bits}-bit values (before scales and zero points)")
 
 

@@ -11,11 +11,11 @@ def _grid(rows, groups, bits=4, groupsize=128, sym=False):
 
 
 def test_two_four_with_int4_g128_counts_every_part():
-    # 2:4 (half kept) in N:M storage: 4-bit values and a 2-bit position per kept value; per row and 128 inputs a
-    # float16 scale and a 4-bit zero point: 0.5·4 + 0.5·2 + 20/128 = 3.15625 bits per weight
+    # 2:4 (half kept) in N:M storage: 4-bit values; 4096 groups' pattern ranks, five to 13 bits (820 chunks);
+    # per row and 128 inputs a float16 scale and a 4-bit zero point: (32768 + 10660 + 2560) / 16384 bits per weight
     bits = layer_bits((64, 256), 64 * 128, 32, _grid(64, 2), nm=(2, 4))
-    assert bits["storage"] == "nm" and bits["bits_per_weight"] == pytest.approx(3.15625)
-    assert bits["grid_bits"] == 64 * 2 * 20 and bits["metadata_bits"] == 64 * 128 * 2
+    assert bits["storage"] == "nm" and bits["bits_per_weight"] == pytest.approx(45988 / 16384)  # 2.807
+    assert bits["grid_bits"] == 64 * 2 * 20 and bits["metadata_bits"] == 820 * 13
 
 
 def test_dense_int8_per_channel_and_symmetric_grids():

@@ -8,11 +8,14 @@ from safetensors.torch import load_file, save_file
 
 from conftest import byte_tokenizer, tiny_llama
 from prunekit import PruneConfig, PrunekitError, prune
+from prunekit.quant.effective_bits import run_bits
 from prunekit.selection import nm_mask, zero_pruned_
+from prunekit.store.bits import pack_bits
 from prunekit.store.container import save_tensors
 from prunekit.store.export import WEIGHTS_FILE, export_folder, load_exported
-from prunekit.store.formats import encode
+from prunekit.store.formats import encode, kept_positions
 from prunekit.store.save import save_pruned
+from prunekit.targets import find_targets, weight_view
 
 
 def _pruned_folder(tmp_path, pattern="unstructured", sparsity=0.5, model=None, method="magnitude"):
@@ -86,22 +89,26 @@ def test_bad_files(tmp_path):
         export_folder(folder, tmp_path / "out4", "zip")
 
 
-def _small_export(tmp_path, fmt: str, pattern: str = "unstructured", version: int = 2):
+def _small_export(tmp_path, fmt: str, pattern: str = "unstructured", version: int = 4):
     """A one-layer export (8 × 16 weight), as tensors plus layer table, and a writer that re-seals edits
-    (version 2) or writes the version-1 file, which has no checksum."""
+    (versions 2 and 4) or writes the version-1 file, which has no checksum. Before version 4, N:M positions
+    are stored 2 bits each (``indices``)."""
     g = torch.Generator().manual_seed(0)
     w = torch.randn(8, 16, generator=g)
     zero_pruned_(w, nm_mask(w.abs(), 2, 4) if pattern == "2:4" else torch.rand(8, 16, generator=g) > 0.5)
     nm = (2, 4) if fmt == "nm" else None
-    tensors = {f"l.weight::{k}": v for k, v in encode(w, fmt, nm).items()} | {"other": torch.ones(3)}
+    parts = encode(w, fmt, nm)
+    if fmt == "nm" and version < 4:
+        parts = {"values": parts["values"], "indices": pack_bits(kept_positions(w != 0, 2, 4), 2)}
+    tensors = {f"l.weight::{k}": v for k, v in parts.items()} | {"other": torch.ones(3)}
     layers = {"l.weight": {"format": fmt, "shape": [8, 16], "dtype": "float32", "nm": list(nm) if nm else None,
                            "transposed": False}}
     (tmp_path / "x").mkdir(exist_ok=True)
 
     def write(tensors=tensors, layers=layers):
         path = tmp_path / "x" / WEIGHTS_FILE
-        if version == 2:
-            save_tensors(tensors, path, "prunekit-sparse", {"version": 2, "layers": layers})
+        if version > 1:
+            save_tensors(tensors, path, "prunekit-sparse", {"version": version, "layers": layers})
         else:
             meta = {"magic": "prunekit-sparse", "version": "1", "layers": json.dumps(layers)}
             save_file(tensors, str(path), metadata=meta)
@@ -114,6 +121,10 @@ def _edit(tensors, key, fn):
     out = dict(tensors)
     out[key] = fn(out[key].clone())
     return out
+
+
+def _positions(tensors):
+    return next(k for k in tensors if k.endswith(("::ranks", "::indices")))
 
 
 def _set(t, i, v):
@@ -129,9 +140,9 @@ CORRUPT = [  # (format, pattern, what, edit of (tensors, layers) -> (tensors, la
     ("csr", "unstructured", "duplicate column", lambda t, la: (_edit(t, "l.weight::col", lambda c: _set(c, 1, c[0])), la)),
     ("csr", "unstructured", "row pointers out of order",
      lambda t, la: (_edit(t, "l.weight::crow", lambda r: _set(r, 1, r[2] + 1)), la)),
-    ("nm", "2:4", "duplicate N:M position",
-     lambda t, la: (_edit(t, "l.weight::indices", lambda i: _set(i, 0, 0)), la)),
-    ("nm", "2:4", "short N:M positions", lambda t, la: (_edit(t, "l.weight::indices", lambda i: i[:-1]), la)),
+    ("nm", "2:4", "N:M positions all ones",  # 2-bit positions (3, 3); ranks: a chunk past 6^5
+     lambda t, la: (_edit(t, _positions(t), lambda i: i.fill_(255)), la)),
+    ("nm", "2:4", "short N:M positions", lambda t, la: (_edit(t, _positions(t), lambda i: i[:-1]), la)),
     ("bitmask", "unstructured", "missing part",
      lambda t, la: ({k: v for k, v in t.items() if not k.endswith("::mask")}, la)),
     ("bitmask", "unstructured", "dense layer without its tensor",
@@ -143,7 +154,7 @@ CORRUPT = [  # (format, pattern, what, edit of (tensors, layers) -> (tensors, la
 ]
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 4])
 @pytest.mark.parametrize(("fmt", "pattern", "what", "edit"), CORRUPT, ids=[c[2] for c in CORRUPT])
 def test_every_invariant_is_checked_on_load(tmp_path, fmt, pattern, what, edit, version):
     """Edits that keep the checksum right (re-sealed, as a deliberate edit would be), or in a version-1
@@ -197,6 +208,11 @@ def test_quantized_export_rebuilds_the_dequantized_weights_bit_for_bit(tmp_path,
     for key, value in model.state_dict().items():
         assert same_bits(state[key], value), key
     assert report["target_stored_bytes"] < report["target_dense_bytes"] * (bits + 1) / 32  # float32 -> ~bits
+    # what info counts, given each layer's nonzeros (a kept weight may round to 0), is what the export stores
+    weights = {name: weight_view(m) for name, m in find_targets(model).items()}
+    nonzero = {name: (tuple(w.shape), int((w != 0).sum())) for name, w in weights.items()}
+    counted = run_bits(nonzero, result.grids, config.nm, 32)["model"]["bytes"]
+    assert 0 <= report["target_stored_bytes"] - counted <= 3 * len(result.grids)  # each part rounds up to a byte
 
 
 def test_a_quantized_export_with_a_flipped_bit_is_refused(tmp_path):
@@ -222,7 +238,7 @@ def test_a_quantized_export_takes_the_asked_format_or_refuses_before_writing(tmp
     config = PruneConfig(pattern="2:4", quant=QuantConfig(wbits=4, groupsize=32, quant_method="rtn"))
     result = prune(model, config, progress=False)
     folder = save_pruned(model, tmp_path / "q", result.masks, grids=result.grids)
-    for fmt in ("nm", "bitmask"):  # int4 2:4 costs the same either way: auto takes bitmask
+    for fmt in ("nm", "bitmask"):
         assert set(export_folder(folder, tmp_path / fmt, fmt)["layers"]) == {f"q-{fmt}"}
         state = load_exported(tmp_path / fmt)
         assert all(same_bits(state[k], v) for k, v in model.state_dict().items())

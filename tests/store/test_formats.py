@@ -5,7 +5,8 @@ from hypothesis import strategies as st
 
 from prunekit.errors import PrunekitError
 from prunekit.selection import nm_mask
-from prunekit.store.formats import decode, encode, index_dtype, nbytes
+from prunekit.store.bits import pack_bits
+from prunekit.store.formats import decode, encode, index_dtype, kept_positions, nbytes
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
@@ -39,12 +40,23 @@ def test_nm_roundtrip_bit_exact(rows, groups, nm, dtype, seed, extra_zeros):
     assert torch.equal(decode(parts, "nm", tuple(w.shape), dtype, (n, m)), w)
 
 
+def test_nm_files_before_version_4_keep_their_positions_readable():
+    w = torch.randn(3, 16)
+    w = w * nm_mask(w.abs(), 2, 4)
+    legacy = {"values": encode(w, "nm", (2, 4))["values"], "indices": pack_bits(kept_positions(w != 0, 2, 4), 2)}
+    assert torch.equal(decode(legacy, "nm", (3, 16), torch.float32, (2, 4)), w)
+    legacy["indices"] = pack_bits(torch.tensor([1, 1] + [0, 1] * 11), 2)  # the first group's positions repeat
+    with pytest.raises(PrunekitError, match="must increase"):
+        decode(legacy, "nm", (3, 16), torch.float32, (2, 4))
+
+
 def test_nm_sizes_and_index_types():
     w = torch.randn(64, 128)
     w = w * nm_mask(w.abs(), 2, 4)
     parts = encode(w, "nm", (2, 4))
-    assert parts["values"].shape == (64, 64) and parts["indices"].numel() == 64 * 64 * 2 // 8
-    assert nbytes(parts) / (w.numel() * 4) == pytest.approx(0.5 + 1 / 32)  # half the fp32 values + 2 bits per kept one
+    # 2048 groups of four: 410 chunks of five ranks in 13 bits = 5330 bits, 667 bytes (2-bit positions took 1024)
+    assert parts["values"].shape == (64, 64) and parts["ranks"].numel() == 667
+    assert nbytes(parts) == 64 * 64 * 4 + 667
     csr = encode(w, "csr")
     assert csr["col"].dtype == torch.uint8 and csr["crow"].dtype == torch.int16
     assert index_dtype(255) == torch.uint8 and index_dtype(256) == torch.int16 and index_dtype(2**40) == torch.int64

@@ -5,7 +5,9 @@ from hypothesis import strategies as st
 
 from prunekit import PrunekitError
 from prunekit.quant.grid import rtn
-from prunekit.store.bits import packed_bytes
+from prunekit.store.bits import pack_bits, packed_bytes
+from prunekit.store.formats import kept_positions
+from prunekit.store.nm_code import code_bits
 from prunekit.store.quant_formats import decode_quant, encode_quant
 
 
@@ -43,9 +45,12 @@ def test_two_four_is_stored_as_nm_with_levels_packed(bits):
     layout, parts = encode_quant(w, grid, (2, 4))
     assert layout == "nm"
     assert parts["levels"].numel() == packed_bytes(8 * 32, bits)  # int4: two per byte
-    assert parts["indices"].numel() == packed_bytes(8 * 32, 2) and parts["zero"].numel() == packed_bytes(8 * 2, bits)
+    assert parts["ranks"].numel() == packed_bytes(code_bits(2, 4, 8 * 16)) == 43  # 26 chunks of five ranks, 13 bits
+    assert parts["zero"].numel() == packed_bytes(8 * 2, bits)
     back, _ = decode_quant(parts, layout, (8, 64), bits, 32, False, (2, 4))
     assert torch.equal(back, w)
+    legacy = {k: v for k, v in parts.items() if k != "ranks"} | {"indices": pack_bits(kept_positions(w != 0, 2, 4), 2)}
+    assert torch.equal(decode_quant(legacy, layout, (8, 64), bits, 32, False, (2, 4))[0], w)  # version-3 files
 
 
 def test_weights_off_their_grid_are_refused():

@@ -1,7 +1,8 @@
 """Effective bits per weight, counted honestly: every bit a packed layer needs, over its number of weights.
 
 A layer is stored the cheapest way its zeros allow (the export's choice): dense (every value), a bitmask
-(one bit per weight plus the kept values) or N:M (the kept values plus ceil(log2 M) bits of position each).
+(one bit per weight plus the kept values) or N:M (the kept values plus each group's pattern rank,
+``store/nm_code``: 0.65 bits per weight for 2:4).
 Values take ``bits`` each (the grid's, or the float dtype's); a grid adds a float16 scale per row and group,
 and an asymmetric grid a zero point of ``bits`` bits.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from ..store.nm_code import code_bits
 from .grid import LayerGrid, group_bounds
 
 
@@ -22,9 +24,9 @@ def layer_bits(shape: tuple[int, int], kept: int, value_bits: int, grid: LayerGr
     if grid is not None:
         value_bits = grid.bits
     layouts = {"dense": (numel * value_bits, 0)}
-    if nm is not None and cols % nm[1] == 0:  # N values per group of M (the masks must be N:M; the caller knows)
-        stored = numel // nm[1] * nm[0]
-        layouts["nm"] = (stored * value_bits, stored * max(1, math.ceil(math.log2(nm[1]))))
+    ranks = code_bits(*nm, numel // nm[1]) if nm is not None and cols % nm[1] == 0 else None
+    if ranks is not None:  # N values per group of M (the masks must be N:M; the caller knows) and its ranks
+        layouts["nm"] = (numel // nm[1] * nm[0] * value_bits, ranks)
     layouts["bitmask"] = (kept * value_bits, numel)
     storage = min(layouts, key=lambda k: sum(layouts[k]))  # on a tie the first: N:M, which kernels read
     values, metadata = layouts[storage]

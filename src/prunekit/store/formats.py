@@ -1,8 +1,9 @@
 """Lossless sparse storage formats for pruned weight matrices (pure functions on tensors).
 
 - ``bitmask``: one bit per weight (``bits.pack_bits``, row-major) + the nonzero values in row-major order.
-- ``nm``: N values per group of M inputs + each value's position in its group, packed in
-  ceil(log2 M) bits (``bits.pack_bits``; 2 bits for 2:4: the layout semi-structured kernels read).
+- ``nm``: N values per group of M inputs + each group's pattern as a rank, several to a chunk
+  (``nm_code``: 0.65 bits per weight for 2:4). Files before version 4 hold ``indices`` instead: each
+  position in ceil(log2 M) bits (``bits.pack_bits``); they are still read.
 - ``csr``: row pointers + column indices in the narrowest integer type that fits + values.
 
 Each encoder returns a dict of tensors; ``decode`` rebuilds the exact dense matrix.
@@ -17,6 +18,7 @@ import torch
 from ..errors import PrunekitError
 from ..selection import is_valid_nm
 from .bits import pack_bits, unpack_bits
+from .nm_code import chunking, decode_positions, encode_positions
 
 FORMATS = ("bitmask", "nm", "csr")
 
@@ -34,16 +36,21 @@ def encode_bitmask(weight: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"mask": pack_bits(keep), "values": weight[keep].contiguous()}
 
 
+def kept_positions(keep: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Ascending positions (rows, groups, n) of the kept entries of each group of m; a group with fewer than n
+    keeps some of its zeros (the first ones)."""
+    rows, cols = keep.shape
+    groups = keep.reshape(rows, cols // m, m).to(torch.int8)
+    return torch.argsort(groups, dim=2, descending=True, stable=True)[..., :n].sort(dim=2).values
+
+
 def encode_nm(weight: torch.Tensor, n: int, m: int) -> dict[str, torch.Tensor]:
     rows, cols = weight.shape
-    if cols % m or not is_valid_nm(weight, n, m):
-        raise PrunekitError(f"weight {tuple(weight.shape)} is not {n}:{m} sparse")
-    groups = weight.reshape(rows, cols // m, m)
-    # positions of the n kept entries per group; groups with fewer nonzeros keep some zeros
-    order = torch.argsort((groups != 0).to(torch.int8), dim=2, descending=True, stable=True)[..., :n]
-    idx = order.sort(dim=2).values  # (rows, groups, n), ascending positions
-    values = torch.gather(groups, 2, idx)
-    return {"values": values.reshape(rows, -1).contiguous(), "indices": pack_bits(idx, max(1, math.ceil(math.log2(m))))}
+    if cols % m or not is_valid_nm(weight, n, m) or chunking(n, m) is None:
+        raise PrunekitError(f"weight {tuple(weight.shape)} is not {n}:{m} sparse (or {n}:{m} has too many patterns)")
+    idx = kept_positions(weight != 0, n, m)  # (rows, groups, n)
+    values = torch.gather(weight.reshape(rows, cols // m, m), 2, idx)
+    return {"values": values.reshape(rows, -1).contiguous(), "ranks": encode_positions(idx, m)}
 
 
 def encode_csr(weight: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -69,7 +76,8 @@ def encode(weight: torch.Tensor, fmt: str, nm: tuple[int, int] | None = None) ->
     raise PrunekitError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-PARTS = {"bitmask": ("mask", "values"), "nm": ("values", "indices"), "csr": ("crow", "col", "values")}
+PARTS = {"bitmask": ("mask", "values"), "nm": ("values", "ranks"), "csr": ("crow", "col", "values")}
+LEGACY_NM_PARTS = ("values", "indices")  # before version 4: each position in ceil(log2 M) bits
 
 
 def _bad(fmt: str, why: str) -> PrunekitError:
@@ -77,7 +85,7 @@ def _bad(fmt: str, why: str) -> PrunekitError:
 
 
 def _check_parts(parts: dict[str, torch.Tensor], fmt: str, dtype: torch.dtype) -> None:
-    if set(parts) != set(PARTS[fmt]):
+    if set(parts) != set(PARTS[fmt]) and not (fmt == "nm" and set(parts) == set(LEGACY_NM_PARTS)):
         raise _bad(fmt, f"parts {sorted(parts)}, expected {list(PARTS[fmt])}")
     if any(t.dim() != (2 if fmt == "nm" and k == "values" else 1) for k, t in parts.items()):
         raise _bad(fmt, "a part has the wrong number of dimensions")
@@ -127,14 +135,23 @@ def decode(parts: dict[str, torch.Tensor], fmt: str, shape: tuple[int, int], dty
     if tuple(values.shape) != (rows, groups * n):
         raise _bad(fmt, f"values are {tuple(values.shape)}, expected {(rows, groups * n)}")
     try:
-        idx = unpack_bits(parts["indices"], rows * groups * n, max(1, math.ceil(math.log2(m)))).view(rows, groups, n)
+        idx = nm_positions(parts, rows * groups, n, m).view(rows, groups, n)
     except ValueError as e:
         raise _bad(fmt, str(e)) from e
-    if bool((idx >= m).any()) or bool((idx.diff(dim=2) <= 0).any()):
-        raise _bad(fmt, f"positions within a group must increase (no duplicates) and stay below M={m}")
     dense = torch.zeros(rows, groups, m, dtype=dtype)
     dense.scatter_(2, idx, values.view(rows, groups, n))
     return dense.view(rows, cols)
+
+
+def nm_positions(parts: dict[str, torch.Tensor], groups: int, n: int, m: int) -> torch.Tensor:
+    """(groups, n) ascending positions from an N:M layer's ``ranks`` (or legacy ``indices``); ValueError when
+    they do not decode to increasing positions below M."""
+    if "ranks" in parts:
+        return decode_positions(parts["ranks"], groups, n, m)
+    idx = unpack_bits(parts["indices"], groups * n, max(1, math.ceil(math.log2(m)))).view(groups, n)
+    if bool((idx >= m).any()) or bool((idx.diff(dim=1) <= 0).any()):
+        raise ValueError(f"positions within a group must increase (no duplicates) and stay below M={m}")
+    return idx
 
 
 def nbytes(parts: dict[str, torch.Tensor]) -> int:

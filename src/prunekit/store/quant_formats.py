@@ -2,15 +2,14 @@
 
 Integer levels are packed at ``bits`` bits each (``bits.pack_bits``: int4 two per byte, low nibble first;
 int8 one per byte), in one of three layouts, the cheapest for the layer (as ``quant/effective_bits``
-counts): ``dense`` (every level), ``nm`` (N levels per group of M inputs plus ceil(log2 M)-bit positions)
-or ``bitmask`` (one bit per weight plus the kept levels). Per row and group of inputs: a float16 scale
-and a zero point packed at ``bits`` bits. ``decode_quant`` checks every part and rebuilds the dequantized
-float32 matrix bit for bit: scale · (level − zero), and exactly 0 at every pruned position.
+counts): ``dense`` (every level), ``nm`` (N levels per group of M inputs plus the groups' pattern ranks,
+``nm_code``; before version 4, ceil(log2 M)-bit positions, still read) or ``bitmask`` (one bit per weight
+plus the kept levels). Per row and group of inputs: a float16 scale and a zero point packed at ``bits``
+bits. ``decode_quant`` checks every part and rebuilds the dequantized float32 matrix bit for bit:
+scale · (level − zero), and exactly 0 at every pruned position.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -19,8 +18,11 @@ from ..quant.effective_bits import layer_bits
 from ..quant.grid import LayerGrid, dequantize, group_bounds
 from ..selection import is_valid_nm
 from .bits import pack_bits, packed_bytes, unpack_bits
+from .formats import kept_positions, nm_positions
+from .nm_code import encode_positions
 
-QUANT_PARTS = {"dense": ("levels",), "nm": ("levels", "indices"), "bitmask": ("levels", "mask")}
+QUANT_PARTS = {"dense": ("levels",), "nm": ("levels", "ranks"), "bitmask": ("levels", "mask")}
+LEGACY_PARTS = {"nm": ("levels", "indices")}  # before version 4
 
 
 def _pack(levels: torch.Tensor, bits: int) -> torch.Tensor:
@@ -32,13 +34,6 @@ def _unpack(packed: torch.Tensor, count: int, bits: int, what: str) -> torch.Ten
     if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != packed_bytes(count, bits):
         raise PrunekitError(f"{what}: expected {packed_bytes(count, bits)} bytes for {count} values of {bits} bits")
     return packed.long() if bits == 8 else unpack_bits(packed, count, bits)
-
-
-def _nm_positions(keep: torch.Tensor, n: int, m: int) -> torch.Tensor:
-    """Ascending positions (rows, groups, n) of the kept entries in each group of m (groups with fewer take zeros)."""
-    rows, cols = keep.shape
-    groups = keep.reshape(rows, cols // m, m).to(torch.int8)
-    return torch.argsort(groups, dim=2, descending=True, stable=True)[..., :n].sort(dim=2).values
 
 
 def encode_quant(weight: torch.Tensor, grid: LayerGrid, nm: tuple[int, int] | None = None,
@@ -62,16 +57,17 @@ def encode_quant(weight: torch.Tensor, grid: LayerGrid, nm: tuple[int, int] | No
         parts |= {"mask": pack_bits(keep), "levels": _pack(levels[keep], grid.bits)}
     else:
         n, m = nm
-        idx = _nm_positions(keep, n, m)
+        idx = kept_positions(keep, n, m)
         kept = torch.gather(levels.reshape(rows, cols // m, m), 2, idx)
-        parts |= {"indices": pack_bits(idx, max(1, math.ceil(math.log2(m)))), "levels": _pack(kept, grid.bits)}
+        parts |= {"ranks": encode_positions(idx, m), "levels": _pack(kept, grid.bits)}
     return layout, parts
 
 
 def decode_quant(parts: dict[str, torch.Tensor], layout: str, shape: tuple[int, int], bits: int, groupsize: int,
                  sym: bool, nm: tuple[int, int] | None = None) -> tuple[torch.Tensor, LayerGrid]:
     """The float32 (rows, cols) matrix and its grid back from ``encode_quant``'s parts, every invariant checked."""
-    if layout not in QUANT_PARTS or set(parts) != {"scale", "zero", *QUANT_PARTS[layout]}:
+    if layout not in QUANT_PARTS or set(parts) not in ({"scale", "zero", *QUANT_PARTS[layout]},
+                                                       {"scale", "zero", *LEGACY_PARTS.get(layout, QUANT_PARTS[layout])}):
         raise PrunekitError(f"quantized {layout} layer: parts {sorted(parts)} are not the layout's")
     rows, cols = shape
     if not 2 <= bits <= 8 or groupsize < 0 or (layout == "nm" and (nm is None or cols % nm[1])):
@@ -99,11 +95,9 @@ def decode_quant(parts: dict[str, torch.Tensor], layout: str, shape: tuple[int, 
     n, m = nm
     count = rows * (cols // m) * n
     try:
-        idx = unpack_bits(parts["indices"], count, max(1, math.ceil(math.log2(m)))).view(rows, cols // m, n)
+        idx = nm_positions(parts, rows * (cols // m), n, m).view(rows, cols // m, n)
     except ValueError as e:
         raise PrunekitError(f"quantized nm layer: {e}") from e
-    if bool((idx >= m).any()) or bool((idx.diff(dim=2) <= 0).any()):
-        raise PrunekitError(f"quantized nm layer: positions within a group must increase and stay below M={m}")
     levels = _unpack(parts["levels"], count, bits, "levels").view(rows, cols // m, n).float()
     col = (torch.arange(cols // m)[None, :, None] * m + idx).reshape(rows, -1)  # (rows, kept) input index
     values = dequantize(levels.reshape(rows, -1), col_scale.gather(1, col), col_zero.gather(1, col))
