@@ -10,6 +10,8 @@ speed: magnitude 2:4 and RTN grids, int4 asymmetric in groups of 128 with a 64-w
   int4         int4 g128 weights, likewise
   2:4          2:4 in bf16 (no grid): the sparse float layouts, likewise
   2:4+int4     2:4 then int4 g128, likewise
+Each but dense also runs its output head on the compiled GEMV over the tied weight where that measures faster
+(``sparsify``'s ``head``); a ``/torch-head`` suffix (``2:4+int4/torch-head``) leaves the head on torch's.
 llama.cpp (``--llama``: llama-cpp-python, set up by bench/llamacpp/setup.sh and make_gguf.sh) runs the
 F16, BF16, Q8_0 and Q4_0 conversions of the same model in a worker process (bench/llamacpp/worker.py)
 that answers between prunekit's runs, with the same prompt (16 random token ids, seeded) and token
@@ -17,8 +19,8 @@ counts, the same thread count, greedy decoding. Decode tok/s = (n − 1) / (t_n 
 prefill cancels out. Each rep runs every variant once; medians over reps. Target: 2:4+int4 ≥ 2× dense.
 
 A profile of one generation per prunekit variant says where each token's time goes: the block linears (the
-kernels, or nn.Linear), the output head (torch's bf16 GEMV over the 49152-token vocabulary, not a pruning
-target), and the rest (attention, norms, the generate loop: per-token framework overhead).
+kernels, or nn.Linear), the output head (a bf16 GEMV over the 49152-token vocabulary, not a pruning target),
+and the rest (attention, norms, the generate loop: per-token framework overhead).
 
     .venv/bin/python bench/quant_decode.py [--reps 5] [--new-tokens 32] [--llama runs/gguf]
 """
@@ -55,6 +57,7 @@ LLAMA_PY = Path(__file__).parent / "llamacpp" / ".venv" / "bin" / "python"
 
 def variant(name: str) -> tuple[nn.Module, dict]:
     """The default model as ``name`` runs it (bf16, layouts chosen), and its layer layout counts."""
+    name, _, suffix = name.partition("/")
     model, _, _ = load_model("default", torch.float32)
     quant = {"int8": {"wbits": 8, "groupsize": 0, "sym": True},
              "int4": {"wbits": 4, "groupsize": 128, "uneven_groups": True},
@@ -67,7 +70,7 @@ def variant(name: str) -> tuple[nn.Module, dict]:
     model = model.to(torch.bfloat16).eval()
     if name == "dense":
         return model, {"dense": len(find_targets(model))}
-    choices = sparsify(model, layout="gemv" if name == "gemv" else "auto", grids=grids)
+    choices = sparsify(model, layout="gemv" if name == "gemv" else "auto", grids=grids, head=suffix != "torch-head")
     return model, dict(Counter(c.layout for c in choices))
 
 

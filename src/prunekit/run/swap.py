@@ -24,6 +24,7 @@ from ..selection import is_valid_nm
 from ..targets import find_targets
 from ..timing import alternate, copies_past_cache
 from . import extension, kernel, quant_pack
+from .gemv_linear import KERNEL_DTYPES, GemvLinear
 from .sparse_linear import LAYOUTS, QUANT_LAYOUTS, SparseLinear
 
 DENSE_KERNELS = ("gemv", "qdense")  # kernel layouts for a layer with few or no zeros
@@ -120,11 +121,13 @@ def candidates(weight: torch.Tensor, sparsity: float, layouts: tuple[str, ...], 
 def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = LAYOUTS + QUANT_LAYOUTS,
              min_sparsity: float = 0.05, margin: float = 1.03, reps: int = 20, prefill_batch: int = 128,
              prefill_floor: float = 0.8, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
-             grids: Mapping[str, LayerGrid] | None = None) -> list[LayerChoice]:
+             grids: Mapping[str, LayerGrid] | None = None, head: bool = True) -> list[LayerChoice]:
     """Replace (in place) block ``nn.Linear`` layers by ``SparseLinear``: ``layout="auto"`` measures and
     picks per layer among ``candidates`` (see ``pick``: decode speed first, prefill at ``prefill_batch``
     rows kept above ``prefill_floor`` of dense), a named layout forces it on every layer it fits (sparse
-    layouts from ``min_sparsity`` zeros on, quantized ones on layers with a grid in ``grids``)."""
+    layouts from ``min_sparsity`` zeros on, quantized ones on layers with a grid in ``grids``). With ``head``,
+    the output head (``get_output_embeddings()``) runs on the compiled dense GEMV over its own weight
+    (``GemvLinear``: a tied head stays tied) where ``gemv`` is among the layouts and, under auto, measures faster."""
     known = LAYOUTS + QUANT_LAYOUTS
     if layout != "auto" and layout not in known:
         raise ValueError(f"unknown layout {layout!r}; choose auto or one of {known}")
@@ -166,5 +169,31 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
             model.set_submodule(name, sparse)
         choices.append(LayerChoice(name, tuple(w.shape), round(sparsity, 4), chosen, seconds, prefill,
                                    w.numel() * w.element_size(), stored))
+    if head and "gemv" in ((layout,) if layout != "auto" else layouts):
+        choice = _swap_head(model, layout == "auto", margin, reps, prefill_batch, prefill_floor)
+        choices += [choice] if choice else []
     log.info("sparsify: %d of %d layers swapped", sum(c.layout != "dense" for c in choices), len(choices))
     return choices
+
+
+def _swap_head(model: nn.Module, measure: bool, margin: float, reps: int, prefill_batch: int,
+               prefill_floor: float) -> LayerChoice | None:
+    """The output head on ``GemvLinear`` (measured against ``nn.Linear`` first when ``measure``): its choice,
+    or None when the model has no CPU ``nn.Linear`` head in a dtype the kernel reads."""
+    get = getattr(model, "get_output_embeddings", None)
+    linear = get() if callable(get) else None
+    if type(linear) is not nn.Linear or linear.weight.device.type != "cpu" or linear.weight.dtype not in KERNEL_DTYPES:
+        return None
+    name = next(n for n, m in model.named_modules() if m is linear)
+    w = linear.weight.data
+    bias = linear.bias.data if linear.bias is not None else None
+    chosen, seconds, prefill = "gemv", {}, {}
+    if measure:  # gemv's packed copy runs the very kernel GemvLinear calls
+        timed = measure_layer(w, bias, ("gemv",), reps, (1, prefill_batch))
+        seconds, prefill = timed[1], timed[prefill_batch]
+        chosen = pick(seconds, margin, None, 0, prefill, prefill_floor)
+    if chosen == "gemv":
+        model.set_submodule(name, GemvLinear.from_linear(linear))
+    size = w.numel() * w.element_size()
+    return LayerChoice(name, tuple(w.shape), round(float((w == 0).sum()) / w.numel(), 4), chosen, seconds, prefill,
+                       size, size)

@@ -891,12 +891,9 @@ at::Tensor tiled(const QPacked& p, const at::Tensor& x, const c10::optional<at::
   return yt.t().contiguous();
 }
 
-// nn.Linear's forward for a dense or quantized packed weight, in one call: x (..., cols), y in x's dtype.
-at::Tensor quant_forward(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias, int64_t isa,
-                         int64_t small_batch, int64_t tile_rows) {
-  TORCH_CHECK(x.is_cpu() && packed.is_cpu() && (!bias.has_value() || !bias->defined() || bias->is_cpu()),
-              "the kernel runs on CPU tensors only");
-  QPacked p = read_qpacked(packed);
+// nn.Linear's forward for a checked weight, in one call: x (..., cols), y in x's dtype.
+at::Tensor forward(const QPacked& p, const at::Tensor& x, const c10::optional<at::Tensor>& bias, int64_t isa,
+                   int64_t small_batch, int64_t tile_rows) {
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == p.cols, "x must end in a dimension of ", p.cols, " features, got shape ", x.sizes());
   x_dtype(x);
   at::Tensor xc = x.contiguous();
@@ -912,8 +909,33 @@ at::Tensor quant_forward(const at::Tensor& x, const at::Tensor& packed, const c1
   return tiled(p, xc.view({batch, p.cols}), bias, tile_rows, resolve_isa(isa)).view(shape);
 }
 
+bool on_cpu(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
+  return x.is_cpu() && w.is_cpu() && (!bias.has_value() || !bias->defined() || bias->is_cpu());
+}
+
+// A dense or quantized packed weight (see read_qpacked).
+at::Tensor quant_forward(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias, int64_t isa,
+                         int64_t small_batch, int64_t tile_rows) {
+  TORCH_CHECK(on_cpu(x, packed, bias), "the kernel runs on CPU tensors only");
+  return forward(read_qpacked(packed), x, bias, isa, small_batch, tile_rows);
+}
+
+// A plain (rows, cols) float32, bfloat16 or float16 weight, read where it lies (the gemv kernel without a
+// packed copy: an output head tied to its embedding stays one tensor). Its tail is read with masked loads.
+at::Tensor dense_forward(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias, int64_t isa,
+                         int64_t small_batch) {
+  TORCH_CHECK(on_cpu(x, weight, bias), "the kernel runs on CPU tensors only");
+  const auto t = weight.scalar_type();
+  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && (t == at::kFloat || t == at::kBFloat16 || t == at::kHalf),
+              "the weight must be a contiguous 2-D float32, bfloat16 or float16 tensor");
+  const int64_t dtype = t == at::kFloat ? kF32 : t == at::kBFloat16 ? kBF16 : kF16;
+  QPacked p{kDense, weight.size(0), weight.size(1), dtype, 0, 0, {static_cast<const uint8_t*>(weight.data_ptr())}};
+  return forward(p, x, bias, isa, small_batch, 0);
+}
+
 }  // namespace
 
 void bind_dense_quant_linear(pybind11::module_& m) {
   m.def("quant_forward", &quant_forward, "nn.Linear forward for a dense or quantized packed W (any leading dims)");
+  m.def("dense_forward", &dense_forward, "nn.Linear forward for a plain float W on the gemv kernel (any leading dims)");
 }
