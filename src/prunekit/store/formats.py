@@ -46,8 +46,10 @@ def kept_positions(keep: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 def encode_nm(weight: torch.Tensor, n: int, m: int) -> dict[str, torch.Tensor]:
     rows, cols = weight.shape
-    if cols % m or not is_valid_nm(weight, n, m) or chunking(n, m) is None:
-        raise PrunekitError(f"weight {tuple(weight.shape)} is not {n}:{m} sparse (or {n}:{m} has too many patterns)")
+    if cols % m or not is_valid_nm(weight, n, m):
+        raise PrunekitError(f"weight {tuple(weight.shape)} is not {n}:{m} sparse")
+    if chunking(n, m) is None:
+        raise PrunekitError(f"{n}:{m} has more patterns than a chunk of ranks holds; store it as bitmask or csr")
     idx = kept_positions(weight != 0, n, m)  # (rows, groups, n)
     values = torch.gather(weight.reshape(rows, cols // m, m), 2, idx)
     return {"values": values.reshape(rows, -1).contiguous(), "ranks": encode_positions(idx, m)}
