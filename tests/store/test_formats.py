@@ -62,6 +62,8 @@ def test_nm_sizes_and_index_types():
     assert index_dtype(255) == torch.uint8 and index_dtype(256) == torch.int16 and index_dtype(2**40) == torch.int64
     with pytest.raises(PrunekitError, match="not 2:4"):
         encode(torch.ones(2, 8), "nm", (2, 4))
+    with pytest.raises(PrunekitError, match="more patterns"):  # C(70, 35) > 2^62
+        encode(torch.zeros(2, 70), "nm", (35, 70))
 
 
 def test_corrupt_parts_are_errors():
