@@ -11,7 +11,7 @@ from prunekit import PruneConfig, PrunekitError, prune
 from prunekit.quant.effective_bits import run_bits
 from prunekit.selection import nm_mask, zero_pruned_
 from prunekit.store.bits import pack_bits
-from prunekit.store.container import save_tensors
+from prunekit.store.container import load_tensors, save_tensors
 from prunekit.store.export import WEIGHTS_FILE, export_folder, load_exported
 from prunekit.store.formats import encode, kept_positions
 from prunekit.store.save import save_pruned
@@ -49,6 +49,13 @@ def test_export_roundtrip_bit_exact(tmp_path, fmt, pattern, method):
     assert (tmp_path / "out" / "config.json").is_file()
     if fmt == "auto" and pattern == "2:4":
         assert report["layers"] == {"nm": 14}
+
+
+@pytest.mark.parametrize("fmt,pattern,version", [("bitmask", "unstructured", 2), ("nm", "2:4", 4)])
+def test_a_file_takes_the_lowest_version_that_reads_it(tmp_path, fmt, pattern, version):
+    folder = _pruned_folder(tmp_path, pattern)
+    export_folder(folder, tmp_path / "out", fmt)
+    assert load_tensors(tmp_path / "out" / WEIGHTS_FILE, "prunekit-sparse")[1]["version"] == version
 
 
 def test_auto_keeps_dense_when_sparse_is_bigger(tmp_path):
@@ -202,6 +209,8 @@ def test_quantized_export_rebuilds_the_dequantized_weights_bit_for_bit(tmp_path,
     report = export_folder(folder, tmp_path / "x")
     layouts = set(report["layers"])
     assert layouts <= {"q-nm", "q-bitmask", "q-dense"} and len(report["layers"]) > 0
+    header = load_tensors(tmp_path / "x" / WEIGHTS_FILE, "prunekit-sparse")[1]
+    assert header["version"] == (4 if "q-nm" in layouts else 3)
     if sparsity == 0.0:
         assert layouts == {"q-dense"}
     state = load_exported(tmp_path / "x")

@@ -4,8 +4,8 @@ The output folder holds ``weights.prunekit.safetensors`` (no pickle): dense tens
 names, sparse layers as ``name::part`` tensors, and a ``container`` header (format version, per-layer
 layout, a checksum over everything). Non-weight files (config, tokenizer, manifest) are copied alongside.
 Loading checks every structural invariant and the checksum; any failure is a PrunekitError naming the
-layer. Files of every earlier version are still read (1: before checksums; before 4: N:M positions at
-ceil(log2 M) bits each).
+layer. A file is written at the lowest version that reads it, and files of every earlier version are still
+read (1: before checksums; before 4: N:M positions at ceil(log2 M) bits each).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .quant_formats import decode_quant, encode_quant
 
 KIND = "prunekit-sparse"  # the metadata key (version 1: the value of its "magic" key)
 VERSION = 4  # 2: checksums; 3: quantized layers (``quant_formats``); 4: N:M positions as ranks (``nm_code``)
+QUANT_VERSION, CHECKSUM_VERSION = 3, 2  # a file takes the lowest version that reads it: older readers still can
 DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64)}
 WEIGHTS_FILE = "weights.prunekit.safetensors"
 NM_CANDIDATES = ((2, 4), (4, 8))
@@ -127,7 +128,9 @@ def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
         sparse_bytes += nbytes(parts) if parts else w.numel() * w.element_size()
         tensors.update({f"{key}::{p}": t for p, t in parts.items()})
     with claim.write() as tmp:
-        save_tensors(tensors, tmp / WEIGHTS_FILE, KIND, {"version": VERSION, "layers": layers})
+        formats = {info["format"] for info in layers.values()}
+        version = VERSION if formats & {"nm", "q-nm"} else QUANT_VERSION if grids else CHECKSUM_VERSION
+        save_tensors(tensors, tmp / WEIGHTS_FILE, KIND, {"version": version, "layers": layers})
         for f in folder.iterdir():
             if f.is_file() and f.suffix != ".safetensors":
                 shutil.copy2(f, tmp / f.name)
@@ -152,7 +155,7 @@ def load_exported(out: str | Path) -> dict[str, torch.Tensor]:
         version, stored, layers = meta.get("version"), read_tensors(path), legacy_json(meta, "layers", path)
     else:
         raise PrunekitError(f"{path} is not a prunekit sparse export")
-    if version not in ("1", 2, 3, VERSION):
+    if version not in ("1", CHECKSUM_VERSION, QUANT_VERSION, VERSION):
         raise PrunekitError(f"{path} has format version {version!r}; this prunekit reads 1 to {VERSION}")
     if not isinstance(layers, dict):
         raise PrunekitError(f"{path}: its layer table is not a mapping of layers")
