@@ -67,7 +67,8 @@ SEEDED = [f"{name}, calib seed {seed}" for name in ("50% + int4 per-channel join
                                                      "50% + int4 per-channel joint, mse grid",
                                                      "50% + int4 per-channel joint, documents sampling",
                                                      "int4 g128 gptq act-order", "int4 g128 gptq act-order, mse grid",
-                                                     "2:4 + int4 g128 joint", "2:4 + int4 g128 joint, mse grid")
+                                                     "2:4 + int4 g128 joint", "2:4 + int4 g128 joint, mse grid",
+                                                     "2:4 + int4 g128 prune-first, act-order, mse grid")
           for seed in (1, 2)]
 # name -> (the run it fine-tunes, steps, learning rate): full AdamW, masks locked, grids frozen, batches of 2 × 512
 # C4 tokens (docs/training-time.md's recipe)
