@@ -15,11 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from prunekit.config import DTYPES, PruneConfig
 from prunekit.measure.bench import bench_model
 from prunekit.measure.hardware import cpu_info
 from prunekit.models import load_model
+from prunekit.oneshot.config import PruneConfig
 from prunekit.oneshot.pruner import prune
+from prunekit.settings import DTYPES
 from prunekit.store.manifest import build_manifest, write_json
 
 

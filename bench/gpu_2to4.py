@@ -26,12 +26,13 @@ from pathlib import Path
 
 import torch
 
-from prunekit.config import DTYPES, PruneConfig
 from prunekit.measure.bench import bench_model
 from prunekit.measure.hardware import gpu_bench, gpu_info, gpu_verdict, model_shapes
 from prunekit.models import load_model
+from prunekit.oneshot.config import PruneConfig
 from prunekit.oneshot.pruner import prune
 from prunekit.run import semi_structured
+from prunekit.settings import DTYPES
 from prunekit.store.manifest import build_manifest, write_json
 
 SMOLLM2_135M = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from prunekit import PruneConfig, prune
-from prunekit.config import QuantConfig
 from prunekit.oneshot.residency import InMemory
+from prunekit.quant.config import QuantConfig
 from prunekit.run import extension
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from prunekit.config import DTYPES
 from prunekit.measure.hardware import cpu_info, pruned_weight
 from prunekit.run import extension, kernel
 from prunekit.run.sparse_linear import LAYOUTS, SMALL_BATCH, SparseLinear
 from prunekit.run.swap import layout_bytes, measure_layer
 from prunekit.selection import Pattern
+from prunekit.settings import DTYPES
 from prunekit.store.manifest import build_manifest, write_json
 from prunekit.timing import alternate, copies_past_cache
 

@@ -24,11 +24,11 @@ import sys
 
 import torch
 
-from prunekit.config import DTYPES
 from prunekit.measure.hardware import cpu_info, pruned_weight
 from prunekit.run import extension, kernel, quant_pack
 from prunekit.run.sparse_linear import SMALL_BATCH
 from prunekit.selection import Pattern
+from prunekit.settings import DTYPES
 from prunekit.store.manifest import build_manifest, write_json
 from prunekit.timing import alternate, copies_past_cache
 

@@ -40,10 +40,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from prunekit.config import PruneConfig
 from prunekit.measure.bench import weight_bytes
 from prunekit.measure.hardware import cpu_info
 from prunekit.models import load_model
+from prunekit.oneshot.config import PruneConfig
 from prunekit.oneshot.pruner import prune
 from prunekit.run.sparse_linear import SparseLinear
 from prunekit.run.swap import sparsify

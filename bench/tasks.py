@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-from prunekit.config import DTYPES
 from prunekit.measure.hardware import cpu_info
 from prunekit.measure.tasks import NAMED, evaluate_tasks, load_task, task_lm
 from prunekit.models import load_model
+from prunekit.settings import DTYPES
 from prunekit.store.manifest import build_manifest, write_json
 
 

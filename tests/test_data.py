@@ -3,8 +3,7 @@ import json
 import pytest
 import torch
 
-from prunekit.config import CalibConfig
-from prunekit.data import load_text, sample_calibration, shared_data_dir
+from prunekit.data import CalibConfig, load_text, sample_calibration, shared_data_dir
 from prunekit.errors import PrunekitError
 
 

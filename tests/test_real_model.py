@@ -3,8 +3,7 @@
 import pytest
 
 from prunekit import PruneConfig, is_valid_nm, prune
-from prunekit.config import CalibConfig
-from prunekit.data import load_text, sample_calibration, shared_data_dir
+from prunekit.data import CalibConfig, load_text, sample_calibration, shared_data_dir
 from prunekit.measure.perplexity import perplexity
 from prunekit.targets import find_targets, weight_view
 

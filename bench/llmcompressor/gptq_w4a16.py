@@ -32,8 +32,7 @@ def main() -> None:
     from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import GPTQModifier
 
-    from prunekit.config import CalibConfig
-    from prunekit.data import load_text, sample_calibration
+    from prunekit.data import CalibConfig, load_text, sample_calibration
     from prunekit.measure.perplexity import perplexity
     from prunekit.models import load_model
 

@@ -5,9 +5,11 @@ prune), ``quant`` (weight quantization), ``train`` (pruning while training), ``s
 ``run`` (sparse execution), ``measure`` (quality and speed).
 """
 
-from .config import CalibConfig, PruneConfig, QuantConfig
+from .data import CalibConfig
 from .errors import PrunekitError
+from .oneshot.config import PruneConfig
 from .oneshot.pruner import PruneResult, prune
+from .quant.config import QuantConfig
 from .run.semi_structured import to_semi_structured
 from .run.sparse_linear import SparseLinear
 from .run.swap import sparsify

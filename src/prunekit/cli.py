@@ -18,25 +18,29 @@ from pathlib import Path
 
 import torch
 
-from .config import DTYPES, CalibConfig, EvalConfig, FinetuneConfig, PruneConfig, QuantConfig, TaskConfig
-from .data import load_text, sample_calibration
+from .data import CalibConfig, load_text, sample_calibration
 from .devices import available_memory, parse_device
 from .errors import PrunekitError, choice
 from .fsutil import claim_output
+from .measure.config import EvalConfig, TaskConfig
 from .measure.evaluation import Evaluation
 from .measure.tasks import TASKS_FILE
 from .models import check_seqlen, fingerprint, load_config, load_model, load_skeleton
 from .oneshot.collective import init_from_env
+from .oneshot.config import PruneConfig
 from .oneshot.pruner import prune
 from .oneshot.residency import DiskOffload, InMemory
+from .quant.config import QuantConfig
 from .quant.effective_bits import run_bits
 from .run.sparse_linear import LAYOUTS, QUANT_LAYOUTS
+from .settings import DTYPES
 from .store.grid_file import GRIDS_FILE, load_grids
 from .store.info import format_table, layer_table
 from .store.manifest import build_manifest, write_json
 from .store.save import save_pruned, write_pruned, write_streamed
 from .store.shards import CheckpointReader, ShardWriter
 from .targets import find_blocks
+from .train.config import FinetuneConfig
 
 log = logging.getLogger("prunekit")
 

@@ -1,4 +1,4 @@
-"""Text sources and the calibration sampler.
+"""Text sources, the calibration settings and the calibration sampler.
 
 A source is a ``.txt`` file, a ``.jsonl`` file with a ``text`` field, or the names ``wikitext2`` /
 ``c4``, which resolve to the shared data folder (``$PRUNEKIT_DATA`` or ``../shared/data``) and
@@ -13,16 +13,43 @@ import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import CalibConfig, Sampling
-from .errors import PrunekitError
+from .errors import PrunekitError, choice
 from .fsutil import sha256_file
+from .settings import setting
 
 log = logging.getLogger(__name__)
+
+
+class Sampling(StrEnum):
+    AUTO = "auto"            # documents when enough are long enough, else stream
+    DOCUMENTS = "documents"  # a random long document, then a random offset (SparseGPT/Wanda)
+    STREAM = "stream"        # random offsets into all documents' concatenated tokens
+
+
+@dataclass(frozen=True)
+class CalibConfig:
+    """Calibration sample: ``nsamples`` windows of ``seqlen`` tokens from ``data``, seeded."""
+
+    data: str = setting("c4", "calibration text: c4, wikitext2, a .txt or .jsonl file", flag="calib")
+    nsamples: int = setting(128, "calibration windows")
+    seqlen: int = setting(2048, "calibration window length (tokens)")
+    seed: int = setting(0, "seed of the calibration sample (and of torch)")
+    sampling: Sampling = setting(Sampling.AUTO, "how windows are drawn: auto, documents or stream",
+                                 flag="calib-sampling")
+
+    def __post_init__(self) -> None:
+        if self.nsamples < 1:
+            raise PrunekitError(f"nsamples must be >= 1, got {self.nsamples}")
+        if self.seqlen < 2:
+            raise PrunekitError(f"seqlen must be >= 2, got {self.seqlen}")
+        object.__setattr__(self, "sampling", choice(Sampling, self.sampling, "sampling"))
+
 
 NAMED = {"wikitext2": "wikitext2-test.txt", "c4": "c4-sample.jsonl"}
 

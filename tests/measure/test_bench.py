@@ -4,8 +4,8 @@ import pytest
 from torch import nn
 
 from conftest import tiny_llama
-from prunekit.config import PruneConfig
 from prunekit.measure.bench import bench_model, weight_bytes
+from prunekit.oneshot.config import PruneConfig
 from prunekit.oneshot.pruner import prune
 
 

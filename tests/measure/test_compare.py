@@ -6,10 +6,11 @@ import pytest
 
 from conftest import tiny_llama
 from prunekit.cli import main
-from prunekit.config import PruneConfig, TaskConfig
 from prunekit.errors import PrunekitError
 from prunekit.measure.compare import CompareConfig, run_compare, storage_mb
+from prunekit.measure.config import TaskConfig
 from prunekit.measure.report import write_report
+from prunekit.oneshot.config import PruneConfig
 from prunekit.oneshot.pruner import prune
 
 

@@ -56,7 +56,7 @@ def test_bad_shapes():
 def test_refine_admm_in_prune_lowers_layer_errors(method):
     """On a tiny Llama, refining each layer's weights on its mask lowers the mean reconstruction error."""
     from conftest import tiny_llama
-    from prunekit.config import PruneConfig
+    from prunekit.oneshot.config import PruneConfig
     from prunekit.oneshot.pruner import prune
     from prunekit.targets import find_targets
 
@@ -72,7 +72,7 @@ def test_refine_admm_in_prune_lowers_layer_errors(method):
 
 
 def test_refine_needs_calibration():
-    from prunekit.config import PruneConfig
+    from prunekit.oneshot.config import PruneConfig
 
     with pytest.raises(PrunekitError, match="calibration"):
         PruneConfig(method="magnitude", refine="admm")

@@ -1,11 +1,9 @@
-import logging
 
 import pytest
 import torch
 
-from prunekit.errors import PrunekitError
 from prunekit.oneshot.scores import magnitude_scores, wanda_scores
-from prunekit.oneshot.sparsegpt import inverse_cholesky, sparsegpt_prune
+from prunekit.oneshot.sparsegpt import sparsegpt_prune
 from prunekit.oneshot.stats import InputStats
 from prunekit.selection import count_to_prune, is_valid_nm, select_mask
 
@@ -74,27 +72,3 @@ def test_singular_hessians():
         assert torch.isfinite(new).all() and int((~keep).sum()) == 30
 
 
-def test_failed_cholesky_escalates_with_warning(caplog):
-    with caplog.at_level(logging.WARNING):
-        with pytest.raises(PrunekitError, match="not positive definite"):
-            inverse_cholesky(torch.full((4, 4), float("nan")), 0.01, "bad")
-    assert "escalating" in caplog.text
-    indefinite = torch.tensor([[1.0, 0.0], [0.0, -0.001]])
-    u, escalations = inverse_cholesky(indefinite, 0.0001, "mild")
-    assert escalations >= 1 and torch.isfinite(u).all()
-
-
-def test_inverse_cholesky_equals_the_three_separate_steps():
-    """In place in one buffer, bit for bit the factor of the three out-of-place steps: U with UᵀU = (H + λI)⁻¹."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 24, generator=g)
-    stats = InputStats(24, True)
-    stats.add(x)
-    h = stats.hessian
-    before = h.clone()
-    u, escalations = inverse_cholesky(h, 0.01, "layer")
-    damped = h + 0.01 * torch.diag(h).mean() * torch.eye(24)
-    ref = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(damped)), upper=True)
-    assert escalations == 0 and torch.equal(h, before)  # H is left as it was (q/k/v share it)
-    torch.testing.assert_close(u, ref, rtol=0, atol=0)
-    torch.testing.assert_close(u.T.double() @ u.double(), torch.linalg.inv(damped.double()), rtol=1e-4, atol=1e-6)

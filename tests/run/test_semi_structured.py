@@ -10,9 +10,9 @@ import torch
 from torch.testing._internal.two_tensor import TwoTensor
 
 from conftest import tiny_llama
-from prunekit.config import PruneConfig
 from prunekit.measure.bench import bench_model, weight_bytes
 from prunekit.measure.hardware import gpu_verdict
+from prunekit.oneshot.config import PruneConfig
 from prunekit.oneshot.pruner import prune
 from prunekit.run import semi_structured
 

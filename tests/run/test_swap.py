@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import tiny_llama
-from prunekit.config import PruneConfig
+from prunekit.oneshot.config import PruneConfig
 from prunekit.oneshot.pruner import prune
 from prunekit.run import extension
 from prunekit.run.sparse_linear import SparseLinear

@@ -197,7 +197,7 @@ def test_random_corruption_never_loads_wrong_weights(tmp_path_factory, data):
                                                     ("unstructured", 0.0, "prune-first")])
 @pytest.mark.parametrize("bits", [4, 8])
 def test_quantized_export_rebuilds_the_dequantized_weights_bit_for_bit(tmp_path, pattern, sparsity, order, bits):
-    from prunekit.config import QuantConfig
+    from prunekit.quant.config import QuantConfig
 
     model = tiny_llama()
     calib = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
@@ -225,7 +225,7 @@ def test_quantized_export_rebuilds_the_dequantized_weights_bit_for_bit(tmp_path,
 
 
 def test_a_quantized_export_with_a_flipped_bit_is_refused(tmp_path):
-    from prunekit.config import QuantConfig
+    from prunekit.quant.config import QuantConfig
 
     model = tiny_llama()
     config = PruneConfig(quant=QuantConfig(wbits=4, groupsize=32, quant_method="rtn"))
@@ -241,7 +241,7 @@ def test_a_quantized_export_with_a_flipped_bit_is_refused(tmp_path):
 
 
 def test_a_quantized_export_takes_the_asked_format_or_refuses_before_writing(tmp_path):
-    from prunekit.config import QuantConfig
+    from prunekit.quant.config import QuantConfig
 
     model = tiny_llama()
     config = PruneConfig(pattern="2:4", quant=QuantConfig(wbits=4, groupsize=32, quant_method="rtn"))

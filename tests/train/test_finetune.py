@@ -3,9 +3,9 @@ import torch
 
 from conftest import byte_tokenizer, tiny_llama
 from prunekit import PruneConfig, PrunekitError, is_valid_nm, prune
-from prunekit.config import FinetuneConfig
 from prunekit.data import TextSource
 from prunekit.targets import find_targets, weight_view
+from prunekit.train.config import FinetuneConfig
 from prunekit.train.finetune import finetune
 from prunekit.train.masks import masks_of
 
@@ -38,7 +38,7 @@ def test_bad_settings(kwargs, message):
 
 
 def test_finetune_with_frozen_grids_moves_levels_not_scales():
-    from prunekit.config import QuantConfig
+    from prunekit.quant.config import QuantConfig
 
     model, tok = tiny_llama(), byte_tokenizer()
     result = prune(model, PruneConfig(pattern="2:4", quant=QuantConfig(wbits=4, groupsize=32, quant_method="rtn")),

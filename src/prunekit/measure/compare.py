@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from tqdm.auto import tqdm
 
-from ..config import CalibConfig, PruneConfig, TaskConfig
-from ..data import load_text, sample_calibration
+from ..data import CalibConfig, load_text, sample_calibration
 from ..errors import PrunekitError, choice
 from ..models import load_model
+from ..oneshot.config import PruneConfig
 from ..oneshot.methods import Method
 from ..oneshot.pruner import prune
 from ..quant.effective_bits import run_bits
@@ -26,6 +26,7 @@ from ..selection import Pattern, is_valid_nm
 from ..store.formats import format_bytes
 from ..targets import find_targets, weight_view
 from .bench import bench_model
+from .config import TaskConfig
 from .hardware import cpu_info, layer_shapes, microbench, summarize
 from .perplexity import perplexity
 from .tasks import brief, compare_tasks, evaluate_tasks, load_tasks

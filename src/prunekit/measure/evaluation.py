@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..config import EvalConfig, TaskConfig
 from ..data import TextSource, load_text
+from .config import EvalConfig, TaskConfig
 from .perplexity import perplexity
 from .tasks import TaskData, brief, compare_tasks, evaluate_tasks, load_tasks, read_results
 

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import EvalConfig
 from ..data import TextSource, encode
 from ..errors import PrunekitError
 from ..models import check_seqlen
+from .config import EvalConfig
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import TaskConfig
 from ..data import read_jsonl, shared_data_dir
 from ..errors import PrunekitError
 from ..fsutil import sha256_file
+from .config import TaskConfig
 from .intervals import paired, wilson
 
 log = logging.getLogger(__name__)

@@ -8,18 +8,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import torch
 
+from ..quant.grid import GroupQuantizer
 from ..selection import Scope
 from .scores import magnitude_scores, wanda_scores
 from .sparsegpt import sparsegpt_prune
 from .stats import InputStats
-
-if TYPE_CHECKING:
-    from ..config import PruneConfig
-    from ..quant.grid import GroupQuantizer
 
 
 class Method(StrEnum):
@@ -36,10 +33,19 @@ class Statistics(StrEnum):
     XTX = "xtx"      # XᵀX, for the Hessian H = 2XᵀX/n (its diagonal gives Σx² too)
 
 
+class Solve(NamedTuple):
+    """What a weight update takes from the run's settings, besides the layer's own weight and statistics."""
+
+    scope: Scope
+    nm: tuple[int, int] | None
+    blocksize: int
+    percdamp: float
+
+
 Score = Callable[[torch.Tensor, InputStats | None], torch.Tensor]  # (weight (rows, cols), stats) -> scores
-# (weight, stats, sparsity, config, layer name, quantizer) -> (new weight, keep mask, damping escalations);
+# (weight, stats, sparsity, settings, layer name, quantizer) -> (new weight, keep mask, damping escalations);
 # with a quantizer, kept weights are rounded onto its grid as the update goes
-Update = Callable[[torch.Tensor, InputStats, float, "PruneConfig", str, "GroupQuantizer | None"],
+Update = Callable[[torch.Tensor, InputStats, float, Solve, str, GroupQuantizer | None],
                   tuple[torch.Tensor, torch.Tensor, int]]
 
 
@@ -60,11 +66,11 @@ def _wanda(weight: torch.Tensor, stats: InputStats | None) -> torch.Tensor:
     return wanda_scores(weight, stats.norms_sq)
 
 
-def _sparsegpt(weight: torch.Tensor, stats: InputStats, sparsity: float, config: PruneConfig,
+def _sparsegpt(weight: torch.Tensor, stats: InputStats, sparsity: float, solve: Solve,
                name: str, quantizer: GroupQuantizer | None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """OBS updates from H, the mask chosen per column block by w²/[H⁻¹]²_jj (``sparsegpt.py``)."""
-    return sparsegpt_prune(weight, stats.hessian, sparsity, config.scope, config.nm, config.blocksize,
-                           config.percdamp, name, quantizer)
+    return sparsegpt_prune(weight, stats.hessian, sparsity, solve.scope, solve.nm, solve.blocksize, solve.percdamp,
+                           name, quantizer)
 
 
 METHODS: Mapping[Method, MethodRow] = MappingProxyType({

@@ -10,11 +10,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import Allocation, CalibDtype, Order, PruneConfig, Refine, Sequential
 from ..devices import fast_bfloat16
 from ..errors import PrunekitError
 from ..models import check_finite, check_seqlen
-from ..quant.compose import quantize_layer
+from ..quant.compose import prune_and_quantize
 from ..quant.grid import GroupQuantizer, LayerGrid
 from ..selection import select_mask, zero_pruned_
 from ..store.mask_file import PackedMasks
@@ -24,6 +23,7 @@ from .admm import admm_update
 from .allocation import clamp_keeping_mean, global_allocation, outlier_ratio, owl_sparsities
 from .calibrate import BlockInputs, capture_inputs, collect_stats, run_block
 from .collective import Single
+from .config import Allocation, CalibDtype, PruneConfig, Refine, Sequential
 from .memory_pool import pooled_cpu_memory
 from .methods import METHODS, Statistics
 from .residency import DiskOffload, InMemory
@@ -163,42 +163,33 @@ def _layer_sparsities(
 def _prune_layer(
     config: PruneConfig, name: str, module: nn.Module, sparsity: float, stats=None, sample=None
 ) -> tuple[torch.Tensor, LayerReport, int, LayerGrid | None]:
-    """Prune one layer (and quantize it, in ``config.quant.order``); returns its keep mask, report, damping
-    escalations and quantization grid."""
+    """Prune one layer (and quantize it, in ``config.quant.order``: ``quant.compose``); returns its keep mask,
+    report, damping escalations and quantization grid."""
     if stats is not None:
         stats.check_finite(name)
     w = weight_view(module)
     refine = config.refine == Refine.ADMM
-    quant = config.quant if config.quant.enabled else None
     old = w.detach().clone() if sample is not None or refine else None  # dense, for error / ADMM
-    escalations, grid = 0, None
-    t0 = time.perf_counter()
-    if quant and quant.order == Order.QUANT_FIRST:
-        new, grid, escalations = quantize_layer(w, stats, quant, None, config.blocksize, config.percdamp, name)
-        w.copy_(new)
     row = METHODS[config.method]
-    if row.update is not None:  # the update chooses the mask as it goes
-        quantizer = None
-        if quant and quant.order != Order.PRUNE_FIRST:  # the sweep rounds as it goes: onto quant-first's grid, or joint
-            quantizer = GroupQuantizer(*w.shape, quant.wbits, quant.groupsize, quant.sym, w.device, quant.search)
-            if grid is not None:
-                quantizer.use(grid)
-        new, keep, esc = row.update(w, stats, sparsity, config, name, quantizer)
-        w.copy_(new)
-        escalations += esc
-        grid = quantizer.grid() if quantizer is not None else grid
-    else:
-        keep = select_mask(row.score(w, stats), sparsity, config.scope, config.nm)
-    if refine:
-        start = zero_pruned_(w, keep)
-        w.copy_(admm_update(old, keep, stats.hessian, start=start, iters=config.admm_iters, percdamp=config.percdamp))
-    zero_pruned_(w, keep)  # +0.0 at every pruned entry (the solvers leave -0.0 where a product was negative)
-    if quant and quant.order == Order.PRUNE_FIRST:
-        locked = None if bool(keep.all()) else keep  # nothing pruned (``quantize``): no mask to hold
-        new, grid, esc = quantize_layer(w, stats, quant, locked, config.blocksize, config.percdamp, name)
-        w.copy_(new)
-        escalations += esc
-        zero_pruned_(w, keep)
+
+    def prune_step(quantizer: GroupQuantizer | None) -> tuple[torch.Tensor, int]:
+        escalations = 0
+        if row.update is not None:  # the update chooses the mask as it goes (rounding onto ``quantizer``'s grid)
+            new, keep, escalations = row.update(w, stats, sparsity, config.solve, name, quantizer)
+            w.copy_(new)
+        else:
+            keep = select_mask(row.score(w, stats), sparsity, config.scope, config.nm)
+        if refine:
+            start = zero_pruned_(w, keep)
+            w.copy_(admm_update(old, keep, stats.hessian, start=start, iters=config.admm_iters,
+                                percdamp=config.percdamp))
+        zero_pruned_(w, keep)  # +0.0 at every pruned entry (the solvers leave -0.0 where a product was negative)
+        return keep, escalations
+
+    t0 = time.perf_counter()
+    hessian = None if stats is None else (lambda: stats.hessian)
+    quant = config.quant.layer(hessian, config.blocksize, config.percdamp, name)
+    keep, grid, escalations = prune_and_quantize(w, prune_step, row.update is not None, config.quant.order, quant)
     solve = time.perf_counter() - t0
     report = LayerReport(
         name, tuple(w.shape), sparsity, 1 - int(keep.count_nonzero()) / keep.numel(), _recon_error(old, w, sample),
@@ -217,7 +208,7 @@ def _nbytes(stats: dict, sample: dict) -> int:
 def _solve_bytes(config: PruneConfig, module: nn.Module) -> int:
     """Working memory of one layer's solve, in float32: a copy of its weights (SparseGPT's working copy, or
     the scores) and the dense copy kept for the reconstruction error; with H, also the one
-    (cols, cols) buffer its factorization runs in (``sparsegpt.inverse_cholesky``; ADMM and GPTQ factor H too)."""
+    (cols, cols) buffer its factorization runs in (``hessian.inverse_cholesky``; ADMM and GPTQ factor H too)."""
     rows, cols = weight_view(module).shape
     factor = cols * cols if config.statistics == Statistics.XTX else 0
     return 4 * (2 * rows * cols + factor)

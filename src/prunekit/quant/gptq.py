@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..oneshot.sparsegpt import inverse_cholesky
+from ..hessian import inverse_cholesky, without_dead_inputs
 from .grid import GroupQuantizer, LayerGrid, group_columns
 
 
@@ -34,14 +34,8 @@ def gptq_quantize(
     weights as given, so each group keeps its own columns and the stored layout stays plain. ``search``: each
     grid's range by the clipping search of ``grid.fit``.
     """
-    W = weight.detach().clone().float()  # (rows, cols)
+    W, H = without_dead_inputs(weight, hessian)  # (rows, cols), (cols, cols)
     rows, cols = W.shape
-    H = hessian.detach().float()  # (cols, cols), not modified
-    dead = torch.diag(H) == 0
-    if dead.any():  # an input that never fires: its weights do nothing, and H needs a nonzero diagonal
-        H = H.clone()
-        H[dead, dead] = 1.0
-        W[:, dead] = 0.0
     mask = None if keep is None else keep.to(W.device, torch.bool)
     if mask is not None:
         W *= mask

@@ -11,12 +11,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..config import CalibConfig, FinetuneConfig
-from ..data import TextSource, sample_calibration
+from ..data import CalibConfig, TextSource, sample_calibration
 from ..errors import PrunekitError
 from ..quant.frozen import attach_grids, snap_to_grids
 from ..quant.grid import LayerGrid
 from ..selection import zero_pruned_
+from .config import FinetuneConfig
 from .masks import attach_dense, masks_of, remove
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from prunekit.cli import _config, build_parser
-from prunekit.config import Allocation, CalibConfig, CalibDtype, PruneConfig, Refine, Sampling, Sequential
+from prunekit.data import CalibConfig, Sampling
 from prunekit.errors import PrunekitError
+from prunekit.oneshot.config import Allocation, CalibDtype, PruneConfig, Refine, Sequential
 from prunekit.oneshot.methods import METHODS, Method, Statistics
 from prunekit.selection import Pattern, Scope
 

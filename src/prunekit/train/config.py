@@ -1,0 +1,29 @@
+"""Settings of recovery fine-tuning."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from ..errors import PrunekitError
+from ..settings import setting
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Recovery fine-tuning: ``steps`` AdamW steps on ``batch_size`` random windows of ``seqlen`` tokens."""
+
+    steps: int = setting(dataclasses.MISSING, "optimizer steps")
+    seqlen: int = setting(512, "training window length (tokens)")
+    batch_size: int = setting(4, "windows per step")
+    lr: float = setting(5e-5, "AdamW learning rate")
+    seed: int = setting(0, "seed of the training windows")
+    lora_rank: int = setting(0, "train LoRA adapters of this rank instead (peft); 0: all weights")
+
+    def __post_init__(self) -> None:
+        for name, low in (("steps", 1), ("batch_size", 1), ("seqlen", 2), ("lora_rank", 0)):
+            if getattr(self, name) < low:
+                raise PrunekitError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise PrunekitError(f"the learning rate must be a positive number, got {self.lr}")
