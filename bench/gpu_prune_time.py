@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from prunekit import PruneConfig, prune
+from prunekit.native import extension
 from prunekit.oneshot.residency import InMemory
 from prunekit.quant.config import QuantConfig
-from prunekit.run import extension
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gpu_2to4 import random_smollm2  # noqa: E402 - beside this file

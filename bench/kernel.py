@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from prunekit.measure.hardware import cpu_info, pruned_weight
-from prunekit.run import extension, kernel
+from prunekit.native import extension
+from prunekit.run import kernel
 from prunekit.run.sparse_linear import LAYOUTS, SMALL_BATCH, SparseLinear
 from prunekit.run.swap import layout_bytes, measure_layer
 from prunekit.selection import Pattern

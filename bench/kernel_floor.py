@@ -25,7 +25,8 @@ import sys
 import torch
 
 from prunekit.measure.hardware import cpu_info, pruned_weight
-from prunekit.run import extension, kernel, quant_pack
+from prunekit.native import extension
+from prunekit.run import kernel, quant_pack
 from prunekit.run.sparse_linear import SMALL_BATCH
 from prunekit.selection import Pattern
 from prunekit.settings import DTYPES

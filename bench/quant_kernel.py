@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from prunekit.measure.hardware import cpu_info, pruned_weight
+from prunekit.native import extension
 from prunekit.quant.grid import LayerGrid, rtn
-from prunekit.run import extension
 from prunekit.run.sparse_linear import SparseLinear
 from prunekit.run.swap import candidates, layout_bytes, measure_layer
 from prunekit.selection import Pattern

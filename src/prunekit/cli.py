@@ -31,9 +31,9 @@ from .oneshot.config import PruneConfig
 from .oneshot.pruner import prune
 from .oneshot.residency import DiskOffload, InMemory
 from .quant.config import QuantConfig
-from .quant.effective_bits import run_bits
 from .run.sparse_linear import LAYOUTS, QUANT_LAYOUTS
 from .settings import DTYPES
+from .store.effective_bits import run_bits
 from .store.grid_file import GRIDS_FILE, load_grids
 from .store.info import format_table, layer_table
 from .store.manifest import build_manifest, write_json

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from conftest import tiny_llama
-from prunekit.run import extension
+from prunekit.native import extension
 from prunekit.run.gemv_linear import GemvLinear
 from prunekit.run.sparse_linear import SparseLinear
 from prunekit.run.swap import sparsify

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prunekit.run import extension, kernel
+from prunekit.native import extension
+from prunekit.run import kernel
 
 pytestmark = pytest.mark.kernel
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prunekit.errors import PrunekitError
+from prunekit.native import extension
 from prunekit.quant.grid import LayerGrid, rtn
-from prunekit.run import extension, quant_pack
+from prunekit.run import quant_pack
 from prunekit.run.sparse_linear import QUANT_LAYOUTS, SMALL_BATCH, SparseLinear
 
 pytestmark = pytest.mark.skipif(not extension.available(), reason="the compiled kernel could not be built here")

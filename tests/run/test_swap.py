@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import tiny_llama
+from prunekit.native import extension
 from prunekit.oneshot.config import PruneConfig
 from prunekit.oneshot.pruner import prune
-from prunekit.run import extension
 from prunekit.run.sparse_linear import SparseLinear
 from prunekit.run.swap import dense_linear, measure_layer, pick, sparsify
 

@@ -8,10 +8,10 @@ from safetensors.torch import load_file, save_file
 
 from conftest import byte_tokenizer, tiny_llama
 from prunekit import PruneConfig, PrunekitError, prune
-from prunekit.quant.effective_bits import run_bits
 from prunekit.selection import nm_mask, zero_pruned_
 from prunekit.store.bits import pack_bits
 from prunekit.store.container import load_tensors, save_tensors
+from prunekit.store.effective_bits import run_bits
 from prunekit.store.export import WEIGHTS_FILE, export_folder, load_exported
 from prunekit.store.formats import encode, kept_positions
 from prunekit.store.save import save_pruned

@@ -21,8 +21,8 @@ from ..models import load_model
 from ..oneshot.config import PruneConfig
 from ..oneshot.methods import Method
 from ..oneshot.pruner import prune
-from ..quant.effective_bits import run_bits
 from ..selection import Pattern, is_valid_nm
+from ..store.effective_bits import run_bits
 from ..store.formats import format_bytes
 from ..targets import find_targets, weight_view
 from .bench import bench_model

@@ -15,7 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..devices import cpu_flags, cpu_name
-from ..run import extension, semi_structured
+from ..native import extension
+from ..run import semi_structured
 from ..run.sparse_linear import LAYOUTS
 from ..run.swap import measure_layer
 from ..selection import Pattern, Scope, select_mask

@@ -24,7 +24,7 @@ def markdown(results: dict, command: str) -> str:
         f"layer by measurement, alternating in one process, median of {cfg['bench_reps']}: prefill of "
         f"{cfg['prompt_tokens']} tokens, decode at batch 1 with KV cache ({cfg['new_tokens']} tokens). "
         "Weight memory: the pruned layers only (embeddings and lm_head excluded), dense / bitmask / 2:4 / CSR; "
-        "bits/weight: theirs in the cheapest packed layout, metadata included (``quant/effective_bits.py``). "
+        "bits/weight: theirs in the cheapest packed layout, metadata included (``store/effective_bits.py``). "
         "Pruning peak RSS is the whole process's peak during that run; it includes the dense copy of the weights "
         "that compare keeps to restore the model between runs (about 0.5 GB here).", "",
         "| method | pattern | sparsity | perplexity | Δ vs dense | pruning time (s) | pruning peak RSS (MB) "

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 
-from ..run import extension
+from ..native import extension
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import extension
+from ..native import extension
 from .sparse_linear import SMALL_BATCH
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)

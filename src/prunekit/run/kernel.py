@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from .extension import forced_isa, load
+from ..native.extension import forced_isa, load
 
 KINDS = ("bitmask", "sell")
 PARTS = {"bitmask": ("mask", "values", "row_ptr"), "sell": ("slice_ptr", "col", "values", "where")}  # order in the blob

@@ -17,8 +17,9 @@ import torch.nn.modules.module as torch_module  # the global hook registries nn.
 from torch import nn
 
 from ..errors import PrunekitError
+from ..native import extension
 from ..quant.grid import LayerGrid
-from . import extension, kernel, quant_pack
+from . import kernel, quant_pack
 
 LAYOUTS = ("bitmask", "sell", "torch_csr", "gemv")  # float weights
 QUANT_LAYOUTS = quant_pack.QUANT_KINDS  # weights on a LayerGrid

@@ -19,11 +19,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..native import extension
 from ..quant.grid import LayerGrid
 from ..selection import is_valid_nm
 from ..targets import find_targets
 from ..timing import alternate, copies_past_cache
-from . import extension, kernel, quant_pack
+from . import kernel, quant_pack
 from .gemv_linear import KERNEL_DTYPES, GemvLinear
 from .sparse_linear import LAYOUTS, QUANT_LAYOUTS, SparseLinear
 

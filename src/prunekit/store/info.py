@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import PrunekitError
-from ..quant.effective_bits import run_bits
 from ..selection import is_valid_nm
+from .effective_bits import run_bits
 from .grid_file import GRIDS_FILE, load_grids
 from .manifest import MANIFEST_FILE, read_manifest
 from .mask_file import MASKS_FILE, load_masks

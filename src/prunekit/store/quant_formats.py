@@ -1,7 +1,7 @@
 """Packed storage of a quantized (and possibly pruned) weight matrix (pure functions on tensors).
 
 Integer levels are packed at ``bits`` bits each (``bits.pack_bits``: int4 two per byte, low nibble first;
-int8 one per byte), in one of three layouts, the cheapest for the layer (as ``quant/effective_bits``
+int8 one per byte), in one of three layouts, the cheapest for the layer (as ``store/effective_bits``
 counts): ``dense`` (every level), ``nm`` (N levels per group of M inputs plus the groups' pattern ranks,
 ``nm_code``; before version 4, ceil(log2 M)-bit positions, still read) or ``bitmask`` (one bit per weight
 plus the kept levels). Per row and group of inputs: a float16 scale and a zero point packed at ``bits``
@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 
 from ..errors import PrunekitError
-from ..quant.effective_bits import layer_bits
 from ..quant.grid import LayerGrid, dequantize, group_bounds
 from ..selection import is_valid_nm
 from .bits import pack_bits, packed_bytes, unpack_bits
+from .effective_bits import layer_bits
 from .formats import kept_positions, nm_positions
 from .nm_code import encode_positions
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from ..store.nm_code import code_bits
-from .grid import LayerGrid, group_bounds
+from ..quant.grid import LayerGrid, group_bounds
+from .nm_code import code_bits
 
 
 def layer_bits(shape: tuple[int, int], kept: int, value_bits: int, grid: LayerGrid | None = None,

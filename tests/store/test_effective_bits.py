@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from prunekit.quant.effective_bits import layer_bits, model_bits
 from prunekit.quant.grid import LayerGrid
+from prunekit.store.effective_bits import layer_bits, model_bits
 
 
 def _grid(rows, groups, bits=4, groupsize=128, sym=False):
