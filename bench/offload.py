@@ -1,5 +1,6 @@
-"""In memory vs from disk (``--offload disk``) on the same model and calibration, alternately in one process:
-pruning time (the streaming's overhead), peak RSS, and whether every output tensor is identical (SHA-256).
+"""In memory vs from disk (``--offload disk``) on the same model and calibration, alternately in one process, each a
+whole run as the CLI makes it (``prunekit.prune_run``): pruning time (the streaming's overhead), peak RSS, and
+whether every output tensor is identical (SHA-256).
 
     .venv/bin/python bench/offload.py --method wanda --reps 2
 
@@ -11,51 +12,27 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from prunekit import CalibConfig, PruneConfig, prune
-from prunekit.data import load_text, sample_calibration
-from prunekit.models import load_model, load_skeleton
-from prunekit.oneshot.residency import DiskOffload
+from prunekit import CalibConfig, PruneConfig, prune_run
 from prunekit.store.manifest import build_manifest, write_json
-from prunekit.store.save import write_streamed
-from prunekit.store.shards import CheckpointReader, ShardWriter
-from prunekit.targets import find_blocks
+from prunekit.store.shards import CheckpointReader
 
 
 def digests(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
     return {k: hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest() for k, v in tensors.items()}
 
 
-def in_memory(path: str, config: PruneConfig, calib: torch.Tensor, scratch: Path) -> tuple[dict, dict]:
-    model, _, _ = load_model(path)
-    t0 = time.perf_counter()
-    result = prune(model, config, calib, progress=False)
-    shutil.rmtree(scratch / "mem", ignore_errors=True)
-    model.save_pretrained(scratch / "mem")  # the disk path writes as it goes: compare like with like
-    seconds = time.perf_counter() - t0
-    state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight" or not model.config.tie_word_embeddings}
-    return {"seconds": round(seconds, 1), "peak_rss_mb": round(result.peak_rss_mb)}, digests(state)
-
-
-def from_disk(path: str, config: PruneConfig, calib: torch.Tensor, scratch: Path) -> tuple[dict, dict]:
-    out = scratch / "out"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir()
-    model, _, _, reader = load_skeleton(path, tokenizer=False)
-    writer = ShardWriter(out, len(find_blocks(model)[1]) + 1)
-    t0 = time.perf_counter()
-    result = prune(model, config, calib, progress=False, residency=DiskOffload(reader, writer, torch.float32))
-    write_streamed(model, writer)
-    seconds = time.perf_counter() - t0  # includes writing every shard
+def run(model: str, config: PruneConfig, calib: CalibConfig, offload: str, out: Path) -> tuple[dict, dict]:
+    """One whole run as the CLI makes it (``prune_run``): its pruning time (from disk: reading, calibrating,
+    solving and writing every block), peak RSS and the SHA-256 of every tensor it wrote."""
+    summary = prune_run(model, out, config, calib, offload=offload, overwrite=True)
     saved = CheckpointReader(out)
-    return {"seconds": round(seconds, 1), "peak_rss_mb": round(result.peak_rss_mb)}, digests(
+    return {"seconds": summary["prune_seconds"], "peak_rss_mb": round(summary["peak_rss_mb"])}, digests(
         saved.read(saved.names(), torch.float32))
 
 
@@ -69,21 +46,16 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    from prunekit.models import resolve_model_path
-
-    path = resolve_model_path(args.model)
     config = PruneConfig(method=args.method, pattern=args.pattern) if ":" in args.pattern else PruneConfig(
         method=args.method, sparsity=float(args.pattern))
-    calib_cfg = CalibConfig("c4", args.nsamples, args.seqlen, 0)
-    calib = sample_calibration(load_text("c4"), load_model(path)[1], calib_cfg)
+    calib = CalibConfig("c4", args.nsamples, args.seqlen, 0)
     rows: dict[str, list] = {"memory": [], "disk": []}
     hashes: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as scratch:
         for _ in range(args.reps):  # alternately, so drift on the machine hits both alike
-            row, hashes["memory"] = in_memory(path, config, calib, Path(scratch))
-            rows["memory"].append(row)
-            row, hashes["disk"] = from_disk(path, config, calib, Path(scratch))
-            rows["disk"].append(row)
+            for where, offload in (("memory", "none"), ("disk", "disk")):
+                row, hashes[where] = run(args.model, config, calib, offload, Path(scratch) / where)
+                rows[where].append(row)
     same = hashes["memory"] == hashes["disk"]
     best = {k: min(r["seconds"] for r in v) for k, v in rows.items()}
     report = {"model": args.model, "method": args.method, "pattern": args.pattern,

@@ -132,7 +132,7 @@ def test_full_destination_is_found_before_the_work(tiny_model_dir, tmp_path, mon
     import prunekit.fsutil as fsutil
 
     monkeypatch.setattr(fsutil.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9 - 1024, 1024))
-    monkeypatch.setattr("prunekit.cli.prune", lambda *a, **k: pytest.fail("pruned despite no room for the output"))
+    monkeypatch.setattr("prunekit.pipeline.prune", lambda *a, **k: pytest.fail("pruned despite no room for the output"))
     assert main(["prune", "--model", str(tiny_model_dir), "--out", str(tmp_path / "out")]) == 2
     assert "MB free; the output needs about" in capsys.readouterr().err and not (tmp_path / "out").exists()
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from prunekit import cli
+from prunekit import pipeline
 from prunekit.cli import main
 from prunekit.store.shards import INDEX_FILE, CheckpointReader
 
@@ -41,7 +41,7 @@ def test_offload_disk_writes_what_memory_writes(tiny_model_dir, text_files, tmp_
 
 
 def test_offload_auto_streams_when_memory_is_short(tiny_model_dir, text_files, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "available_memory", lambda: 1000)  # bytes: far less than the weights
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 1000)  # bytes: far less than the weights
     assert _prune(tiny_model_dir, text_files, tmp_path / "out") == 0
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["execution"]["offload"] == "disk"
 
@@ -58,8 +58,8 @@ def test_interrupted_offload_leaves_the_earlier_output(tiny_model_dir, text_file
             raise KeyboardInterrupt
         original(self, name, block)
 
-    original = cli.DiskOffload.load
-    monkeypatch.setattr(cli.DiskOffload, "load", interrupted)
+    original = pipeline.DiskOffload.load
+    monkeypatch.setattr(pipeline.DiskOffload, "load", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _prune(tiny_model_dir, text_files, out, "--offload", "disk", "--overwrite")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -69,7 +69,7 @@ def test_interrupted_offload_leaves_the_earlier_output(tiny_model_dir, text_file
 def test_too_little_disk_is_an_error_before_any_work(tiny_model_dir, text_files, tmp_path, monkeypatch, capsys):
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=10_000))
-    monkeypatch.setattr(cli, "load_skeleton", lambda *a, **k: pytest.fail("weights loaded before the space check"))
+    monkeypatch.setattr(pipeline, "load_skeleton", lambda *a, **k: pytest.fail("weights loaded before the space check"))
     assert _prune(tiny_model_dir, text_files, tmp_path / "out", "--offload", "disk") == 2
     assert "MB free; the output needs about" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

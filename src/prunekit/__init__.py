@@ -9,6 +9,7 @@ from .data import CalibConfig
 from .errors import PrunekitError
 from .oneshot.config import PruneConfig
 from .oneshot.pruner import PruneResult, prune
+from .pipeline import EvalRequest, prune_run
 from .quant.config import QuantConfig
 from .run.semi_structured import to_semi_structured
 from .run.sparse_linear import SparseLinear
@@ -21,7 +22,7 @@ from .train.gradual import GradualPruner
 from .train.lottery import lottery
 
 __all__ = [
-    "CalibConfig", "GradualPruner", "PruneConfig", "PruneResult", "PrunekitError", "QuantConfig", "SparseLinear",
-    "export_folder",
-    "finetune", "is_valid_nm", "load_exported", "lottery", "masks", "prune", "sparsify", "to_semi_structured"]
+    "CalibConfig", "EvalRequest", "GradualPruner", "PruneConfig", "PruneResult", "PrunekitError", "QuantConfig",
+    "SparseLinear", "export_folder", "finetune", "is_valid_nm", "load_exported", "lottery", "masks", "prune",
+    "prune_run", "sparsify", "to_semi_structured"]
 __version__ = "0.1.0"

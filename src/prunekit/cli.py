@@ -4,7 +4,6 @@ Calls only the public API."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -16,30 +15,22 @@ from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 
-import torch
-
-from .data import CalibConfig, load_text, sample_calibration
-from .devices import available_memory, parse_device
+from .data import CalibConfig, load_text
 from .errors import PrunekitError, choice
 from .fsutil import claim_output
 from .measure.config import EvalConfig, TaskConfig
 from .measure.evaluation import Evaluation
 from .measure.tasks import TASKS_FILE
-from .models import check_seqlen, fingerprint, load_config, load_model, load_skeleton
-from .oneshot.collective import init_from_env
+from .models import load_model
 from .oneshot.config import PruneConfig
-from .oneshot.pruner import prune
-from .oneshot.residency import DiskOffload, InMemory
+from .pipeline import OFFLOADS, EvalRequest, model_path, model_record, prune_run, saved_bytes
 from .quant.config import QuantConfig
 from .run.sparse_linear import LAYOUTS, QUANT_LAYOUTS
 from .settings import DTYPES
-from .store.effective_bits import run_bits
 from .store.grid_file import GRIDS_FILE, load_grids
 from .store.info import format_table, layer_table
 from .store.manifest import build_manifest, write_json
-from .store.save import save_pruned, write_pruned, write_streamed
-from .store.shards import CheckpointReader, ShardWriter
-from .targets import find_blocks
+from .store.save import save_pruned
 from .train.config import FinetuneConfig
 
 log = logging.getLogger("prunekit")
@@ -125,7 +116,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     _add_config_flags(p, CalibConfig)
     _add_eval_args(p, "--eval")
     p.add_argument("--eval-dense", action="store_true", help="also evaluate the model before pruning")
-    p.add_argument("--offload", choices=("auto", "none", "disk"), default="auto",
+    p.add_argument("--offload", choices=OFFLOADS, default="auto",
                    help="disk: read, prune and write one block at a time (models larger than memory); auto: disk when "
                    "the weights need more than half the free memory")
     p.add_argument("--workers", type=int, default=1, help="data-parallel calibration over this many processes "
@@ -238,58 +229,16 @@ def _eval_config(args) -> EvalConfig:
 def _evaluation(args, text_flag: str) -> Evaluation:
     """The command's perplexity text and tasks, read and checked now, before any work."""
     tasks = args.tasks and TaskConfig(_csv(args.tasks), args.limit, args.task_seed, args.task_batch_size)
-    return Evaluation.prepare(getattr(args, text_flag), _eval_config(args), tasks, args.baseline)
+    return EvalRequest(getattr(args, text_flag), _eval_config(args), tasks, args.baseline).prepare()
 
 
 def _model_config(args, seqlens: dict[str, int]):
-    """The model's path and config, its windows checked against its positions: before any weights load."""
-    path, model_config = load_config(args.model)
-    for what, seqlen in seqlens.items():
-        check_seqlen(model_config, seqlen, what)
-    return path
+    """The model's path, its windows checked against its positions from its config: before any weights load."""
+    return model_path(args.model, seqlens)
 
 
 def _model_record(args, path: str, model) -> dict:
-    return {"spec": args.model, "path": path, "dtype": args.dtype, "fingerprint": fingerprint(args.model, path, model)}
-
-
-def _saved_bytes(model) -> int:
-    """About what ``save_pruned`` writes: the weights as stored, plus one bit per weight of masks."""
-    params = {p.data_ptr(): p for p in model.parameters()}.values()
-    return sum(p.numel() * p.element_size() + p.numel() // 8 for p in params)
-
-
-OFFLOAD_FRACTION = 0.5  # --offload auto streams from disk when the weights need more than this share of free memory
-
-
-def _wants_offload(args, path: str, dtype: torch.dtype) -> bool:
-    """--offload disk, or auto and the model's weights would not fit comfortably in the free memory."""
-    if args.offload != "auto":
-        return args.offload == "disk"
-    if not Path(path).is_dir():
-        return False
-    try:
-        need = CheckpointReader(path).nbytes(dtype)
-    except PrunekitError:
-        return False  # not a safetensors folder: only the in-memory path can load it
-    free = available_memory()
-    if free is None or need <= OFFLOAD_FRACTION * free:
-        return False
-    log.warning("the weights need %.1f GB in %s and %.1f GB of memory is free: pruning from disk, a block at a time "
-                "(--offload none to force memory)", need / 1e9, str(dtype).removeprefix("torch."), free / 1e9)
-    return True
-
-
-def _together(collective, setup):
-    """``setup()`` on every process; if it fails on any, all stop (one error each, not a hang in a collective)."""
-    try:
-        value = setup()
-    except BaseException:
-        collective.agree(False)
-        raise
-    if not collective.agree(True):
-        raise PrunekitError("another worker process failed during setup (its error is above)")
-    return value
+    return model_record(args.model, path, args.dtype, model)
 
 
 def _launch_workers(workers: int, argv: list[str]) -> None:
@@ -318,74 +267,11 @@ def cmd_prune(args) -> dict | None:
         raise PrunekitError(f"--workers must be >= 1, got {args.workers}")
     if args.workers > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_workers(args.workers, args.argv)
-    config = _config(PruneConfig, args, quant=_config(QuantConfig, args))
-    calib_cfg = _config(CalibConfig, args)
-    calib_cfg = calib_cfg if config.needs_calibration else None
-    device, dtype = parse_device(args.device), DTYPES[args.dtype]
-    collective = init_from_env(device)
-    first = collective.rank == 0
-    if not first:
-        logging.getLogger().setLevel(logging.WARNING)
-    with contextlib.ExitStack() as stack:
-        def setup():
-            claim = stack.enter_context(claim_output(args.out, args.overwrite)) if first else None
-            calib_source = calib_cfg and load_text(calib_cfg.data)
-            evaluation = _evaluation(args, "eval")  # bad data fails here, before any long work
-            seqlens = {"--seqlen": calib_cfg.seqlen} if calib_cfg else {}
-            path = _model_config(args, seqlens | evaluation.seqlens())
-            offload = _wants_offload(args, path, dtype)
-            if offload and claim:  # before any work: the output needs the weights' room
-                claim.require_space(CheckpointReader(path).nbytes(dtype) * 33 // 32)  # + one mask bit per weight
-            return claim, calib_source, evaluation, path, offload
-
-        claim, calib_source, evaluation, path, offload = _together(collective, setup)
-        torch.manual_seed(args.seed)
-        if offload:
-            model, tok, path, reader = load_skeleton(path, dtype)
-        else:
-            model, tok, path = load_model(path, dtype)
-            if claim:
-                claim.require_space(_saved_bytes(model))
-        calibration = calib_cfg and sample_calibration(calib_source, tok, calib_cfg)
-        calibration = calibration if calibration is None else collective.split(calibration)
-        if args.eval_dense and first:
-            evaluation.run("dense", load_model(path, dtype)[0] if offload else model, tok)
-        tmp = stack.enter_context(claim.write()) if offload and claim else None  # shards are written as blocks finish
-        writer = tmp and ShardWriter(tmp, len(find_blocks(model)[1]) + 1)
-        residency = DiskOffload(reader, writer, dtype, device) if offload else InMemory(
-            None if device.type == "cpu" else device)
-        result = prune(model, config, calibration, progress=first, residency=residency, collective=collective)
-        if not first:
-            return None
-        if offload:
-            write_streamed(model, writer)
-            tok.save_pretrained(tmp)
-            if evaluation.text or evaluation.tasks:
-                evaluation.run("pruned", load_model(str(tmp), dtype)[0], tok)
-        else:
-            evaluation.run("pruned", model, tok)
-        summary = {
-            "model": args.model, "out": args.out, "method": config.method, "pattern": config.pattern,
-            "sparsity": round(result.sparsity, 6), "prune_seconds": round(result.seconds, 2),
-            "peak_rss_mb": round(result.peak_rss_mb, 1), "rss_at_start_mb": result.info["rss_start_mb"],
-            "memory_bound_mb": result.info.get("memory_bound", {}).get("bound_mb"),
-        }
-        bits = run_bits(result.masks.layers(), result.grids, config.nm, dtype.itemsize * 8)
-        summary["bits_per_weight"] = bits["model"]["bits_per_weight"]  # the targeted layers, packed (``effective_bits``)
-        lines, sections, task_file = evaluation.report("dense", "pruned")
-        summary |= lines
-        manifest = {
-            "command": sys.argv, "model": _model_record(args, path, model), "config": config.to_dict(), "seed": args.seed,
-            "calibration": calib_cfg and {**dataclasses.asdict(calib_cfg), "source": calib_source.describe()},
-            "execution": {"offload": "disk" if offload else "none", "device": str(device),
-                          "processes": collective.world},
-            "result": result.to_dict(), "effective_bits": bits, **sections, "summary": summary}
-        extra = {TASKS_FILE: task_file} if task_file else None
-        if offload:
-            write_pruned(tmp, None, result.masks, None, manifest, extra, result.grids)
-        else:
-            save_pruned(model, claim, result.masks, tok, manifest=manifest, extra=extra, grids=result.grids)
-    return summary
+    tasks = args.tasks and TaskConfig(_csv(args.tasks), args.limit, args.task_seed, args.task_batch_size)
+    return prune_run(args.model, args.out, _config(PruneConfig, args, quant=_config(QuantConfig, args)),
+                     _config(CalibConfig, args), EvalRequest(args.eval, _eval_config(args), tasks, args.baseline),
+                     eval_dense=args.eval_dense, dtype=args.dtype, device=args.device, offload=args.offload,
+                     overwrite=args.overwrite, command=sys.argv)
 
 
 def cmd_quantize(args) -> dict | None:
@@ -444,7 +330,7 @@ def cmd_finetune(args) -> dict:
         evaluation = _evaluation(args, "eval")
         path = _model_config(args, {"--seqlen": ft_cfg.seqlen} | evaluation.seqlens())
         model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
-        claim.require_space(_saved_bytes(model))
+        claim.require_space(saved_bytes(model))
         grids = _model_grids(path)  # a quantized model: its grids stay frozen
         evaluation.run("before", model, tok)
         model, log_ = finetune(model, tok, source, ft_cfg, grids=grids)
