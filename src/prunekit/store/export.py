@@ -12,25 +12,25 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 
 from ..errors import PrunekitError
 from ..fsutil import claim_output
-from ..selection import is_valid_nm
 from .container import legacy_json, load_tensors, read_metadata, read_tensors, save_tensors
-from .formats import FORMATS, decode, encode, nbytes
+from .formats import FORMATS, decode, encode, nbytes, nm_pattern
 from .grid_file import GRIDS_FILE, load_grids
 from .mask_file import MASKS_FILE, load_masks
-from .quant_formats import decode_quant, encode_quant
+from .quant_formats import QUANT_FORMATS, decode_quant, encode_quant
 
 KIND = "prunekit-sparse"  # the metadata key (version 1: the value of its "magic" key)
 VERSION = 4  # 2: checksums; 3: quantized layers (``quant_formats``); 4: N:M positions as ranks (``nm_code``)
 QUANT_VERSION, CHECKSUM_VERSION = 3, 2  # a file takes the lowest version that reads it: older readers still can
 DTYPES = {str(d).removeprefix("torch."): d for d in (torch.float32, torch.float16, torch.bfloat16, torch.float64)}
 WEIGHTS_FILE = "weights.prunekit.safetensors"
-NM_CANDIDATES = ((2, 4), (4, 8))
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -58,20 +58,18 @@ def _is_transposed(value: torch.Tensor, mask: torch.Tensor) -> bool:
 
 
 def _candidates(w: torch.Tensor, fmt: str) -> dict[str, tuple[dict, tuple | None]]:
-    """Encodings to consider for one (out, in) matrix; on equal size the earlier one wins (N:M
-    first, the layout semi-structured kernels read)."""
+    """Encodings to consider for one (out, in) matrix: every format of ``FORMATS`` it fits (under ``auto``), or the
+    one asked for; on equal size the earlier one wins (N:M first, the layout semi-structured kernels read)."""
     out = {}
-    if fmt in ("auto", "nm"):
-        for nm in NM_CANDIDATES:
-            if w.shape[1] % nm[1] == 0 and is_valid_nm(w, *nm):
-                out["nm"] = (encode(w, "nm", nm), nm)
-                break
-        if fmt == "nm" and "nm" not in out:
-            raise PrunekitError(f"a layer of shape {tuple(w.shape)} is not 2:4 or 4:8 sparse")
-    if fmt in ("auto", "bitmask"):
-        out["bitmask"] = (encode(w, "bitmask"), None)
-    if fmt in ("auto", "csr"):
-        out["csr"] = (encode(w, "csr"), None)
+    for name, row in FORMATS.items():
+        if fmt not in ("auto", name):
+            continue
+        nm = row.pattern(w)
+        if row.needs_nm and nm is None:
+            if fmt == name:
+                raise PrunekitError(f"a layer of shape {tuple(w.shape)} is not 2:4 or 4:8 sparse")
+            continue
+        out[name] = (encode(w, name, nm), nm)
     return out
 
 
@@ -80,8 +78,9 @@ def export_folder(folder: str | Path, out: str | Path, fmt: str = "auto", overwr
     if fmt not in ("auto", *FORMATS):
         raise PrunekitError(f"unknown format {fmt!r}; choose auto, {', '.join(FORMATS)}")
     folder = Path(folder)
-    if fmt == "csr" and (folder / GRIDS_FILE).is_file():
-        raise PrunekitError(f"{folder} is quantized: its levels are stored dense, bitmask or nm (or auto), not csr")
+    if fmt not in ("auto", *QUANT_FORMATS) and (folder / GRIDS_FILE).is_file():
+        raise PrunekitError(f"{folder} is quantized: its levels are stored {', '.join(QUANT_FORMATS)} (or auto), "
+                            f"not {fmt}")
     with claim_output(out, overwrite) as claim:
         files = _weight_files(folder)
         claim.require_space(sum(f.stat().st_size for f in files))  # auto never stores more than dense
@@ -104,14 +103,15 @@ def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
         w = value.t().contiguous() if transposed else value
         if name in grids:  # packed integer levels: ``fmt``'s layout, or under auto the cheapest
             grid = grids[name]
-            nm = next((p for p in NM_CANDIDATES if w.shape[1] % p[1] == 0 and is_valid_nm(w, *p)), None)
+            nm = nm_pattern(w)
             try:
                 layout, parts = encode_quant(w, grid, nm, None if fmt == "auto" else fmt)
             except PrunekitError as e:
                 raise PrunekitError(f"{folder}: layer {name}: {e}") from e
-            layers[key] = {"format": f"q-{layout}", "shape": list(w.shape), "dtype": str(value.dtype).removeprefix("torch."),
-                           "nm": list(nm) if layout == "nm" else None, "transposed": transposed, "bits": grid.bits,
-                           "groupsize": grid.groupsize, "sym": grid.sym}
+            layers[key] = {"format": QUANT_PREFIX + layout, "shape": list(w.shape),
+                           "dtype": str(value.dtype).removeprefix("torch."),
+                           "nm": list(nm) if QUANT_FORMATS[layout].needs_nm else None, "transposed": transposed,
+                           "bits": grid.bits, "groupsize": grid.groupsize, "sym": grid.sym}
             dense_bytes += w.numel() * w.element_size()
             sparse_bytes += nbytes(parts)
             tensors.update({f"{key}::{p}": t for p, t in parts.items()})
@@ -129,7 +129,9 @@ def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
         tensors.update({f"{key}::{p}": t for p, t in parts.items()})
     with claim.write() as tmp:
         formats = {info["format"] for info in layers.values()}
-        version = VERSION if formats & {"nm", "q-nm"} else QUANT_VERSION if grids else CHECKSUM_VERSION
+        ranked = {n for n, r in FORMATS.items() if r.needs_nm} | {QUANT_PREFIX + n for n, r in QUANT_FORMATS.items()
+                                                                 if r.needs_nm}
+        version = VERSION if formats & ranked else QUANT_VERSION if grids else CHECKSUM_VERSION
         save_tensors(tensors, tmp / WEIGHTS_FILE, KIND, {"version": version, "layers": layers})
         for f in folder.iterdir():
             if f.is_file() and f.suffix != ".safetensors":
@@ -175,28 +177,47 @@ def load_exported(out: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _decode_quant_layer(info: dict, parts: dict[str, torch.Tensor], dense_present: bool) -> torch.Tensor:
+    fmt, shape, dtype, nm = info["format"], info["shape"], DTYPES.get(info["dtype"]), info["nm"]
+    spec = (info.get("bits"), info.get("groupsize"))
+    if dtype is None or dense_present or not _ints(shape, 2) or not _ints(list(spec), 2) \
+            or not isinstance(info.get("sym"), bool) or not (nm is None or _ints(nm, 2)):
+        raise PrunekitError(f"its entry is malformed: {json.dumps(info)[:200]}")
+    w, _ = decode_quant(parts, fmt.removeprefix(QUANT_PREFIX), tuple(shape), *spec, info["sym"],
+                        tuple(nm) if nm else None)
+    return w.to(dtype)
+
+
+def _decode_float_layer(info: dict, parts: dict[str, torch.Tensor], dense_present: bool) -> torch.Tensor:
+    fmt, shape, dtype, nm = info["format"], info["shape"], DTYPES.get(info["dtype"]), info["nm"]
+    if dtype is None or not isinstance(info["transposed"], bool) or not _ints(shape, 2) \
+            or not (nm is None or _ints(nm, 2)) or dense_present:
+        raise PrunekitError(f"its entry is malformed: {json.dumps(info)[:200]}")
+    return decode(parts, fmt, tuple(shape), dtype, tuple(nm) if nm else None)
+
+
+def _dense_layer(info: dict, parts: dict[str, torch.Tensor], dense_present: bool) -> None:
+    if not dense_present or parts:
+        raise PrunekitError("marked dense, but its tensor is not stored as is")
+    return None
+
+
+QUANT_PREFIX = "q-"  # a quantized layer's format: its layout of ``QUANT_FORMATS`` after this
+# How each format named in a file's layer table is read back (None: a dense tensor, stored as is)
+LAYER_FORMATS: Mapping[str, Callable[[dict, dict[str, torch.Tensor], bool], torch.Tensor | None]] = MappingProxyType(
+    {"dense": _dense_layer} | dict.fromkeys(FORMATS, _decode_float_layer)
+    | dict.fromkeys((QUANT_PREFIX + n for n in QUANT_FORMATS), _decode_quant_layer))
+
+
 def _decode_layer(info, parts: dict[str, torch.Tensor], dense_present: bool) -> torch.Tensor | None:
     """One layer of the table: None for a dense one (its tensor is stored as is), else its decoded weight."""
     if not isinstance(info, dict) or not {"format", "shape", "dtype", "nm", "transposed"} <= set(info):
         raise PrunekitError("its entry lacks format, shape, dtype, nm or transposed")
-    fmt, shape, dtype, nm = info["format"], info["shape"], DTYPES.get(info["dtype"]), info["nm"]
-    if isinstance(fmt, str) and fmt.startswith("q-"):
-        spec = (info.get("bits"), info.get("groupsize"))
-        if dtype is None or dense_present or not _ints(shape, 2) or not _ints(list(spec), 2) \
-                or not isinstance(info.get("sym"), bool) or not (nm is None or _ints(nm, 2)):
-            raise PrunekitError(f"its entry is malformed: {json.dumps(info)[:200]}")
-        w, _ = decode_quant(parts, fmt[2:], tuple(shape), *spec, info["sym"], tuple(nm) if nm else None)
-        w = w.to(dtype)
-        return w.t().contiguous() if info["transposed"] else w
-    if fmt == "dense":
-        if not dense_present or parts:
-            raise PrunekitError("marked dense, but its tensor is not stored as is")
-        return None
-    if fmt not in FORMATS or dtype is None or not isinstance(info["transposed"], bool) or not _ints(shape, 2) \
-            or not (nm is None or _ints(nm, 2)) or dense_present:
+    read = LAYER_FORMATS.get(info["format"]) if isinstance(info["format"], str) else None
+    if read is None:
         raise PrunekitError(f"its entry is malformed: {json.dumps(info)[:200]}")
-    w = decode(parts, fmt, tuple(shape), dtype, tuple(nm) if nm else None)
-    return w.t().contiguous() if info["transposed"] else w
+    w = read(info, parts, dense_present)
+    return w.t().contiguous() if w is not None and info["transposed"] else w
 
 
 def _ints(value, count: int) -> bool:

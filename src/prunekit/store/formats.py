@@ -6,12 +6,15 @@
   position in ceil(log2 M) bits (``bits.pack_bits``); they are still read.
 - ``csr``: row pointers + column indices in the narrowest integer type that fits + values.
 
-Each encoder returns a dict of tensors; ``decode`` rebuilds the exact dense matrix.
+Each is a row of ``FORMATS``: its parts, encoder and checked decoder; ``decode`` rebuilds the exact dense matrix.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 
@@ -20,7 +23,7 @@ from ..selection import is_valid_nm
 from .bits import pack_bits, unpack_bits
 from .nm_code import chunking, decode_positions, encode_positions
 
-FORMATS = ("bitmask", "nm", "csr")
+NM_CANDIDATES = ((2, 4), (4, 8))  # the N:M patterns a layer is stored as, first match first
 
 
 def index_dtype(limit: int) -> torch.dtype:
@@ -66,30 +69,114 @@ def encode_csr(weight: torch.Tensor) -> dict[str, torch.Tensor]:
             "values": weight[keep].contiguous()}
 
 
-def encode(weight: torch.Tensor, fmt: str, nm: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
-    if fmt == "bitmask":
-        return encode_bitmask(weight)
-    if fmt == "csr":
-        return encode_csr(weight)
-    if fmt == "nm":
-        if nm is None:
-            raise PrunekitError("the nm format needs N and M")
-        return encode_nm(weight, *nm)
-    raise PrunekitError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-
-
-PARTS = {"bitmask": ("mask", "values"), "nm": ("values", "ranks"), "csr": ("crow", "col", "values")}
-LEGACY_NM_PARTS = ("values", "indices")  # before version 4: each position in ceil(log2 M) bits
-
-
 def _bad(fmt: str, why: str) -> PrunekitError:
     return PrunekitError(f"corrupt {fmt} layer: {why}")
 
 
-def _check_parts(parts: dict[str, torch.Tensor], fmt: str, dtype: torch.dtype) -> None:
-    if set(parts) != set(PARTS[fmt]) and not (fmt == "nm" and set(parts) == set(LEGACY_NM_PARTS)):
-        raise _bad(fmt, f"parts {sorted(parts)}, expected {list(PARTS[fmt])}")
-    if any(t.dim() != (2 if fmt == "nm" and k == "values" else 1) for k, t in parts.items()):
+def _decode_bitmask(parts: dict[str, torch.Tensor], shape: tuple[int, int], dtype: torch.dtype,
+                    nm: tuple[int, int] | None) -> torch.Tensor:
+    rows, cols = shape
+    values = parts["values"]
+    try:
+        keep = unpack_bits(parts["mask"], rows * cols)
+    except ValueError as e:
+        raise _bad("bitmask", str(e)) from e
+    if int(keep.sum()) != values.numel():
+        raise _bad("bitmask", "mask and values disagree")
+    out = torch.zeros(rows * cols, dtype=dtype)
+    out[keep] = values
+    return out.view(rows, cols)
+
+
+def _decode_csr(parts: dict[str, torch.Tensor], shape: tuple[int, int], dtype: torch.dtype,
+                nm: tuple[int, int] | None) -> torch.Tensor:
+    rows, cols = shape
+    values = parts["values"]
+    crow, col = parts["crow"].to(torch.int64), parts["col"].to(torch.int64)
+    if crow.numel() != rows + 1 or int(crow[0]) != 0 or bool((crow.diff() < 0).any()):
+        raise _bad("csr", "row pointers must start at 0 and never decrease, one per row plus one")
+    if int(crow[-1]) != col.numel() or col.numel() != values.numel():
+        raise _bad("csr", "row pointers, columns and values disagree")
+    if col.numel() and (int(col.min()) < 0 or int(col.max()) >= cols):
+        raise _bad("csr", f"a column lies outside 0..{cols - 1}")
+    row = torch.repeat_interleave(torch.arange(rows), crow.diff())
+    if bool(((col[1:] <= col[:-1]) & (row[1:] == row[:-1])).any()):
+        raise _bad("csr", "columns within a row must increase (sorted, no duplicates)")
+    out = torch.zeros(rows * cols, dtype=dtype)
+    out[row * cols + col] = values
+    return out.view(rows, cols)
+
+
+def _decode_nm(parts: dict[str, torch.Tensor], shape: tuple[int, int], dtype: torch.dtype,
+               nm: tuple[int, int] | None) -> torch.Tensor:
+    rows, cols = shape
+    values = parts["values"]
+    if nm is None or len(nm) != 2 or not 0 < nm[0] < nm[1] or cols % nm[1]:
+        raise _bad("nm", f"N:M {nm} does not fit a width of {cols}")
+    n, m = nm
+    groups = cols // m
+    if tuple(values.shape) != (rows, groups * n):
+        raise _bad("nm", f"values are {tuple(values.shape)}, expected {(rows, groups * n)}")
+    try:
+        idx = nm_positions(parts, rows * groups, n, m).view(rows, groups, n)
+    except ValueError as e:
+        raise _bad("nm", str(e)) from e
+    dense = torch.zeros(rows, groups, m, dtype=dtype)
+    dense.scatter_(2, idx, values.view(rows, groups, n))
+    return dense.view(rows, cols)
+
+
+def _fits_any(weight: torch.Tensor) -> tuple[int, int] | None:
+    return None
+
+
+def nm_pattern(weight: torch.Tensor) -> tuple[int, int] | None:
+    """The first N:M pattern of ``NM_CANDIDATES`` the weight's zeros follow, or None."""
+    return next((p for p in NM_CANDIDATES if weight.shape[1] % p[1] == 0 and is_valid_nm(weight, *p)), None)
+
+
+Encode = Callable[[torch.Tensor, tuple[int, int] | None], dict[str, torch.Tensor]]
+Decode = Callable[[dict[str, torch.Tensor], tuple[int, int], torch.dtype, tuple[int, int] | None], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Format:
+    """A lossless float storage format: its parts (in order), its encoder and checked decoder."""
+
+    parts: tuple[str, ...]
+    encode: Encode
+    decode: Decode
+    pattern: Callable[[torch.Tensor], tuple[int, int] | None]  # the N:M a weight is stored as (None: any weight)
+    needs_nm: bool = False  # holds N:M weights only: a weight without a pattern does not fit
+    legacy_parts: tuple[str, ...] | None = None  # the parts of files before version 4, still read
+    value_dims: int = 1  # the values part's dimensions
+
+
+FORMATS: Mapping[str, Format] = MappingProxyType({  # in order of preference on equal size: N:M, which kernels read
+    "nm": Format(("values", "ranks"), lambda w, nm: encode_nm(w, *nm), _decode_nm, nm_pattern, needs_nm=True,
+                 legacy_parts=("values", "indices"), value_dims=2),  # before version 4: ceil(log2 M)-bit positions
+    "bitmask": Format(("mask", "values"), lambda w, nm: encode_bitmask(w), _decode_bitmask, _fits_any),
+    "csr": Format(("crow", "col", "values"), lambda w, nm: encode_csr(w), _decode_csr, _fits_any),
+})
+
+
+def _format(fmt: str) -> Format:
+    if fmt not in FORMATS:
+        raise PrunekitError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def encode(weight: torch.Tensor, fmt: str, nm: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+    row = _format(fmt)
+    if row.needs_nm and nm is None:
+        raise PrunekitError(f"the {fmt} format needs N and M")
+    return row.encode(weight, nm)
+
+
+def _check_parts(parts: dict[str, torch.Tensor], fmt: str, row: Format, dtype: torch.dtype) -> None:
+    if set(parts) != set(row.parts) and not (row.legacy_parts and set(parts) == set(row.legacy_parts)):
+        raise _bad(fmt, f"parts {sorted(parts)}, expected {list(row.parts)}")
+    if any(t.dim() != (row.value_dims if k == "values" else 1) for k, t in parts.items()):
         raise _bad(fmt, "a part has the wrong number of dimensions")
     if parts["values"].dtype != dtype:
         raise _bad(fmt, f"values are {parts['values'].dtype}, the layer is {dtype}")
@@ -101,48 +188,9 @@ def decode(parts: dict[str, torch.Tensor], fmt: str, shape: tuple[int, int], dty
            nm: tuple[int, int] | None = None) -> torch.Tensor:
     """The exact dense (rows, cols) matrix back from ``encode``'s tensors, after checking every structural
     invariant (sizes, index ranges, order, no duplicates): PrunekitError otherwise."""
-    if fmt not in PARTS:
-        raise PrunekitError(f"unknown format {fmt!r}")
-    _check_parts(parts, fmt, dtype)
-    rows, cols = shape
-    values = parts["values"]
-    if fmt == "bitmask":
-        try:
-            keep = unpack_bits(parts["mask"], rows * cols)
-        except ValueError as e:
-            raise _bad(fmt, str(e)) from e
-        if int(keep.sum()) != values.numel():
-            raise _bad(fmt, "mask and values disagree")
-        out = torch.zeros(rows * cols, dtype=dtype)
-        out[keep] = values
-        return out.view(rows, cols)
-    if fmt == "csr":
-        crow, col = parts["crow"].to(torch.int64), parts["col"].to(torch.int64)
-        if crow.numel() != rows + 1 or int(crow[0]) != 0 or bool((crow.diff() < 0).any()):
-            raise _bad(fmt, "row pointers must start at 0 and never decrease, one per row plus one")
-        if int(crow[-1]) != col.numel() or col.numel() != values.numel():
-            raise _bad(fmt, "row pointers, columns and values disagree")
-        if col.numel() and (int(col.min()) < 0 or int(col.max()) >= cols):
-            raise _bad(fmt, f"a column lies outside 0..{cols - 1}")
-        row = torch.repeat_interleave(torch.arange(rows), crow.diff())
-        if bool(((col[1:] <= col[:-1]) & (row[1:] == row[:-1])).any()):
-            raise _bad(fmt, "columns within a row must increase (sorted, no duplicates)")
-        out = torch.zeros(rows * cols, dtype=dtype)
-        out[row * cols + col] = values
-        return out.view(rows, cols)
-    if nm is None or len(nm) != 2 or not 0 < nm[0] < nm[1] or cols % nm[1]:
-        raise _bad(fmt, f"N:M {nm} does not fit a width of {cols}")
-    n, m = nm
-    groups = cols // m
-    if tuple(values.shape) != (rows, groups * n):
-        raise _bad(fmt, f"values are {tuple(values.shape)}, expected {(rows, groups * n)}")
-    try:
-        idx = nm_positions(parts, rows * groups, n, m).view(rows, groups, n)
-    except ValueError as e:
-        raise _bad(fmt, str(e)) from e
-    dense = torch.zeros(rows, groups, m, dtype=dtype)
-    dense.scatter_(2, idx, values.view(rows, groups, n))
-    return dense.view(rows, cols)
+    row = _format(fmt)
+    _check_parts(parts, fmt, row, dtype)
+    return row.decode(parts, shape, dtype, nm)
 
 
 def nm_positions(parts: dict[str, torch.Tensor], groups: int, n: int, m: int) -> torch.Tensor:
@@ -162,5 +210,4 @@ def nbytes(parts: dict[str, torch.Tensor]) -> int:
 
 def format_bytes(weight: torch.Tensor, nm: tuple[int, int] | None = None) -> dict[str, int]:
     """Bytes of one (rows, cols) weight in each lossless format (``nm`` only when given)."""
-    out = {"nm": nbytes(encode_nm(weight, *nm))} if nm else {}
-    return out | {"bitmask": nbytes(encode_bitmask(weight)), "csr": nbytes(encode_csr(weight))}
+    return {name: nbytes(row.encode(weight, nm)) for name, row in FORMATS.items() if nm or not row.needs_nm}

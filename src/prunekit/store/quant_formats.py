@@ -11,6 +11,10 @@ scale · (level − zero), and exactly 0 at every pruned position.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
 import torch
 
 from ..errors import PrunekitError
@@ -20,9 +24,6 @@ from .bits import pack_bits, packed_bytes, unpack_bits
 from .effective_bits import layer_bits
 from .formats import kept_positions, nm_positions
 from .nm_code import encode_positions
-
-QUANT_PARTS = {"dense": ("levels",), "nm": ("levels", "ranks"), "bitmask": ("levels", "mask")}
-LEGACY_PARTS = {"nm": ("levels", "indices")}  # before version 4
 
 
 def _pack(levels: torch.Tensor, bits: int) -> torch.Tensor:
@@ -36,62 +37,42 @@ def _unpack(packed: torch.Tensor, count: int, bits: int, what: str) -> torch.Ten
     return packed.long() if bits == 8 else unpack_bits(packed, count, bits)
 
 
-def encode_quant(weight: torch.Tensor, grid: LayerGrid, nm: tuple[int, int] | None = None,
-                 layout: str | None = None) -> tuple[str, dict]:
-    """``weight`` (rows, cols), which must lie on ``grid``, in ``layout`` (dense, bitmask or nm) or, if None, the
-    cheapest; returns (layout, parts)."""
-    w = weight.float()
-    if not torch.equal(grid.apply(w), w):
-        raise PrunekitError("its weights are not on its quantization grid (changed after quantizing?)")
-    rows, cols = w.shape
-    keep = w != 0
-    nm = nm if nm is not None and cols % nm[1] == 0 and is_valid_nm(keep, *nm) else None
-    if layout == "nm" and nm is None:
-        raise PrunekitError(f"a layer of shape {(rows, cols)} is not 2:4 or 4:8 sparse")
-    layout = layout or layer_bits((rows, cols), int(keep.sum()), grid.bits, grid, nm)["storage"]
-    levels = grid.levels(w)  # (rows, cols) uint8
-    parts = {"scale": grid.scale.contiguous(), "zero": _pack(grid.zero, grid.bits)}
-    if layout == "dense":
-        parts["levels"] = _pack(levels, grid.bits)
-    elif layout == "bitmask":
-        parts |= {"mask": pack_bits(keep), "levels": _pack(levels[keep], grid.bits)}
-    else:
-        n, m = nm
-        idx = kept_positions(keep, n, m)
-        kept = torch.gather(levels.reshape(rows, cols // m, m), 2, idx)
-        parts |= {"ranks": encode_positions(idx, m), "levels": _pack(kept, grid.bits)}
-    return layout, parts
+def _encode_dense(levels: torch.Tensor, keep: torch.Tensor, bits: int, nm) -> dict[str, torch.Tensor]:
+    return {"levels": _pack(levels, bits)}
 
 
-def decode_quant(parts: dict[str, torch.Tensor], layout: str, shape: tuple[int, int], bits: int, groupsize: int,
-                 sym: bool, nm: tuple[int, int] | None = None) -> tuple[torch.Tensor, LayerGrid]:
-    """The float32 (rows, cols) matrix and its grid back from ``encode_quant``'s parts, every invariant checked."""
-    if layout not in QUANT_PARTS or set(parts) not in ({"scale", "zero", *QUANT_PARTS[layout]},
-                                                       {"scale", "zero", *LEGACY_PARTS.get(layout, QUANT_PARTS[layout])}):
-        raise PrunekitError(f"quantized {layout} layer: parts {sorted(parts)} are not the layout's")
+def _encode_bitmask(levels: torch.Tensor, keep: torch.Tensor, bits: int, nm) -> dict[str, torch.Tensor]:
+    return {"mask": pack_bits(keep), "levels": _pack(levels[keep], bits)}
+
+
+def _encode_nm(levels: torch.Tensor, keep: torch.Tensor, bits: int, nm) -> dict[str, torch.Tensor]:
+    rows, cols = levels.shape
+    n, m = nm
+    idx = kept_positions(keep, n, m)
+    kept = torch.gather(levels.reshape(rows, cols // m, m), 2, idx)
+    return {"ranks": encode_positions(idx, m), "levels": _pack(kept, bits)}
+
+
+def _decode_dense(parts, shape, bits, nm, col_scale, col_zero) -> torch.Tensor:
     rows, cols = shape
-    if not 2 <= bits <= 8 or groupsize < 0 or (layout == "nm" and (nm is None or cols % nm[1])):
-        raise PrunekitError(f"quantized {layout} layer: bits {bits}, group size {groupsize} or N:M {nm} do not fit")
-    groups = len(group_bounds(cols, groupsize)) if cols else 0
-    scale = parts["scale"]
-    if scale.dtype != torch.float16 or tuple(scale.shape) != (rows, groups) or not bool(torch.isfinite(scale).all()) \
-            or bool((scale <= 0).any()):
-        raise PrunekitError(f"quantized {layout} layer: its scales are not {rows}x{groups} positive float16 values")
-    zero = _unpack(parts["zero"], rows * groups, bits, "zero points").reshape(rows, groups)
-    grid = LayerGrid(bits, groupsize, sym, scale, zero.to(torch.uint8))
-    col_scale, col_zero = grid.columns(cols)  # (rows, cols) float32
+    levels = _unpack(parts["levels"], rows * cols, bits, "levels").reshape(rows, cols)
+    return dequantize(levels.float(), col_scale, col_zero)
+
+
+def _decode_bitmask(parts, shape, bits, nm, col_scale, col_zero) -> torch.Tensor:
+    rows, cols = shape
+    try:
+        keep = unpack_bits(parts["mask"], rows * cols).reshape(rows, cols)
+    except ValueError as e:
+        raise PrunekitError(f"quantized bitmask layer: {e}") from e
+    levels = _unpack(parts["levels"], int(keep.sum()), bits, "levels")
     out = torch.zeros(rows, cols)
-    if layout == "dense":
-        levels = _unpack(parts["levels"], rows * cols, bits, "levels").reshape(rows, cols)
-        return dequantize(levels.float(), col_scale, col_zero), grid
-    if layout == "bitmask":
-        try:
-            keep = unpack_bits(parts["mask"], rows * cols).reshape(rows, cols)
-        except ValueError as e:
-            raise PrunekitError(f"quantized bitmask layer: {e}") from e
-        levels = _unpack(parts["levels"], int(keep.sum()), bits, "levels")
-        out[keep] = dequantize(levels.float(), col_scale[keep], col_zero[keep])
-        return out, grid
+    out[keep] = dequantize(levels.float(), col_scale[keep], col_zero[keep])
+    return out
+
+
+def _decode_nm(parts, shape, bits, nm, col_scale, col_zero) -> torch.Tensor:
+    rows, cols = shape
     n, m = nm
     count = rows * (cols // m) * n
     try:
@@ -101,5 +82,65 @@ def decode_quant(parts: dict[str, torch.Tensor], layout: str, shape: tuple[int, 
     levels = _unpack(parts["levels"], count, bits, "levels").view(rows, cols // m, n).float()
     col = (torch.arange(cols // m)[None, :, None] * m + idx).reshape(rows, -1)  # (rows, kept) input index
     values = dequantize(levels.reshape(rows, -1), col_scale.gather(1, col), col_zero.gather(1, col))
+    out = torch.zeros(rows, cols)
     out.scatter_(1, col, values)
-    return out, grid
+    return out
+
+
+@dataclass(frozen=True)
+class QuantFormat:
+    """A packed layout of integer levels: its parts (besides every layout's ``scale`` and ``zero``), encoder and
+    checked decoder."""
+
+    parts: tuple[str, ...]
+    encode: Callable[[torch.Tensor, torch.Tensor, int, tuple[int, int] | None], dict[str, torch.Tensor]]
+    decode: Callable[..., torch.Tensor]  # (parts, shape, bits, nm, per-column scale, per-column zero) -> weights
+    needs_nm: bool = False  # holds N:M weights only
+    legacy_parts: tuple[str, ...] | None = None  # before version 4
+
+
+QUANT_FORMATS: Mapping[str, QuantFormat] = MappingProxyType({  # names as ``effective_bits`` counts them
+    "dense": QuantFormat(("levels",), _encode_dense, _decode_dense),
+    "nm": QuantFormat(("levels", "ranks"), _encode_nm, _decode_nm, needs_nm=True, legacy_parts=("levels", "indices")),
+    "bitmask": QuantFormat(("levels", "mask"), _encode_bitmask, _decode_bitmask),
+})
+
+
+def encode_quant(weight: torch.Tensor, grid: LayerGrid, nm: tuple[int, int] | None = None,
+                 layout: str | None = None) -> tuple[str, dict]:
+    """``weight`` (rows, cols), which must lie on ``grid``, in ``layout`` (a row of ``QUANT_FORMATS``) or, if None,
+    the cheapest; returns (layout, parts)."""
+    w = weight.float()
+    if not torch.equal(grid.apply(w), w):
+        raise PrunekitError("its weights are not on its quantization grid (changed after quantizing?)")
+    rows, cols = w.shape
+    keep = w != 0
+    nm = nm if nm is not None and cols % nm[1] == 0 and is_valid_nm(keep, *nm) else None
+    if layout is not None and layout not in QUANT_FORMATS:
+        raise PrunekitError(f"unknown quantized layout {layout!r}; choose one of {', '.join(QUANT_FORMATS)}")
+    if layout is not None and QUANT_FORMATS[layout].needs_nm and nm is None:
+        raise PrunekitError(f"a layer of shape {(rows, cols)} is not 2:4 or 4:8 sparse")
+    layout = layout or layer_bits((rows, cols), int(keep.sum()), grid.bits, grid, nm)["storage"]
+    levels = grid.levels(w)  # (rows, cols) uint8
+    parts = {"scale": grid.scale.contiguous(), "zero": _pack(grid.zero, grid.bits)}
+    return layout, parts | QUANT_FORMATS[layout].encode(levels, keep, grid.bits, nm)
+
+
+def decode_quant(parts: dict[str, torch.Tensor], layout: str, shape: tuple[int, int], bits: int, groupsize: int,
+                 sym: bool, nm: tuple[int, int] | None = None) -> tuple[torch.Tensor, LayerGrid]:
+    """The float32 (rows, cols) matrix and its grid back from ``encode_quant``'s parts, every invariant checked."""
+    row = QUANT_FORMATS.get(layout)
+    if row is None or set(parts) not in ({"scale", "zero", *row.parts}, {"scale", "zero", *(row.legacy_parts or row.parts)}):
+        raise PrunekitError(f"quantized {layout} layer: parts {sorted(parts)} are not the layout's")
+    rows, cols = shape
+    if not 2 <= bits <= 8 or groupsize < 0 or (row.needs_nm and (nm is None or cols % nm[1])):
+        raise PrunekitError(f"quantized {layout} layer: bits {bits}, group size {groupsize} or N:M {nm} do not fit")
+    groups = len(group_bounds(cols, groupsize)) if cols else 0
+    scale = parts["scale"]
+    if scale.dtype != torch.float16 or tuple(scale.shape) != (rows, groups) or not bool(torch.isfinite(scale).all()) \
+            or bool((scale <= 0).any()):
+        raise PrunekitError(f"quantized {layout} layer: its scales are not {rows}x{groups} positive float16 values")
+    zero = _unpack(parts["zero"], rows * groups, bits, "zero points").reshape(rows, groups)
+    grid = LayerGrid(bits, groupsize, sym, scale, zero.to(torch.uint8))
+    col_scale, col_zero = grid.columns(cols)  # (rows, cols) float32
+    return row.decode(parts, shape, bits, nm, col_scale, col_zero), grid
