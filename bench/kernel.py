@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 from prunekit.measure.hardware import cpu_info, pruned_weight
 from prunekit.native import extension
 from prunekit.run import kernel
-from prunekit.run.sparse_linear import LAYOUTS, SMALL_BATCH, SparseLinear
+from prunekit.run.layouts import FLOAT_LAYOUTS as LAYOUTS
+from prunekit.run.sparse_linear import SMALL_BATCH, SparseLinear
 from prunekit.run.swap import layout_bytes, measure_layer
 from prunekit.selection import Pattern
 from prunekit.settings import DTYPES

@@ -25,7 +25,7 @@ from .models import load_model
 from .oneshot.config import PruneConfig
 from .pipeline import OFFLOADS, EvalRequest, model_path, model_record, prune_run, saved_bytes
 from .quant.config import QuantConfig
-from .run.sparse_linear import LAYOUTS, QUANT_LAYOUTS
+from .run.layouts import LAYOUTS
 from .settings import DTYPES
 from .store.grid_file import GRIDS_FILE, load_grids
 from .store.info import format_table, layer_table
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(e)
     _add_eval_args(e, "--data")
     e.add_argument("--out", default=None, help="JSON file to write (default: runs/eval-*.json)")
-    e.add_argument("--sparse", nargs="?", const="auto", default=None, choices=("auto", *LAYOUTS, *QUANT_LAYOUTS),
+    e.add_argument("--sparse", nargs="?", const="auto", default=None, choices=("auto", *LAYOUTS),
                    help="evaluate under sparse execution, as served: sparsify first (a layout forces it)")
 
     f = sub.add_parser("finetune", help="recovery fine-tuning of a pruned model with its zeros locked")
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prompt-tokens", type=int, default=512)
     b.add_argument("--new-tokens", type=int, default=32)
     b.add_argument("--reps", type=int, default=5)
-    b.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS, *QUANT_LAYOUTS), help="auto: measure per layer")
+    b.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS), help="auto: measure per layer")
     b.add_argument("--device", default="cpu", help="cpu, or cuda: 2:4 layers run semi-structured (needs float16/bfloat16)")
     b.add_argument("--out", default=None, help="also write the JSON here")
 

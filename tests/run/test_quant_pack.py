@@ -13,7 +13,8 @@ from prunekit.errors import PrunekitError
 from prunekit.native import extension
 from prunekit.quant.grid import LayerGrid, rtn
 from prunekit.run import quant_pack
-from prunekit.run.sparse_linear import QUANT_LAYOUTS, SMALL_BATCH, SparseLinear
+from prunekit.run.layouts import QUANT_LAYOUTS
+from prunekit.run.sparse_linear import SMALL_BATCH, SparseLinear
 
 pytestmark = pytest.mark.skipif(not extension.available(), reason="the compiled kernel could not be built here")
 ISA_LEVELS = [0, 1, 2, 3]  # scalar, avx2, avx512, avx512_bf16 (capped to what this CPU has)

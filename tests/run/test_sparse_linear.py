@@ -15,7 +15,8 @@ from torch import nn
 
 from prunekit.errors import PrunekitError
 from prunekit.run import kernel
-from prunekit.run.sparse_linear import LAYOUTS, SMALL_BATCH, SparseLinear
+from prunekit.run.layouts import FLOAT_LAYOUTS as LAYOUTS
+from prunekit.run.sparse_linear import SMALL_BATCH, SparseLinear
 
 pytestmark = pytest.mark.kernel
 

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ..devices import cpu_flags, cpu_name
 from ..native import extension
 from ..run import semi_structured
-from ..run.sparse_linear import LAYOUTS
+from ..run.layouts import COMPILED, FLOAT_LAYOUTS, GEMV, LAYOUTS
 from ..run.swap import measure_layer
 from ..selection import Pattern, Scope, select_mask
 from ..store.formats import format_bytes
@@ -59,7 +59,7 @@ def pruned_weight(shape: tuple[int, int], pattern: Pattern, dtype: torch.dtype, 
 def microbench(shapes: Counter, patterns: tuple[Pattern, ...] = PATTERNS, batches: tuple[int, ...] = (1, 8, 128),
                dtype: torch.dtype = torch.float32, reps: int = 15) -> list[dict]:
     """One row per (shape, pattern, batch): median seconds of dense and each layout."""
-    layouts = LAYOUTS if extension.available() else ("torch_csr",)
+    layouts = FLOAT_LAYOUTS if extension.available() else tuple(k for k in FLOAT_LAYOUTS if k not in COMPILED)
     rows = []
     for shape, pattern in tqdm([(s, p) for s in shapes for p in patterns], desc="hardware micro-benchmark"):
         w = pruned_weight(shape, pattern, dtype)
@@ -80,10 +80,10 @@ def summarize(rows: list[dict]) -> dict[str, dict]:
         for batch in sorted({r["batch"] for r in mine}):
             at = [r for r in mine if r["batch"] == batch]
             total = {k: sum(r["count"] * r["seconds"][k] for r in at) for k in at[0]["seconds"]}
-            best = min((k for k in total if k not in ("dense", "gemv")), key=total.get)  # the best sparse layout
+            best = min((k for k in total if k != "dense" and LAYOUTS[k].sparse), key=total.get)  # the best sparse layout
             speed[batch] = {"layout": best, "speedup": round(total["dense"] / total[best], 2),
                             # what the zeros alone buy: against prunekit's own dense kernel of the same dtype
-                            "speedup_vs_gemv": round(total["gemv"] / total[best], 2) if "gemv" in total else None,
+                            "speedup_vs_gemv": round(total[GEMV] / total[best], 2) if GEMV in total else None,
                             "per_layout": {k: round(total["dense"] / v, 2) for k, v in total.items() if k != "dense"}}
         at = [r for r in mine if r["batch"] == mine[0]["batch"]]
         dense = sum(r["count"] * r["dense_bytes"] for r in at)

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 import torch
 
 from ..native.extension import forced_isa, load
 
-KINDS = ("bitmask", "sell")
-PARTS = {"bitmask": ("mask", "values", "row_ptr"), "sell": ("slice_ptr", "col", "values", "where")}  # order in the blob
 SLICE = 16  # rows per sell slice: one AVX-512 vector of float32
 PAD = 32  # zeros after the packed values, so vector loads never leave the buffer
 MAGIC = 0x31534B50  # "PKS1": the packed weight's first int64 (see csrc/sparse_linear.cpp, read_packed)
@@ -24,7 +24,8 @@ VALUE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def pack_bitmask(weight: torch.Tensor) -> dict[str, torch.Tensor]:
-    """(rows, cols) → 16-bit mask words per 16 columns, row-major nonzeros (+ padding), row offsets."""
+    """(rows, cols) → the kernel's mask words (not the storage format's bit stream, ``store/formats``): per row,
+    one 16-bit word per 16 columns, each row starting on a new word; row-major nonzeros (+ padding), row offsets."""
     rows, cols = weight.shape
     chunks = (cols + 15) // 16
     keep = torch.zeros(rows, chunks * 16, dtype=torch.bool)
@@ -76,15 +77,16 @@ def pack(weight: torch.Tensor, kind: str) -> torch.Tensor:
     """(rows, cols) → one uint8 tensor: a header (magic, layout, shape, value dtype, index width, each
     part's offset and size) and the layout's parts at 64-byte aligned offsets. One tensor, so a call
     passes (and, in a decode step, pulls into cache) one tensor's metadata instead of four."""
-    if kind not in KINDS:
+    if kind not in LAYOUTS:
         raise ValueError(f"unknown kernel layout {kind!r}; choose one of {KINDS}")
     if weight.dtype not in VALUE_DTYPES:
         raise ValueError(f"the sparse kernel stores float32, bfloat16 or float16 values, not {weight.dtype}")
-    parts = pack_bitmask(weight) if kind == "bitmask" else pack_sell(weight)
+    layout = LAYOUTS[kind]
+    parts = layout.pack(weight)
     header = torch.zeros(16, dtype=torch.int64)
-    index_bytes = parts["col"].element_size() if kind == "sell" else 0
+    index_bytes = parts["col"].element_size() if "col" in parts else 0
     header[:6] = torch.tensor([MAGIC, KINDS.index(kind), *weight.shape, VALUE_DTYPES.index(weight.dtype), index_bytes])
-    return assemble(header, [parts[name] for name in PARTS[kind]], 6, DIGEST)
+    return assemble(header, [parts[name] for name in layout.parts], 6, DIGEST)
 
 
 def assemble(header: torch.Tensor, parts: list[torch.Tensor], span_slot: int, digest_slot: int) -> torch.Tensor:
@@ -125,10 +127,10 @@ def read(blob: torch.Tensor) -> Packed:
         raise ValueError("not a packed weight (wrong magic number)")
     kind_i, rows, cols, dtype_i, index_bytes = h[1:6]
     if not (0 <= kind_i < len(KINDS) and 0 <= dtype_i < len(VALUE_DTYPES) and 0 <= rows < 1 << 31 and 0 <= cols < 1 << 31
-            and (kind_i == 0 or index_bytes in (2, 4))):
+            and ("col" not in LAYOUTS[KINDS[kind_i]].parts or index_bytes in (2, 4))):
         raise ValueError("corrupt packed weight header")
     kind = KINDS[kind_i]
-    names = PARTS[kind]
+    names = LAYOUTS[kind].parts
     spans = [(h[6 + 2 * k], h[7 + 2 * k]) for k in range(len(names))]
     if any(off < HEADER or off % 64 or size < 0 or off + size > blob.numel() for off, size in spans):
         raise ValueError("corrupt packed weight: a part lies outside the tensor")
@@ -136,7 +138,7 @@ def read(blob: torch.Tensor) -> Packed:
               "col": torch.int16 if index_bytes == 2 else torch.int32, "where": torch.int32}
     try:
         parts = {name: blob[off:off + size].view(dtypes[name]) for name, (off, size) in zip(names, spans, strict=True)}
-        if kind == "bitmask":
+        if "mask" in parts:  # one row of words per weight row
             parts["mask"] = parts["mask"].view(rows, -(-cols // 16))
     except RuntimeError as e:  # a size that is not a whole number of elements, or not rows × chunks
         raise ValueError(f"corrupt packed weight: part sizes do not fit a ({rows}, {cols}) {kind} weight") from e
@@ -156,48 +158,73 @@ def check(blob: torch.Tensor) -> Packed:
     kind, (rows, cols), parts = packed = read(blob)
     if digest(blob) != blob[8 * DIGEST:8 * DIGEST + 8].view(torch.int64).item():
         raise ValueError("corrupt packed weight: its checksum does not match its bytes")
-    values = parts["values"]
-    if kind == "bitmask":
-        mask, row_ptr = parts["mask"], parts["row_ptr"]  # (rows, chunks), (rows + 1,)
-        words = mask.to(torch.int32) & 0xFFFF
-        counts = _word_bits()[words].sum(1)  # (rows,)
-        tail = cols % 16
-        ok = (row_ptr.numel() == rows + 1 and row_ptr[0] == 0 and torch.equal(row_ptr.diff(), counts)
-              and values.numel() >= int(row_ptr[-1]) + PAD and (tail == 0 or rows == 0 or not (words[:, -1] >> tail).any()))
-    else:
-        slice_ptr, col, where = parts["slice_ptr"], parts["col"], parts["where"]
-        slices = -(-rows // SLICE)
-        widths = slice_ptr.diff()
-        lanes = where.long()
-        ok = (slice_ptr.numel() == slices + 1 and slice_ptr[0] == 0 and bool((widths >= 0).all())
-              and bool((widths % SLICE == 0).all()) and col.numel() == values.numel() == int(slice_ptr[-1])
-              and bool(((col >= 0) & (col < max(cols, 1))).all()) and where.numel() == rows
-              and bool(((lanes >= 0) & (lanes < slices * SLICE)).all()) and lanes.unique().numel() == rows)
-    if not ok:
+    if not LAYOUTS[kind].check(parts, rows, cols):
         raise ValueError(f"corrupt packed weight: its {kind} parts do not fit a ({rows}, {cols}) matrix")
     return packed
+
+
+def _check_bitmask(parts: dict[str, torch.Tensor], rows: int, cols: int) -> bool:
+    values, mask, row_ptr = parts["values"], parts["mask"], parts["row_ptr"]  # mask (rows, chunks), (rows + 1,)
+    words = mask.to(torch.int32) & 0xFFFF
+    counts = _word_bits()[words].sum(1)  # (rows,)
+    tail = cols % 16
+    return (row_ptr.numel() == rows + 1 and row_ptr[0] == 0 and torch.equal(row_ptr.diff(), counts)
+            and values.numel() >= int(row_ptr[-1]) + PAD and (tail == 0 or rows == 0 or not (words[:, -1] >> tail).any()))
+
+
+def _check_sell(parts: dict[str, torch.Tensor], rows: int, cols: int) -> bool:
+    values, slice_ptr, col, where = parts["values"], parts["slice_ptr"], parts["col"], parts["where"]
+    slices = -(-rows // SLICE)
+    widths = slice_ptr.diff()
+    lanes = where.long()
+    return (slice_ptr.numel() == slices + 1 and slice_ptr[0] == 0 and bool((widths >= 0).all())
+            and bool((widths % SLICE == 0).all()) and col.numel() == values.numel() == int(slice_ptr[-1])
+            and bool(((col >= 0) & (col < max(cols, 1))).all()) and where.numel() == rows
+            and bool(((lanes >= 0) & (lanes < slices * SLICE)).all()) and lanes.unique().numel() == rows)
 
 
 def unpack(blob: torch.Tensor) -> torch.Tensor:
     """The exact dense (rows, cols) weight back from ``pack``'s tensor, in the values' dtype."""
     kind, (rows, cols), packed = check(blob)
-    values = packed["values"]
-    dense = values.new_zeros(rows, cols)
-    if kind == "bitmask":
-        words = packed["mask"].to(torch.int32) & 0xFFFF  # (rows, chunks)
-        bits = (words[:, :, None] >> torch.arange(16, dtype=torch.int32)) & 1
-        keep = bits.reshape(rows, words.shape[1] * 16)[:, :cols].bool()
-        dense[keep] = values[: int(packed["row_ptr"][-1])]
-    else:
-        slice_ptr, where = packed["slice_ptr"], packed["where"].long()
-        row_of_lane = torch.zeros(len(slice_ptr) * SLICE, dtype=torch.int64)  # padding lanes hold only zeros
-        row_of_lane[where] = torch.arange(rows)
-        at = torch.arange(int(slice_ptr[-1]))
-        s = torch.searchsorted(slice_ptr, at, right=True) - 1  # the slice of each entry
-        row = row_of_lane[s * SLICE + (at - slice_ptr[s]) % SLICE]
-        stored = values != 0  # padding is the only zero stored
-        dense[row[stored], packed["col"][stored].long()] = values[stored]
+    dense = packed["values"].new_zeros(rows, cols)
+    LAYOUTS[kind].unpack(packed, dense)
     return dense
+
+
+def _unpack_bitmask(packed: dict[str, torch.Tensor], dense: torch.Tensor) -> None:
+    rows, cols = dense.shape
+    words = packed["mask"].to(torch.int32) & 0xFFFF  # (rows, chunks)
+    bits = (words[:, :, None] >> torch.arange(16, dtype=torch.int32)) & 1
+    keep = bits.reshape(rows, words.shape[1] * 16)[:, :cols].bool()
+    dense[keep] = packed["values"][: int(packed["row_ptr"][-1])]
+
+
+def _unpack_sell(packed: dict[str, torch.Tensor], dense: torch.Tensor) -> None:
+    rows = dense.shape[0]
+    values, slice_ptr, where = packed["values"], packed["slice_ptr"], packed["where"].long()
+    row_of_lane = torch.zeros(len(slice_ptr) * SLICE, dtype=torch.int64)  # padding lanes hold only zeros
+    row_of_lane[where] = torch.arange(rows)
+    at = torch.arange(int(slice_ptr[-1]))
+    s = torch.searchsorted(slice_ptr, at, right=True) - 1  # the slice of each entry
+    row = row_of_lane[s * SLICE + (at - slice_ptr[s]) % SLICE]
+    stored = values != 0  # padding is the only zero stored
+    dense[row[stored], packed["col"][stored].long()] = values[stored]
+
+
+class KernelLayout(NamedTuple):
+    """A layout of the compiled sparse kernel: its parts in blob order, packer, index checks and unpacker."""
+
+    parts: tuple[str, ...]
+    pack: Callable[[torch.Tensor], dict[str, torch.Tensor]]
+    check: Callable[[dict[str, torch.Tensor], int, int], bool]
+    unpack: Callable[[dict[str, torch.Tensor], torch.Tensor], None]
+
+
+LAYOUTS: Mapping[str, KernelLayout] = MappingProxyType({  # the header stores a layout's position here
+    "bitmask": KernelLayout(("mask", "values", "row_ptr"), pack_bitmask, _check_bitmask, _unpack_bitmask),
+    "sell": KernelLayout(("slice_ptr", "col", "values", "where"), pack_sell, _check_sell, _unpack_sell),
+})
+KINDS = tuple(LAYOUTS)
 
 
 def forward(x: torch.Tensor, blob: torch.Tensor, bias: torch.Tensor | None = None, small_batch: int = 16,

@@ -10,6 +10,8 @@ bits, group size, each part's offset and size, a checksum) and its parts at 64-b
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 import torch
@@ -17,10 +19,6 @@ import torch
 from ..quant.grid import LayerGrid, dequantize, group_bounds
 from .kernel import HEADER, VALUE_DTYPES, assemble, digest
 
-KINDS = ("gemv", "qdense", "qbitmask", "qnm")
-QUANT_KINDS = KINDS[1:]
-PARTS = {"gemv": ("values",), "qdense": ("levels", "scale", "zero"), "qbitmask": ("levels", "scale", "zero", "index"),
-         "qnm": ("levels", "scale", "zero", "index")}
 MAGIC = 0x31514B50  # "PKQ1"
 DIGEST = 15  # header slot of the checksum over everything else (the header is kernel.py's 16 int64)
 LEVEL_PAD = 16  # bytes after a bitmask layout's levels: the kernel loads 16 at a time
@@ -74,21 +72,31 @@ def _quant_parts(weight: torch.Tensor, kind: str, grid: LayerGrid) -> dict[str, 
     levels[:, cols:] = grid.zero[:, -1:]  # padding weighs 0
     keep = torch.zeros(rows, padded, dtype=torch.bool)
     keep[:, :cols] = weight != 0
-    blocks = padded // BLOCK
     parts = {"scale": grid.scale.contiguous(), "zero": grid.zero.contiguous()}
-    if kind == "qdense":
-        parts["levels"] = _nibbles(levels.view(rows, blocks, BLOCK)) if grid.bits == 4 else levels
-    elif kind == "qnm":
-        groups = keep.view(rows, padded // 4, 4)
-        if bool((groups.sum(2) > 2).any()):
-            raise ValueError("qnm holds 2:4 weights: a group of four columns has more than two nonzeros")
-        pos = torch.argsort(groups.to(torch.int8), dim=2, descending=True, stable=True)[..., :2].sort(dim=2).values
-        kept = torch.gather(levels.view(rows, padded // 4, 4), 2, pos).view(rows, blocks, 32)
-        parts["levels"] = _nibbles(kept) if grid.bits == 4 else kept
-        parts["index"] = _nm_words(pos.view(rows, blocks, 32))
-    else:
-        parts["levels"], parts["index"] = _bitmask_parts(levels, keep, grid.bits)
-    return parts
+    return parts | LAYOUTS[kind].encode(levels, keep, grid.bits)
+
+
+def _encode_qdense(levels: torch.Tensor, keep: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
+    """Every level (rows, padded); int4: two per byte, each 64-column block's first half in the low nibbles."""
+    rows, padded = levels.shape
+    return {"levels": _nibbles(levels.view(rows, padded // BLOCK, BLOCK)) if bits == 4 else levels}
+
+
+def _encode_qnm(levels: torch.Tensor, keep: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
+    """Two levels per four columns and their positions, one 64-bit word per 64-column block."""
+    rows, padded = levels.shape
+    blocks = padded // BLOCK
+    groups = keep.view(rows, padded // 4, 4)
+    if bool((groups.sum(2) > 2).any()):
+        raise ValueError("qnm holds 2:4 weights: a group of four columns has more than two nonzeros")
+    pos = torch.argsort(groups.to(torch.int8), dim=2, descending=True, stable=True)[..., :2].sort(dim=2).values
+    kept = torch.gather(levels.view(rows, padded // 4, 4), 2, pos).view(rows, blocks, 32)
+    return {"levels": _nibbles(kept) if bits == 4 else kept, "index": _nm_words(pos.view(rows, blocks, 32))}
+
+
+def _encode_qbitmask(levels: torch.Tensor, keep: torch.Tensor, bits: int) -> dict[str, torch.Tensor]:
+    stream, index = _bitmask_parts(levels, keep, bits)
+    return {"levels": stream, "index": index}
 
 
 NM_SHIFT = 16 * (torch.arange(32) % 4) + 2 * (torch.arange(32) // 4)  # bit of level k's position in its block's word
@@ -145,11 +153,11 @@ def _bitmask_parts(levels: torch.Tensor, keep: torch.Tensor, bits: int) -> tuple
 def pack(weight: torch.Tensor, kind: str, grid: LayerGrid | None = None) -> torch.Tensor:
     """(rows, cols) → one uint8 tensor. ``gemv`` takes a float32, bfloat16 or float16 weight; the quantized
     kinds a weight that lies exactly on ``grid`` (in its own dtype). Raises ValueError."""
-    if kind not in KINDS:
+    if kind not in LAYOUTS:
         raise ValueError(f"unknown kernel layout {kind!r}; choose one of {KINDS}")
     rows, cols = weight.shape
     header = torch.zeros(16, dtype=torch.int64)
-    if kind == "gemv":
+    if not LAYOUTS[kind].quantized:
         if weight.dtype not in VALUE_DTYPES:
             raise ValueError(f"the gemv layout stores float32, bfloat16 or float16 values, not {weight.dtype}")
         parts = {"values": weight.contiguous()}
@@ -159,7 +167,7 @@ def pack(weight: torch.Tensor, kind: str, grid: LayerGrid | None = None) -> torc
             raise ValueError(f"the {kind} layout needs the weight's quantization grid")
         parts = _quant_parts(weight, kind, grid)
         header[:7] = torch.tensor([MAGIC, KINDS.index(kind), rows, cols, 0, grid.bits, grid.groupsize])
-    return assemble(header, [parts[name] for name in PARTS[kind]], 7, DIGEST)
+    return assemble(header, [parts[name] for name in LAYOUTS[kind].parts], 7, DIGEST)
 
 
 def read(blob: torch.Tensor) -> QPacked:
@@ -172,36 +180,28 @@ def read(blob: torch.Tensor) -> QPacked:
         raise ValueError("not a dense or quantized packed weight (wrong magic number)")
     kind_i, rows, cols, dtype_i, bits, groupsize = h[1:7]
     ok = 0 <= kind_i < len(KINDS) and 0 <= rows < 1 << 31 and 0 <= cols < 1 << 31
-    if kind_i == 0:
-        ok = ok and 0 <= dtype_i < len(VALUE_DTYPES)
-    else:
-        ok = ok and bits in (4, 8) and groupsize >= 0 and groupsize % BLOCK == 0
+    if ok and not LAYOUTS[KINDS[kind_i]].quantized:
+        ok = 0 <= dtype_i < len(VALUE_DTYPES)
+    elif ok:
+        ok = bits in (4, 8) and groupsize >= 0 and groupsize % BLOCK == 0
     if not ok:
         raise ValueError("corrupt packed weight header")
     kind = KINDS[kind_i]
-    spans = [(h[7 + 2 * k], h[8 + 2 * k]) for k in range(len(PARTS[kind]))]
+    layout = LAYOUTS[kind]
+    spans = [(h[7 + 2 * k], h[8 + 2 * k]) for k in range(len(layout.parts))]
     if any(off < HEADER or off % 64 or size < 0 or off + size > blob.numel() for off, size in spans):
         raise ValueError("corrupt packed weight: a part lies outside the tensor")
-    raw = {name: blob[off:off + size] for name, (off, size) in zip(PARTS[kind], spans, strict=True)}
-    padded, blocks = _padded(cols), _padded(cols) // BLOCK
+    raw = {name: blob[off:off + size] for name, (off, size) in zip(layout.parts, spans, strict=True)}
     groups = len(group_bounds(cols, groupsize)) if cols else 1
     try:
-        if kind == "gemv":
+        if not layout.quantized:
             parts = {"values": raw["values"].view(VALUE_DTYPES[dtype_i]).view(rows, cols)}
         else:
             parts = {"scale": raw["scale"].view(torch.float16).view(rows, groups), "zero": raw["zero"].view(rows, groups)}
-            width = {"qdense": padded, "qnm": padded // 2}.get(kind)
-            if width is not None:
-                parts["levels"] = raw["levels"].view(rows, width * bits // 8)
-            else:
-                parts["levels"] = raw["levels"]
-                parts["row_ptr"] = raw["index"][:8 * (rows + 1)].view(torch.int64)
-                parts["mask"] = raw["index"][8 * (rows + 1):].view(torch.int16).view(rows, padded // 16)
-            if kind == "qnm":
-                parts["index"] = raw["index"].view(torch.int32).view(rows, blocks, 2)
+            parts |= layout.view(raw, rows, _padded(cols), bits)
     except RuntimeError as e:
         raise ValueError(f"corrupt packed weight: part sizes do not fit a ({rows}, {cols}) {kind} weight") from e
-    dtype = VALUE_DTYPES[dtype_i] if kind == "gemv" else None
+    dtype = None if layout.quantized else VALUE_DTYPES[dtype_i]
     return QPacked(kind, (rows, cols), dtype, bits, groupsize, parts)
 
 
@@ -216,48 +216,105 @@ def check(blob: torch.Tensor) -> QPacked:
     packed = read(blob)
     if digest(blob, DIGEST) != blob[8 * DIGEST:8 * DIGEST + 8].view(torch.int64).item():
         raise ValueError("corrupt packed weight: its checksum does not match its bytes")
-    p = packed.parts
-    if packed.kind != "gemv" and not bool(torch.isfinite(p["scale"]).all()):
+    p, layout = packed.parts, LAYOUTS[packed.kind]
+    if layout.quantized and not bool(torch.isfinite(p["scale"]).all()):
         raise ValueError("corrupt packed weight: a scale is not finite")
-    if packed.kind == "qbitmask":
-        count = _word_counts(p["mask"])
-        per_row = (count.sum(1) if packed.bits == 8 else ((count + 1) // 2).sum(1))
-        row_ptr = p["row_ptr"]
-        if not (int(row_ptr[0]) == 0 and torch.equal(row_ptr.diff(), per_row)
-                and int(row_ptr[-1]) + LEVEL_PAD <= p["levels"].numel()):
-            raise ValueError("corrupt packed weight: its row offsets do not match its mask")
+    if layout.check is not None and not layout.check(p, packed.bits):
+        raise ValueError("corrupt packed weight: its row offsets do not match its mask")
     return packed
+
+
+def _check_qbitmask(p: dict[str, torch.Tensor], bits: int) -> bool:
+    count = _word_counts(p["mask"])
+    per_row = (count.sum(1) if bits == 8 else ((count + 1) // 2).sum(1))
+    row_ptr = p["row_ptr"]
+    return (int(row_ptr[0]) == 0 and torch.equal(row_ptr.diff(), per_row)
+            and int(row_ptr[-1]) + LEVEL_PAD <= p["levels"].numel())
 
 
 def unpack(blob: torch.Tensor) -> torch.Tensor:
     """The weight back from ``pack``'s tensor: gemv's in its own dtype, quantized as float32 (its grid's
     weights, exactly as ``quant.grid.dequantize`` computes them)."""
     kind, (rows, cols), _, bits, groupsize, p = check(blob)
-    if kind == "gemv":
+    layout = LAYOUTS[kind]
+    if not layout.quantized:
         return p["values"].clone()
-    padded, blocks = _padded(cols), _padded(cols) // BLOCK
+    padded = _padded(cols)
     index = torch.arange(padded) // (groupsize or padded)
     index = index.clamp(max=p["scale"].shape[1] - 1)
     scale, zero = p["scale"].float()[:, index], p["zero"].float()[:, index]  # (rows, padded)
     levels = torch.zeros(rows, padded, dtype=torch.uint8) + p["zero"][:, -1:]
-    keep = torch.ones(rows, padded, dtype=torch.bool)
-    if kind == "qdense":
-        levels = _unnibble(p["levels"].view(rows, blocks, BLOCK // 2)).view(rows, padded) if bits == 4 else p["levels"]
-    elif kind == "qnm":
-        kept = p["levels"].view(rows, blocks, -1)
-        kept = _unnibble(kept) if bits == 4 else kept  # (rows, blocks, 32)
-        col = torch.arange(blocks)[:, None] * BLOCK + 4 * (torch.arange(32) // 2) + _nm_positions(p["index"])
-        keep = torch.zeros(rows, padded, dtype=torch.bool)
-        keep.scatter_(1, col.view(rows, -1), True)
-        levels = levels.scatter(1, col.view(rows, -1), kept.reshape(rows, -1))
-    else:
-        keep = ((p["mask"].to(torch.int32)[..., None] >> torch.arange(16)) & 1).bool().view(rows, padded)
-        levels = levels.clone()
-        stream = p["levels"][: int(p["row_ptr"][-1])]
-        if bits == 8:
-            levels[keep] = stream
-        else:
-            nib = torch.stack([stream & 15, stream >> 4], dim=1).reshape(-1)
-            levels[keep] = nib[_nibble_slots(keep)[0]]
+    levels, keep = layout.unpack(p, levels, bits)
     w = torch.where(keep, dequantize(levels.float(), scale, zero), torch.zeros(()))
     return w[:, :cols].contiguous()
+
+
+def _unpack_qdense(p: dict[str, torch.Tensor], levels: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(levels, keep), each (rows, padded), from the parts; ``levels`` holds the padding's level."""
+    rows, padded = levels.shape
+    if bits == 4:
+        levels = _unnibble(p["levels"].view(rows, padded // BLOCK, BLOCK // 2)).view(rows, padded)
+    else:
+        levels = p["levels"]
+    return levels, torch.ones(rows, padded, dtype=torch.bool)
+
+
+def _unpack_qnm(p: dict[str, torch.Tensor], levels: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, padded = levels.shape
+    blocks = padded // BLOCK
+    kept = p["levels"].view(rows, blocks, -1)
+    kept = _unnibble(kept) if bits == 4 else kept  # (rows, blocks, 32)
+    col = torch.arange(blocks)[:, None] * BLOCK + 4 * (torch.arange(32) // 2) + _nm_positions(p["index"])
+    keep = torch.zeros(rows, padded, dtype=torch.bool)
+    keep.scatter_(1, col.view(rows, -1), True)
+    return levels.scatter(1, col.view(rows, -1), kept.reshape(rows, -1)), keep
+
+
+def _unpack_qbitmask(p: dict[str, torch.Tensor], levels: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, padded = levels.shape
+    keep = ((p["mask"].to(torch.int32)[..., None] >> torch.arange(16)) & 1).bool().view(rows, padded)
+    levels = levels.clone()
+    stream = p["levels"][: int(p["row_ptr"][-1])]
+    if bits == 8:
+        levels[keep] = stream
+    else:
+        nib = torch.stack([stream & 15, stream >> 4], dim=1).reshape(-1)
+        levels[keep] = nib[_nibble_slots(keep)[0]]
+    return levels, keep
+
+
+def _view_qdense(raw: dict[str, torch.Tensor], rows: int, padded: int, bits: int) -> dict[str, torch.Tensor]:
+    return {"levels": raw["levels"].view(rows, padded * bits // 8)}
+
+
+def _view_qnm(raw: dict[str, torch.Tensor], rows: int, padded: int, bits: int) -> dict[str, torch.Tensor]:
+    return {"levels": raw["levels"].view(rows, padded // 2 * bits // 8),
+            "index": raw["index"].view(torch.int32).view(rows, padded // BLOCK, 2)}
+
+
+def _view_qbitmask(raw: dict[str, torch.Tensor], rows: int, padded: int, bits: int) -> dict[str, torch.Tensor]:
+    return {"levels": raw["levels"], "row_ptr": raw["index"][:8 * (rows + 1)].view(torch.int64),
+            "mask": raw["index"][8 * (rows + 1):].view(torch.int16).view(rows, padded // 16)}
+
+
+class PackLayout(NamedTuple):
+    """A layout of the compiled dense/quantized kernel: its parts in blob order and, for a quantized one, the level
+    encoder, the parts' typed views, an extra index check (or None) and the unpacker."""
+
+    parts: tuple[str, ...]
+    quantized: bool
+    encode: Callable[[torch.Tensor, torch.Tensor, int], dict[str, torch.Tensor]] | None = None
+    view: Callable[[dict[str, torch.Tensor], int, int, int], dict[str, torch.Tensor]] | None = None
+    check: Callable[[dict[str, torch.Tensor], int], bool] | None = None
+    unpack: Callable[[dict[str, torch.Tensor], torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+LAYOUTS: Mapping[str, PackLayout] = MappingProxyType({  # the header stores a layout's position here
+    "gemv": PackLayout(("values",), quantized=False),
+    "qdense": PackLayout(("levels", "scale", "zero"), True, _encode_qdense, _view_qdense, None, _unpack_qdense),
+    "qbitmask": PackLayout(("levels", "scale", "zero", "index"), True, _encode_qbitmask, _view_qbitmask,
+                           _check_qbitmask, _unpack_qbitmask),
+    "qnm": PackLayout(("levels", "scale", "zero", "index"), True, _encode_qnm, _view_qnm, None, _unpack_qnm),
+})
+KINDS = tuple(LAYOUTS)
+QUANT_KINDS = tuple(k for k, row in LAYOUTS.items() if row.quantized)

@@ -1,6 +1,7 @@
 """``SparseLinear``: a drop-in for ``nn.Linear`` whose weight is stored compressed and run by a kernel.
 
-Layouts: ``bitmask`` and ``sell`` (prunekit's compiled CPU sparse kernel, see ``kernel.py``), ``torch_csr``
+Layouts (the rows of ``layouts.LAYOUTS``): ``bitmask`` and ``sell`` (prunekit's compiled CPU sparse kernel, see
+``kernel.py``), ``torch_csr``
 (stock ``torch.sparse``), ``gemv`` (the compiled kernel's dense layout: every weight, no mask) and, for a
 weight on a quantization grid, ``qdense``, ``qbitmask`` and ``qnm`` (2:4) with int8 or int4 levels
 (see ``quant_pack.py``). Batches of up to ``SMALL_BATCH`` rows (decode) run the sparse kernel;
@@ -10,8 +11,6 @@ Which layout (or plain dense) a layer gets is decided by measuring, in ``swap.py
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.modules.module as torch_module  # the global hook registries nn.Module.__call__ checks
 from torch import nn
@@ -19,11 +18,8 @@ from torch import nn
 from ..errors import PrunekitError
 from ..native import extension
 from ..quant.grid import LayerGrid
-from . import kernel, quant_pack
+from .layouts import LAYOUTS, csr_tensor
 
-LAYOUTS = ("bitmask", "sell", "torch_csr", "gemv")  # float weights
-QUANT_LAYOUTS = quant_pack.QUANT_KINDS  # weights on a LayerGrid
-CSR_PARTS = ("csr_crow", "csr_col", "csr_values")  # torch_csr's buffers
 SMALL_BATCH = 16  # measured crossover: above it the kernel loses to dense GEMM on these CPUs
 MODULE_CALL = nn.Module.__call__  # as torch defines it; tracers (torch.fx) patch it for the duration
 
@@ -40,22 +36,17 @@ class SparseLinear(nn.Module):
         """``weight`` is (out, in) in the model's dtype; zeros are dropped, everything else kept exactly. The
         quantized layouts take the weight's ``grid`` and store its levels: the weight must lie on it."""
         super().__init__()
-        if layout not in LAYOUTS + QUANT_LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS + QUANT_LAYOUTS}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose one of {tuple(LAYOUTS)}")
         if weight.dim() != 2 or weight.device.type != "cpu":
             raise ValueError("SparseLinear takes a 2-D CPU weight")
         self.out_features, self.in_features = weight.shape
         self.layout, self.dtype = layout, weight.dtype
         weight = weight.detach().contiguous()
-        if layout == "torch_csr":  # its parts as buffers, so state_dict, .to() and torch.save carry them
-            with warnings.catch_warnings():  # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                csr = weight.float().to_sparse_csr()
-            for name, part in zip(CSR_PARTS, (csr.crow_indices(), csr.col_indices(), csr.values()), strict=True):
-                self.register_buffer(name, part)
-        else:  # one uint8 tensor: see kernel.pack and quant_pack.pack
-            packed = kernel.pack(weight, layout) if layout in kernel.KINDS else quant_pack.pack(weight, layout, grid)
-            self.register_buffer("packed", packed)
+        row = LAYOUTS[layout]
+        for name, part in zip(row.buffers, row.build(weight, grid), strict=True):  # see kernel.pack, quant_pack.pack
+            self.register_buffer(name, part)
+        if row.entry is not None:
             self._isa = extension.forced_isa()  # read once: a per-call environment lookup costs ~0.5 µs
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
         self._hooked = False
@@ -103,13 +94,12 @@ class SparseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self._buffers  # not nn.Module.__getattr__: a small layer's call is a few µs, most of it fixed cost
-        if self.layout != "torch_csr":  # one compiled call: the kernel, or tiled dense GEMM for large batches
+        entry = LAYOUTS[self.layout].entry
+        if entry is not None:  # one compiled call: the kernel, or tiled dense GEMM for large batches
             packed, seen = b["packed"], self._verified
             if not seen or seen[0][0] is not packed or seen[0][1] != packed._version:
                 self._verify()
-            ext = extension.load()
-            call = ext.sparse_forward if self.layout in kernel.KINDS else ext.quant_forward
-            return call(x, packed, b["bias"], self._isa, SMALL_BATCH, 0)
+            return getattr(extension.load(), entry)(x, packed, b["bias"], self._isa, SMALL_BATCH, 0)
         if self._stale():
             self._verify()
         if x.dim() == 0 or x.shape[-1] != self.in_features:
@@ -135,37 +125,24 @@ class SparseLinear(nn.Module):
 
     def _csr(self) -> torch.Tensor:
         """The (out, in) torch CSR tensor over the buffers (~2 µs to build; checked before first use)."""
-        b = self._buffers
-        return torch.sparse_csr_tensor(b["csr_crow"], b["csr_col"], b["csr_values"], (self.out_features, self.in_features),
-                                       check_invariants=False)
+        return csr_tensor(self._weight_buffers(), (self.out_features, self.in_features))
 
     def _weight_buffers(self) -> tuple[torch.Tensor, ...]:
-        return tuple(self._buffers[n] for n in (CSR_PARTS if self.layout == "torch_csr" else ("packed",)))
+        return tuple(self._buffers[n] for n in LAYOUTS[self.layout].buffers)
 
     def _check(self, parts: tuple[torch.Tensor, ...], prefix: str = "") -> None:
         """Raise PrunekitError unless ``parts`` (as ``_weight_buffers``) are a valid weight of this layer:
         every index in range (the packed checksum too) and the layer's layout, shape and dtype."""
         shape = (self.out_features, self.in_features)
-        if self.layout == "torch_csr":
-            try:
-                torch.sparse_csr_tensor(*parts, shape, check_invariants=True)
-            except RuntimeError as e:
-                raise PrunekitError(f"{prefix}csr_*: not a valid CSR weight for this layer: {e}") from e
-            if parts[2].dtype != torch.float32:
-                raise PrunekitError(f"{prefix}csr_values: float32 expected, got {parts[2].dtype}")
-            return
+        row = LAYOUTS[self.layout]
         try:
-            if self.layout in kernel.KINDS:
-                kind, stored, packed = kernel.check(parts[0])
-                dtype = packed["values"].dtype
-            else:
-                kind, stored, dtype, *_ = quant_pack.check(parts[0])
+            held = row.check(parts, shape)
         except ValueError as e:
-            raise PrunekitError(f"{prefix}packed: {e}") from e
-        expected = (self.layout, shape, self.dtype if self.layout in LAYOUTS else None)
-        if (kind, stored, dtype) != expected:
-            raise PrunekitError(f"{prefix}packed holds a {kind} {stored} {dtype} weight; this layer is "
-                                f"{' '.join(map(str, expected))}")
+            raise PrunekitError(f"{prefix}{'/'.join(row.buffers)}: {e}") from e
+        expected = (self.layout, shape, None if row.quantized else self.dtype)
+        if held is not None and held != expected:
+            raise PrunekitError(f"{prefix}{'/'.join(row.buffers)} holds a {' '.join(map(str, held))} weight; this "
+                                f"layer is {' '.join(map(str, expected))}")
 
     def _stale(self) -> bool:
         parts, seen = self._weight_buffers(), self._verified
@@ -184,18 +161,14 @@ class SparseLinear(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         """A loaded weight is checked in full before anything is copied (and the layer keeps its own on
         failure): the kernels trust the indices inside it, and it must describe this layer."""
-        names = CSR_PARTS if self.layout == "torch_csr" else ("packed",)
+        names = LAYOUTS[self.layout].buffers
         if all(prefix + n in state_dict for n in names):
             self._check(tuple(state_dict[prefix + n] for n in names), prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def dense_weight(self) -> torch.Tensor:
         """The (out, in) weight back, exactly, in its original dtype."""
-        if self.layout == "torch_csr":
-            return self._csr().to_dense().to(self.dtype)
-        if self.layout in kernel.KINDS:
-            return kernel.unpack(self.packed)
-        return quant_pack.unpack(self.packed).to(self.dtype)
+        return LAYOUTS[self.layout].dense(self._weight_buffers(), (self.out_features, self.in_features)).to(self.dtype)
 
     def weight_bytes(self) -> int:
         """Bytes held for the weight (values + indices, and the packed header; bias excluded)."""

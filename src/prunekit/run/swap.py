@@ -24,11 +24,11 @@ from ..quant.grid import LayerGrid
 from ..selection import is_valid_nm
 from ..targets import find_targets
 from ..timing import alternate, copies_past_cache
-from . import kernel, quant_pack
+from . import quant_pack
 from .gemv_linear import KERNEL_DTYPES, GemvLinear
-from .sparse_linear import LAYOUTS, QUANT_LAYOUTS, SparseLinear
+from .layouts import COMPILED, FLOAT_LAYOUTS, GEMV, LAYOUTS
+from .sparse_linear import SparseLinear
 
-DENSE_KERNELS = ("gemv", "qdense")  # kernel layouts for a layer with few or no zeros
 HEAD_ROWS = 16384  # the output head is timed on this many rows: a 128k-token head would be copied many times over
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class LayerChoice:
     name: str
     shape: tuple[int, int]
     sparsity: float
-    layout: str                     # "dense" or one of LAYOUTS + QUANT_LAYOUTS
+    layout: str                     # "dense" or a row of ``layouts.LAYOUTS``
     seconds: dict[str, float]       # median seconds per batch-1 call, per candidate
     prefill_seconds: dict[str, float]  # the same at the prefill batch
     dense_bytes: int
@@ -57,7 +57,7 @@ def dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     return linear
 
 
-def measure_layer(weight: torch.Tensor, bias: torch.Tensor | None, layouts: tuple[str, ...] = LAYOUTS,
+def measure_layer(weight: torch.Tensor, bias: torch.Tensor | None, layouts: tuple[str, ...] = FLOAT_LAYOUTS,
                   reps: int = 20, batches: tuple[int, ...] = (1,), grid: LayerGrid | None = None
                   ) -> dict[int, dict[str, float]]:
     """Per batch size: median seconds of one call of ``dense`` (an ``nn.Linear``) and of each layout
@@ -92,7 +92,7 @@ def pick(seconds: dict[str, float], margin: float, stored: dict[str, int] | None
     layouts, a bigger one must also beat a smaller one by ``margin``: one layer timed alone does not
     see the cache and memory traffic its extra bytes cost the rest of the model."""
     def ok(k: str) -> bool:
-        small = stored is None or stored[k] <= dense_bytes or k == "gemv"  # gemv: the dense bytes plus a header
+        small = stored is None or stored[k] <= dense_bytes or not LAYOUTS[k].sparse  # a dense one: those bytes + a header
         return small and (prefill is None or prefill["dense"] >= prefill_floor * prefill[k])
 
     eligible = {k: t for k, t in seconds.items() if k == "dense" or ok(k)}
@@ -113,14 +113,16 @@ def candidates(weight: torch.Tensor, sparsity: float, layouts: tuple[str, ...], 
     the kernel runs (4 or 8 bits, groups a multiple of 64 columns)."""
     quantized = (grid is not None and grid.bits in (4, 8) and grid.groupsize % quant_pack.BLOCK == 0
                  and torch.equal(grid.apply(weight.float()).to(weight.dtype), weight))
-    out = tuple(k for k in layouts if k in DENSE_KERNELS or sparsity >= min_sparsity)
-    if not quantized:
-        return tuple(k for k in out if k not in QUANT_LAYOUTS)
-    nm = weight.shape[1] % 4 == 0 and is_valid_nm(weight != 0, 2, 4)
-    return tuple(k for k in out if k != "qnm" or nm)
+    def fits(k: str) -> bool:
+        row = LAYOUTS[k]
+        if row.quantized and not quantized or row.sparse and sparsity < min_sparsity:
+            return False
+        return row.pattern is None or weight.shape[1] % row.pattern[1] == 0 and is_valid_nm(weight != 0, *row.pattern)
+
+    return tuple(k for k in layouts if fits(k))
 
 
-def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = LAYOUTS + QUANT_LAYOUTS,
+def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = tuple(LAYOUTS),
              min_sparsity: float = 0.05, margin: float = 1.03, reps: int = 20, prefill_batch: int = 128,
              prefill_floor: float = 0.8, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
              grids: Mapping[str, LayerGrid] | None = None, head: bool = True) -> list[LayerChoice]:
@@ -130,13 +132,11 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
     layouts from ``min_sparsity`` zeros on, quantized ones on layers with a grid in ``grids``). With ``head``,
     the output head (``get_output_embeddings()``) runs on the compiled dense GEMV over its own weight
     (``GemvLinear``: a tied head stays tied) where ``gemv`` is among the layouts and, under auto, measures faster."""
-    known = LAYOUTS + QUANT_LAYOUTS
-    if layout != "auto" and layout not in known:
-        raise ValueError(f"unknown layout {layout!r}; choose auto or one of {known}")
-    compiled = kernel.KINDS + quant_pack.KINDS
-    if any(k in compiled for k in (layout, *layouts)) and not extension.available():
-        layouts = tuple(k for k in layouts if k not in compiled)  # stock torch CSR still works
-        if layout in compiled or not layouts:
+    if layout != "auto" and layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose auto or one of {tuple(LAYOUTS)}")
+    if any(k in COMPILED for k in (layout, *layouts)) and not extension.available():
+        layouts = tuple(k for k in layouts if k not in COMPILED)  # stock torch CSR still works
+        if layout in COMPILED or not layouts:
             log.warning("no compiled kernel: layers stay dense")
             return []
     grids = grids or {}
@@ -171,7 +171,7 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
             model.set_submodule(name, sparse)
         choices.append(LayerChoice(name, tuple(w.shape), round(sparsity, 4), chosen, seconds, prefill,
                                    w.numel() * w.element_size(), stored))
-    if head and "gemv" in ((layout,) if layout != "auto" else layouts):
+    if head and GEMV in ((layout,) if layout != "auto" else layouts):
         choice = _swap_head(model, layout == "auto", margin, reps, prefill_batch, prefill_floor)
         choices += [choice] if choice else []
     log.info("sparsify: %d of %d layers swapped", sum(c.layout != "dense" for c in choices), len(choices))
@@ -189,13 +189,13 @@ def _swap_head(model: nn.Module, measure: bool, margin: float, reps: int, prefil
     name = next(n for n, m in model.named_modules() if m is linear)
     w = linear.weight.data
     bias = linear.bias.data if linear.bias is not None else None
-    chosen, seconds, prefill = "gemv", {}, {}
+    chosen, seconds, prefill = GEMV, {}, {}
     if measure:  # gemv's packed copy runs the very kernel GemvLinear calls; on HEAD_ROWS rows, as each row costs alike
         rows = slice(0, HEAD_ROWS)
-        timed = measure_layer(w[rows], None if bias is None else bias[rows], ("gemv",), reps, (1, prefill_batch))
+        timed = measure_layer(w[rows], None if bias is None else bias[rows], (GEMV,), reps, (1, prefill_batch))
         seconds, prefill = timed[1], timed[prefill_batch]
         chosen = pick(seconds, margin, None, 0, prefill, prefill_floor)
-    if chosen == "gemv":
+    if chosen == GEMV:
         model.set_submodule(name, GemvLinear.from_linear(linear))
     size = w.numel() * w.element_size()
     return LayerChoice(name, tuple(w.shape), round(float((w == 0).sum()) / w.numel(), 4), chosen, seconds, prefill,
