@@ -23,7 +23,7 @@ from ..oneshot.methods import Method
 from ..oneshot.pruner import prune
 from ..selection import Pattern, is_valid_nm
 from ..store.effective_bits import run_bits
-from ..store.formats import format_bytes
+from ..store.formats import DENSE, FORMATS, format_bytes
 from ..targets import find_targets, weight_view
 from .bench import bench_model
 from .config import TaskConfig
@@ -77,15 +77,15 @@ class CompareConfig:
 
 def storage_mb(model: torch.nn.Module) -> dict[str, float]:
     """MB of the target weights dense and in each lossless format (N:M only where every layer is valid)."""
-    totals = {"dense": 0, "bitmask": 0, "csr": 0, "nm": 0}
+    totals = dict.fromkeys((DENSE, *FORMATS), 0)
     nm_ok = True
     for target in find_targets(model).values():
         w = weight_view(target)
         nm_ok = nm_ok and w.shape[1] % 4 == 0 and is_valid_nm(w, 2, 4)
-        sizes = format_bytes(w, (2, 4) if nm_ok else None) | {"dense": w.numel() * w.element_size()}
+        sizes = format_bytes(w, (2, 4) if nm_ok else None) | {DENSE: w.numel() * w.element_size()}
         for k, v in sizes.items():
             totals[k] += v
-    return {k: round(v / 2**20, 1) for k, v in totals.items() if k != "nm" or nm_ok}
+    return {k: round(v / 2**20, 1) for k, v in totals.items() if k == DENSE or nm_ok or not FORMATS[k].needs_nm}
 
 
 def run_compare(cfg: CompareConfig) -> dict:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ..devices import cpu_flags, cpu_name
 from ..native import extension
 from ..run import semi_structured
-from ..run.layouts import COMPILED, FLOAT_LAYOUTS, GEMV, LAYOUTS
+from ..run.layouts import COMPILED, DENSE, FLOAT_LAYOUTS, GEMV, LAYOUTS
 from ..run.swap import measure_layer
 from ..selection import Pattern, Scope, select_mask
 from ..store.formats import format_bytes
@@ -80,11 +80,11 @@ def summarize(rows: list[dict]) -> dict[str, dict]:
         for batch in sorted({r["batch"] for r in mine}):
             at = [r for r in mine if r["batch"] == batch]
             total = {k: sum(r["count"] * r["seconds"][k] for r in at) for k in at[0]["seconds"]}
-            best = min((k for k in total if k != "dense" and LAYOUTS[k].sparse), key=total.get)  # the best sparse layout
-            speed[batch] = {"layout": best, "speedup": round(total["dense"] / total[best], 2),
+            best = min((k for k in total if k != DENSE and LAYOUTS[k].sparse), key=total.get)  # the best sparse layout
+            speed[batch] = {"layout": best, "speedup": round(total[DENSE] / total[best], 2),
                             # what the zeros alone buy: against prunekit's own dense kernel of the same dtype
                             "speedup_vs_gemv": round(total[GEMV] / total[best], 2) if GEMV in total else None,
-                            "per_layout": {k: round(total["dense"] / v, 2) for k, v in total.items() if k != "dense"}}
+                            "per_layout": {k: round(total[DENSE] / v, 2) for k, v in total.items() if k != DENSE}}
         at = [r for r in mine if r["batch"] == mine[0]["batch"]]
         dense = sum(r["count"] * r["dense_bytes"] for r in at)
         stored = {f: sum(r["count"] * r["stored_bytes"][f] for r in at) for f in at[0]["stored_bytes"]}

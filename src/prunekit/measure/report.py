@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..store.formats import DENSE, FORMATS
 from ..store.manifest import build_manifest, write_json
 
 
 def _fmt_mb(mb: dict[str, float]) -> str:
-    return " / ".join(f"{mb[k]:.0f}" if k in mb else "–" for k in ("dense", "bitmask", "nm", "csr"))
+    return " / ".join(f"{mb[k]:.0f}" if k in mb else "–" for k in (DENSE, *FORMATS))
 
 
 def markdown(results: dict, command: str) -> str:
@@ -23,12 +24,12 @@ def markdown(results: dict, command: str) -> str:
         "Speed: the pruned model run dense (zeros multiplied) vs the same weights with sparse layers chosen per "
         f"layer by measurement, alternating in one process, median of {cfg['bench_reps']}: prefill of "
         f"{cfg['prompt_tokens']} tokens, decode at batch 1 with KV cache ({cfg['new_tokens']} tokens). "
-        "Weight memory: the pruned layers only (embeddings and lm_head excluded), dense / bitmask / 2:4 / CSR; "
+        f"Weight memory: the pruned layers only (embeddings and lm_head excluded), {' / '.join((DENSE, *FORMATS))}; "
         "bits/weight: theirs in the cheapest packed layout, metadata included (``store/effective_bits.py``). "
         "Pruning peak RSS is the whole process's peak during that run; it includes the dense copy of the weights "
         "that compare keeps to restore the model between runs (about 0.5 GB here).", "",
         "| method | pattern | sparsity | perplexity | Δ vs dense | pruning time (s) | pruning peak RSS (MB) "
-        "| weight MB dense / bitmask / nm / csr | bits/weight | prefill vs dense | decode vs dense "
+        f"| weight MB {' / '.join((DENSE, *FORMATS))} | bits/weight | prefill vs dense | decode vs dense "
         "| decode tok/s sparse (dense) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]

@@ -86,5 +86,6 @@ LAYOUTS: Mapping[str, Layout] = MappingProxyType({
 })
 FLOAT_LAYOUTS = tuple(k for k, row in LAYOUTS.items() if not row.quantized)  # for float weights
 QUANT_LAYOUTS = tuple(k for k, row in LAYOUTS.items() if row.quantized)  # for weights on a LayerGrid
+DENSE = "dense"  # no layout: the layer stays an ``nn.Linear``
 GEMV = "gemv"  # the compiled dense layout: the baseline sparse speedups are quoted against, and the output head's
 COMPILED = tuple(k for k, row in LAYOUTS.items() if row.entry is not None)

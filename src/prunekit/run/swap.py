@@ -26,7 +26,7 @@ from ..targets import find_targets
 from ..timing import alternate, copies_past_cache
 from . import quant_pack
 from .gemv_linear import KERNEL_DTYPES, GemvLinear
-from .layouts import COMPILED, FLOAT_LAYOUTS, GEMV, LAYOUTS
+from .layouts import COMPILED, DENSE, FLOAT_LAYOUTS, GEMV, LAYOUTS
 from .sparse_linear import SparseLinear
 
 HEAD_ROWS = 16384  # the output head is timed on this many rows: a 128k-token head would be copied many times over
@@ -39,7 +39,7 @@ class LayerChoice:
     name: str
     shape: tuple[int, int]
     sparsity: float
-    layout: str                     # "dense" or a row of ``layouts.LAYOUTS``
+    layout: str                     # "dense" (DENSE) or a row of ``layouts.LAYOUTS``
     seconds: dict[str, float]       # median seconds per batch-1 call, per candidate
     prefill_seconds: dict[str, float]  # the same at the prefill batch
     dense_bytes: int
@@ -65,7 +65,7 @@ def measure_layer(weight: torch.Tensor, bias: torch.Tensor | None, layouts: tupl
     module-call overhead. The weights are rotated past the CPU cache (as in a real forward pass, where no
     layer stays cached); the copies and packed layouts are built once for all batch sizes."""
     n = copies_past_cache(weight.numel() * weight.element_size())
-    modules = {"dense": [dense_linear(weight.clone(), bias) for _ in range(n)]}
+    modules = {DENSE: [dense_linear(weight.clone(), bias) for _ in range(n)]}
     first = {layout: SparseLinear(weight, bias, layout, grid) for layout in layouts}  # packed once, then copied
     modules |= {layout: [first[layout]] + [_copy(first[layout]) for _ in range(n - 1)] for layout in layouts}
     out = {}
@@ -93,13 +93,13 @@ def pick(seconds: dict[str, float], margin: float, stored: dict[str, int] | None
     see the cache and memory traffic its extra bytes cost the rest of the model."""
     def ok(k: str) -> bool:
         small = stored is None or stored[k] <= dense_bytes or not LAYOUTS[k].sparse  # a dense one: those bytes + a header
-        return small and (prefill is None or prefill["dense"] >= prefill_floor * prefill[k])
+        return small and (prefill is None or prefill[DENSE] >= prefill_floor * prefill[k])
 
-    eligible = {k: t for k, t in seconds.items() if k == "dense" or ok(k)}
+    eligible = {k: t for k, t in seconds.items() if k == DENSE or ok(k)}
     best = min(eligible, key=eligible.get)
-    if best != "dense" and stored is not None:
-        best = min((k for k in eligible if k != "dense" and seconds[k] <= margin * seconds[best]), key=stored.get)
-    return best if best != "dense" and seconds["dense"] >= margin * seconds[best] else "dense"
+    if best != DENSE and stored is not None:
+        best = min((k for k in eligible if k != DENSE and seconds[k] <= margin * seconds[best]), key=stored.get)
+    return best if best != DENSE and seconds[DENSE] >= margin * seconds[best] else DENSE
 
 
 def layout_bytes(weight: torch.Tensor, layouts: tuple[str, ...], grid: LayerGrid | None = None) -> dict[str, int]:
@@ -165,7 +165,7 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
                 decided[key] = (best, seconds, prefill)
             chosen, seconds, prefill = decided[key]
         stored = w.numel() * w.element_size()
-        if chosen != "dense":
+        if chosen != DENSE:
             sparse = SparseLinear.from_linear(linear, chosen, grid)
             stored = sparse.weight_bytes()
             model.set_submodule(name, sparse)
@@ -174,7 +174,7 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
     if head and GEMV in ((layout,) if layout != "auto" else layouts):
         choice = _swap_head(model, layout == "auto", margin, reps, prefill_batch, prefill_floor)
         choices += [choice] if choice else []
-    log.info("sparsify: %d of %d layers swapped", sum(c.layout != "dense" for c in choices), len(choices))
+    log.info("sparsify: %d of %d layers swapped", sum(c.layout != DENSE for c in choices), len(choices))
     return choices
 
 

@@ -21,7 +21,7 @@ import torch
 from ..errors import PrunekitError
 from ..fsutil import claim_output
 from .container import legacy_json, load_tensors, read_metadata, read_tensors, save_tensors
-from .formats import FORMATS, decode, encode, nbytes, nm_pattern
+from .formats import DENSE, FORMATS, decode, encode, nbytes, nm_pattern
 from .grid_file import GRIDS_FILE, load_grids
 from .mask_file import MASKS_FILE, load_masks
 from .quant_formats import QUANT_FORMATS, decode_quant, encode_quant
@@ -121,7 +121,7 @@ def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
         parts, nm = options[best]
         if fmt == "auto" and nbytes(parts) >= w.numel() * w.element_size():
             tensors[key] = value.contiguous()
-            best, parts, nm = "dense", {}, None
+            best, parts, nm = DENSE, {}, None
         layers[key] = {"format": best, "shape": list(w.shape), "dtype": str(value.dtype).removeprefix("torch."),
                        "nm": list(nm) if nm else None, "transposed": transposed}
         dense_bytes += w.numel() * w.element_size()
@@ -205,7 +205,7 @@ def _dense_layer(info: dict, parts: dict[str, torch.Tensor], dense_present: bool
 QUANT_PREFIX = "q-"  # a quantized layer's format: its layout of ``QUANT_FORMATS`` after this
 # How each format named in a file's layer table is read back (None: a dense tensor, stored as is)
 LAYER_FORMATS: Mapping[str, Callable[[dict, dict[str, torch.Tensor], bool], torch.Tensor | None]] = MappingProxyType(
-    {"dense": _dense_layer} | dict.fromkeys(FORMATS, _decode_float_layer)
+    {DENSE: _dense_layer} | dict.fromkeys(FORMATS, _decode_float_layer)
     | dict.fromkeys((QUANT_PREFIX + n for n in QUANT_FORMATS), _decode_quant_layer))
 
 

@@ -24,6 +24,7 @@ from .bits import pack_bits, unpack_bits
 from .nm_code import chunking, decode_positions, encode_positions
 
 NM_CANDIDATES = ((2, 4), (4, 8))  # the N:M patterns a layer is stored as, first match first
+DENSE = "dense"  # a weight stored as is, in no format
 
 
 def index_dtype(limit: int) -> torch.dtype:
