@@ -111,11 +111,11 @@ def test_property_any_shape(rows, cols, sparsity, batch, seed, layout):
     assert_matches(small(x, kernel.pack(w, layout)), reference(x, w, None))
 
 
-def test_pack_bitmask_layout():
+def test_pack_mask_words_layout():
     """Hand-checked: bit j of word c is W[r, 16c + j] != 0; values row-major plus 16 zeros of padding."""
     w = torch.zeros(2, 18)
     w[0, 0], w[0, 15], w[0, 17], w[1, 1] = 1.0, 2.0, 3.0, 4.0
-    p = kernel.pack_bitmask(w)
+    p = kernel.pack_mask_words(w)
     assert p["mask"].tolist() == [[(1 + (1 << 15)) - 65536, 2], [2, 0]]  # int16 storage of 0x8001
     assert p["values"][:4].tolist() == [1.0, 2.0, 3.0, 4.0] and p["values"].numel() == 4 + kernel.PAD
     assert p["row_ptr"].tolist() == [0, 3, 4]
@@ -264,7 +264,7 @@ def test_checksum_catches_what_the_index_checks_cannot(layout):
 def test_read_gives_the_parts_back(layout, dtype):
     w = sparse_weight(21, 37, 0.6, dtype)
     kind, shape, parts = kernel.read(kernel.pack(w, layout))
-    expected = kernel.pack_bitmask(w) if layout == "bitmask" else kernel.pack_sell(w)
+    expected = kernel.LAYOUTS[layout].pack(w)
     assert (kind, shape) == (layout, (21, 37)) and parts.keys() == expected.keys()
     assert all(torch.equal(parts[k], expected[k]) for k in parts)
     assert torch.equal(kernel.unpack(kernel.pack(w, layout)), w)

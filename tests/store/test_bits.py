@@ -44,7 +44,7 @@ def test_a_mask_survives_every_conversion(tmp_path):
 
 def test_kernel_words_equal_the_flat_bytes_when_rows_fill_whole_words():
     keep = torch.rand(3, 32, generator=torch.Generator().manual_seed(1)) > 0.5
-    words = kernel.pack_bitmask(keep.float())["mask"]  # (rows, 2) int16, bit j of word c = column 16c + j
+    words = kernel.pack_mask_words(keep.float())["mask"]  # (rows, 2) int16, bit j of word c = column 16c + j
     assert torch.equal(words.contiguous().view(torch.uint8).reshape(-1), pack_bits(keep))
 
 

@@ -1,7 +1,7 @@
 """The compiled CPU sparse kernel's packed weights (pack, read, check, unpack) and its call (``forward``).
 
-A packed weight is one uint8 tensor: a header, then its layout's parts (``bitmask`` or ``sell``).
-Building and loading the extension is ``extension.py``'s job."""
+A packed weight is one uint8 tensor: a header, then its layout's parts (a row of ``LAYOUTS``: ``bitmask``, the
+kernel's row-aligned 16-bit mask words, or ``sell``). Building and loading the extension is ``native``'s job."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ DIGEST = 14  # header slot of the checksum over everything else (the kernel does
 VALUE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def pack_bitmask(weight: torch.Tensor) -> dict[str, torch.Tensor]:
+def pack_mask_words(weight: torch.Tensor) -> dict[str, torch.Tensor]:
     """(rows, cols) → the kernel's mask words (not the storage format's bit stream, ``store/formats``): per row,
     one 16-bit word per 16 columns, each row starting on a new word; row-major nonzeros (+ padding), row offsets."""
     rows, cols = weight.shape
@@ -163,7 +163,7 @@ def check(blob: torch.Tensor) -> Packed:
     return packed
 
 
-def _check_bitmask(parts: dict[str, torch.Tensor], rows: int, cols: int) -> bool:
+def _check_mask_words(parts: dict[str, torch.Tensor], rows: int, cols: int) -> bool:
     values, mask, row_ptr = parts["values"], parts["mask"], parts["row_ptr"]  # mask (rows, chunks), (rows + 1,)
     words = mask.to(torch.int32) & 0xFFFF
     counts = _word_bits()[words].sum(1)  # (rows,)
@@ -191,7 +191,7 @@ def unpack(blob: torch.Tensor) -> torch.Tensor:
     return dense
 
 
-def _unpack_bitmask(packed: dict[str, torch.Tensor], dense: torch.Tensor) -> None:
+def _unpack_mask_words(packed: dict[str, torch.Tensor], dense: torch.Tensor) -> None:
     rows, cols = dense.shape
     words = packed["mask"].to(torch.int32) & 0xFFFF  # (rows, chunks)
     bits = (words[:, :, None] >> torch.arange(16, dtype=torch.int32)) & 1
@@ -221,7 +221,7 @@ class KernelLayout(NamedTuple):
 
 
 LAYOUTS: Mapping[str, KernelLayout] = MappingProxyType({  # the header stores a layout's position here
-    "bitmask": KernelLayout(("mask", "values", "row_ptr"), pack_bitmask, _check_bitmask, _unpack_bitmask),
+    "bitmask": KernelLayout(("mask", "values", "row_ptr"), pack_mask_words, _check_mask_words, _unpack_mask_words),
     "sell": KernelLayout(("slice_ptr", "col", "values", "where"), pack_sell, _check_sell, _unpack_sell),
 })
 KINDS = tuple(LAYOUTS)
