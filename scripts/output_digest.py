@@ -50,8 +50,8 @@ EXPORTS = {  # run -> formats exported from its folder
 REAL_RUNS = {
     "real-wanda-50": ["prune", "--method", "wanda", "--sparsity", "0.5"],
     "real-sparsegpt-2:4-int4": ["prune", "--method", "sparsegpt", "--pattern", "2:4", "--wbits", "4",
-                                "--groupsize", "128"],
-    "real-quantize-rtn-4": ["quantize", "--wbits", "4", "--groupsize", "128", "--method", "rtn"],
+                                "--groupsize", "128", "--uneven-groups"],
+    "real-quantize-rtn-4": ["quantize", "--wbits", "4", "--groupsize", "128", "--uneven-groups", "--method", "rtn"],
 }
 VOLATILE = {"seconds", "solve_seconds", "peak_rss_mb", "rss_start_mb", "memory_bound", "prune_seconds",
             "rss_at_start_mb", "memory_bound_mb", "out", "wall_seconds", "path", "model"}

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,33 @@ def cache_dir() -> Path:
     if os.environ.get("PRUNEKIT_CACHE"):
         return Path(os.environ["PRUNEKIT_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prunekit"
+
+
+def regular_file(path: str | Path) -> Path:
+    """``path`` when it is a regular file (after links): a FIFO or a device would block or never end."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise PrunekitError(f"no file at {path}") from e
+    if not stat.S_ISREG(mode):
+        raise PrunekitError(f"{path} is not a regular file; prunekit reads only regular files")
+    return path
+
+
+def file_inside(folder: str | Path, name: str) -> Path:
+    """``folder / name`` when it is a regular file that lies inside ``folder`` (after links): a model or run folder
+    is data, so a name it gives (an index's shard, a file to copy) never leads out of it, and nothing but a regular
+    file is read (a FIFO or a device would block or never end). PrunekitError otherwise."""
+    root = Path(folder).resolve()
+    path = Path(folder) / name
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError) as e:  # missing, or a loop of links
+        raise PrunekitError(f"{path}: cannot be read ({e.__class__.__name__})") from e
+    if not real.is_relative_to(root):
+        raise PrunekitError(f"{path} leads outside {folder} (to {real}); prunekit reads only files inside it")
+    return regular_file(path)
 
 
 def sha256_file(path: str | Path) -> str:

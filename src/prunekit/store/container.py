@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from ..errors import PrunekitError
+from ..fsutil import regular_file
 from .shards import write_safetensors
 
 
@@ -40,9 +41,7 @@ def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | Path, kind: st
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The safetensors metadata of ``path``; PrunekitError for a missing, truncated or corrupt file."""
-    path = Path(path)
-    if not path.is_file():
-        raise PrunekitError(f"no file at {path}")
+    path = regular_file(path)
     try:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
@@ -51,6 +50,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    path = regular_file(path)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:

@@ -11,6 +11,7 @@ read (1: before checksums; before 4: N:M positions at ceil(log2 M) bits each).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,12 +20,14 @@ from types import MappingProxyType
 import torch
 
 from ..errors import PrunekitError
-from ..fsutil import claim_output
+from ..fsutil import claim_output, file_inside
 from .container import legacy_json, load_tensors, read_metadata, read_tensors, save_tensors
 from .formats import DENSE, FORMATS, decode, encode, nbytes, nm_pattern
 from .grid_file import GRIDS_FILE, load_grids
 from .mask_file import MASKS_FILE, load_masks
 from .quant_formats import QUANT_FORMATS, decode_quant, encode_quant
+
+log = logging.getLogger(__name__)
 
 KIND = "prunekit-sparse"  # the metadata key (version 1: the value of its "magic" key)
 VERSION = 4  # 2: checksums; 3: quantized layers (``quant_formats``); 4: N:M positions as ranks (``nm_code``)
@@ -34,7 +37,8 @@ WEIGHTS_FILE = "weights.prunekit.safetensors"
 
 
 def _weight_files(folder: Path) -> list[Path]:
-    files = [f for f in sorted(folder.glob("*.safetensors")) if f.name not in (MASKS_FILE, WEIGHTS_FILE, GRIDS_FILE)]
+    files = [file_inside(folder, f.name) for f in sorted(folder.glob("*.safetensors"))
+             if f.name not in (MASKS_FILE, WEIGHTS_FILE, GRIDS_FILE)]
     if not files:
         raise PrunekitError(f"no safetensors weights in {folder}")
     return files
@@ -78,7 +82,7 @@ def export_folder(folder: str | Path, out: str | Path, fmt: str = "auto", overwr
     if fmt not in ("auto", *FORMATS):
         raise PrunekitError(f"unknown format {fmt!r}; choose auto, {', '.join(FORMATS)}")
     folder = Path(folder)
-    if fmt not in ("auto", *QUANT_FORMATS) and (folder / GRIDS_FILE).is_file():
+    if fmt not in ("auto", *QUANT_FORMATS) and (folder / GRIDS_FILE).exists():
         raise PrunekitError(f"{folder} is quantized: its levels are stored {', '.join(QUANT_FORMATS)} (or auto), "
                             f"not {fmt}")
     with claim_output(out, overwrite) as claim:
@@ -88,8 +92,8 @@ def export_folder(folder: str | Path, out: str | Path, fmt: str = "auto", overwr
 
 
 def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
-    masks = load_masks(folder / MASKS_FILE)
-    grids = load_grids(folder / GRIDS_FILE) if (folder / GRIDS_FILE).is_file() else {}
+    masks = load_masks(file_inside(folder, MASKS_FILE))
+    grids = load_grids(file_inside(folder, GRIDS_FILE)) if (folder / GRIDS_FILE).exists() else {}
     state = _read_state(files)
     tensors: dict[str, torch.Tensor] = {}
     layers: dict[str, dict] = {}
@@ -133,9 +137,13 @@ def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
                                                                  if r.needs_nm}
         version = VERSION if formats & ranked else QUANT_VERSION if grids else CHECKSUM_VERSION
         save_tensors(tensors, tmp / WEIGHTS_FILE, KIND, {"version": version, "layers": layers})
-        for f in folder.iterdir():
-            if f.is_file() and f.suffix != ".safetensors":
-                shutil.copy2(f, tmp / f.name)
+        for f in sorted(folder.iterdir()):  # the rest (config, tokenizer, manifest): regular files only, never links
+            if f.suffix == ".safetensors" or f.is_dir() and not f.is_symlink():
+                continue
+            if f.is_symlink() or not f.is_file():
+                log.warning("%s: not copied (%s)", f, "a link" if f.is_symlink() else "not a regular file")
+                continue
+            shutil.copy2(f, tmp / f.name)
         file_bytes = (tmp / WEIGHTS_FILE).stat().st_size
     original = sum(f.stat().st_size for f in files)
     counts: dict[str, int] = {}

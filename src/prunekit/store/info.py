@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import PrunekitError
+from ..fsutil import file_inside
 from ..selection import is_valid_nm
 from .effective_bits import run_bits
 from .grid_file import GRIDS_FILE, load_grids
@@ -19,9 +20,9 @@ def layer_table(folder: str | Path) -> tuple[list[dict], dict]:
     folder = Path(folder)
     if not folder.is_dir():
         raise PrunekitError(f"not a folder: {folder}")
-    masks = load_masks(folder / MASKS_FILE)
-    grids = load_grids(folder / GRIDS_FILE) if (folder / GRIDS_FILE).is_file() else {}
-    manifest = read_manifest(folder) if (folder / MANIFEST_FILE).is_file() else {}
+    masks = load_masks(file_inside(folder, MASKS_FILE))
+    grids = load_grids(file_inside(folder, GRIDS_FILE)) if (folder / GRIDS_FILE).exists() else {}
+    manifest = read_manifest(folder) if (folder / MANIFEST_FILE).exists() else {}
     nm = (manifest.get("config") or {}).get("nm")
     nm = tuple(nm) if nm else None
     reader = CheckpointReader(folder)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import PrunekitError
-from ..fsutil import write_file_atomic
+from ..fsutil import file_inside, write_file_atomic
 
 MANIFEST_FILE = "manifest.json"
 
@@ -65,7 +65,7 @@ def write_json(data: dict[str, Any], path: str | Path) -> None:
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / MANIFEST_FILE
+    path = file_inside(folder, MANIFEST_FILE)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:

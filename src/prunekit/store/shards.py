@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import PrunekitError
+from ..fsutil import file_inside
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -65,21 +66,26 @@ class CheckpointReader:
         from safetensors import SafetensorError, safe_open
 
         self.folder = Path(folder)
-        index = self.folder / INDEX_FILE
-        if index.is_file():
+        if (self.folder / INDEX_FILE).exists():
+            index = file_inside(self.folder, INDEX_FILE)
             try:
                 weight_map = json.loads(index.read_text())["weight_map"]
             except (OSError, ValueError, KeyError, TypeError) as e:
                 raise PrunekitError(f"{index} is not a safetensors index: {e}") from e
-        elif (self.folder / SINGLE_FILE).is_file():
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise PrunekitError(f"{index} is not a safetensors index: its weight_map does not map names to files")
+        elif (self.folder / SINGLE_FILE).exists():
+            single = file_inside(self.folder, SINGLE_FILE)
             try:
-                with safe_open(self.folder / SINGLE_FILE, "pt") as f:
+                with safe_open(single, "pt") as f:
                     weight_map = dict.fromkeys(f.keys(), SINGLE_FILE)
             except (SafetensorError, OSError) as e:
-                raise PrunekitError(f"{self.folder / SINGLE_FILE} is not a readable safetensors file: {e}") from e
+                raise PrunekitError(f"{single} is not a readable safetensors file: {e}") from e
         else:
             raise PrunekitError(f"{self.folder} holds no safetensors weights ({SINGLE_FILE} or {INDEX_FILE}); "
                                 "--offload disk reads safetensors checkpoints only")
+        for file in set(weight_map.values()):  # every shard a regular file inside the folder, before any is read
+            file_inside(self.folder, file)
         self.files: dict[str, str] = weight_map  # tensor name -> shard file name
         self._headers: dict[str, dict] = {}
 
