@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .data import CalibConfig, load_text
 from .errors import PrunekitError, choice
-from .fsutil import claim_output
+from .fsutil import check_output_file, claim_output, file_inside
 from .measure.config import EvalConfig, TaskConfig
 from .measure.evaluation import Evaluation
 from .measure.tasks import TASKS_FILE
@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(e)
     _add_eval_args(e, "--data")
     e.add_argument("--out", default=None, help="JSON file to write (default: runs/eval-*.json)")
+    e.add_argument("--overwrite", action="store_true", help="replace --out if it is a JSON prunekit wrote")
     e.add_argument("--sparse", nargs="?", const="auto", default=None, choices=("auto", *LAYOUTS),
                    help="evaluate under sparse execution, as served: sparsify first (a layout forces it)")
 
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--dtype", choices=DTYPES, default="float32")
     h.add_argument("--reps", type=int, default=15)
     h.add_argument("--out", default=None, help="also write the full JSON here")
+    h.add_argument("--overwrite", action="store_true", help="replace --out if it is a JSON prunekit wrote")
 
     b = sub.add_parser("bench", help="prefill/decode speed and memory of a pruned model, dense vs sparse execution")
     b.add_argument("--model", required=True, help="a pruned folder (or any model)")
@@ -194,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS), help="auto: measure per layer")
     b.add_argument("--device", default="cpu", help="cpu, or cuda: 2:4 layers run semi-structured (needs float16/bfloat16)")
     b.add_argument("--out", default=None, help="also write the JSON here")
+    b.add_argument("--overwrite", action="store_true", help="replace --out if it is a JSON prunekit wrote")
 
     c = sub.add_parser("compare", help="every method × pattern: perplexity, cost, memory and speed, as a report")
     c.add_argument("--model", default="default")
@@ -288,12 +291,7 @@ def cmd_eval(args) -> dict:
     args.data = args.data or (None if args.tasks else "wikitext2")
     evaluation = _evaluation(args, "data")
     name = f"{evaluation.text.name}-{evaluation.windows.seqlen}" if evaluation.text else "tasks"
-    out = Path(args.out or f"runs/eval-{Path(args.model).name}-{name}.json")
-    if out.is_dir():
-        raise PrunekitError(f"--out {out} is a folder; give a JSON file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(out.parent, os.W_OK):
-        raise PrunekitError(f"cannot write in {out.parent}")
+    out = check_output_file(args.out or f"runs/eval-{Path(args.model).name}-{name}.json", args.overwrite)
     path = _model_config(args, evaluation.seqlens())
     model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
     layouts = None
@@ -382,6 +380,8 @@ def cmd_hardware(args) -> dict:
     if not patterns or not batches or min(batches) < 1:
         raise PrunekitError(f"give at least one pattern, and batches as positive integers; got {args.patterns!r}, "
                             f"{args.batches!r}")
+    if args.out:
+        check_output_file(args.out, args.overwrite)
     report = hardware_report(args.model, patterns, batches, DTYPES[args.dtype], args.reps)
     if args.out:
         write_json(build_manifest(command=sys.argv, report=report), args.out)
@@ -393,8 +393,7 @@ def cmd_hardware(args) -> dict:
 
 def _model_grids(path) -> dict | None:
     """A quantized model folder's grids (``quant.safetensors``), or None."""
-    grid_file = Path(path) / GRIDS_FILE
-    return load_grids(grid_file) if grid_file.is_file() else None
+    return load_grids(file_inside(path, GRIDS_FILE)) if os.path.lexists(Path(path) / GRIDS_FILE) else None
 
 
 def cmd_bench(args) -> dict:
@@ -411,6 +410,8 @@ def cmd_bench(args) -> dict:
                                 f"compute capability >= 8.0 and --dtype float16 or bfloat16 ({why or 'float32 given'})")
     elif args.device != "cpu":
         raise PrunekitError(f"--device is cpu or cuda[:N], not {args.device!r}")
+    if args.out:
+        check_output_file(args.out, args.overwrite)
     path = _model_config(args, {"--prompt-tokens + --new-tokens": args.prompt_tokens + args.new_tokens})
     model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
     result = bench_model(model, args.prompt_tokens, args.new_tokens, args.reps, args.layout, grids=_model_grids(path))

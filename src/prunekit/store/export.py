@@ -82,6 +82,10 @@ def export_folder(folder: str | Path, out: str | Path, fmt: str = "auto", overwr
     if fmt not in ("auto", *FORMATS):
         raise PrunekitError(f"unknown format {fmt!r}; choose auto, {', '.join(FORMATS)}")
     folder = Path(folder)
+    source, dest = folder.resolve(), Path(out).resolve()
+    if source == dest or source.is_relative_to(dest) or dest.is_relative_to(source):
+        raise PrunekitError(f"export writes {out} from {folder}: the output must lie outside the folder it reads, and "
+                            "the folder outside the output")
     if fmt not in ("auto", *QUANT_FORMATS) and (folder / GRIDS_FILE).exists():
         raise PrunekitError(f"{folder} is quantized: its levels are stored {', '.join(QUANT_FORMATS)} (or auto), "
                             f"not {fmt}")
