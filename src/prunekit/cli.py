@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from .data import CalibConfig, load_text
+from .devices import parse_device
 from .errors import PrunekitError, choice
 from .fsutil import check_output_file, claim_output, file_inside
 from .measure.config import EvalConfig, TaskConfig
@@ -27,10 +28,11 @@ from .pipeline import OFFLOADS, EvalRequest, model_path, model_record, prune_run
 from .quant.config import QuantConfig
 from .run.layouts import LAYOUTS
 from .settings import DTYPES
-from .store.grid_file import GRIDS_FILE, load_grids
+from .store.grid_file import GRIDS_FILE, check_grids, load_grids
 from .store.info import format_table, layer_table
 from .store.manifest import build_manifest, write_json
 from .store.save import save_pruned
+from .store.shards import CheckpointReader
 from .train.config import FinetuneConfig
 
 log = logging.getLogger("prunekit")
@@ -288,6 +290,7 @@ def cmd_quantize(args) -> dict | None:
 def cmd_eval(args) -> dict:
     from .measure.tasks import brief, compare_tasks
 
+    parse_device(args.device)  # a missing GPU: one line, before any work
     args.data = args.data or (None if args.tasks else "wikitext2")
     evaluation = _evaluation(args, "data")
     name = f"{evaluation.text.name}-{evaluation.windows.seqlen}" if evaluation.text else "tasks"
@@ -323,6 +326,7 @@ def cmd_finetune(args) -> dict:
     from .train.finetune import finetune
 
     ft_cfg = _config(FinetuneConfig, args)
+    parse_device(args.device)  # a missing GPU: one line, before any work
     with claim_output(args.out, args.overwrite) as claim:
         source = load_text(args.data)
         evaluation = _evaluation(args, "eval")
@@ -347,6 +351,10 @@ def cmd_finetune(args) -> dict:
 def cmd_lottery(args) -> dict:
     from .train.digits import DigitsSetup, plot_lottery, run_lottery
 
+    if min(args.rounds, args.seeds, args.epochs) < 1 or args.rewind_epochs < 0 or not 0 < args.prune_fraction < 1:
+        raise PrunekitError("--rounds, --seeds and --epochs must be >= 1, --rewind-epochs >= 0 and --prune-fraction "
+                            f"in (0, 1); got {args.rounds}, {args.seeds}, {args.epochs}, {args.rewind_epochs}, "
+                            f"{args.prune_fraction}")
     with claim_output(args.out, args.overwrite) as claim:
         result = run_lottery(args.rounds, args.prune_fraction, args.seeds, args.rewind_epochs,
                              DigitsSetup(epochs=args.epochs))
@@ -393,7 +401,12 @@ def cmd_hardware(args) -> dict:
 
 def _model_grids(path) -> dict | None:
     """A quantized model folder's grids (``quant.safetensors``), or None."""
-    return load_grids(file_inside(path, GRIDS_FILE)) if os.path.lexists(Path(path) / GRIDS_FILE) else None
+    if not os.path.lexists(Path(path) / GRIDS_FILE):
+        return None
+    grids = load_grids(file_inside(path, GRIDS_FILE))
+    reader = CheckpointReader(path)
+    check_grids(grids, {n.removesuffix(".weight"): reader.shape(n) for n in reader.files}, Path(path) / GRIDS_FILE)
+    return grids
 
 
 def cmd_bench(args) -> dict:

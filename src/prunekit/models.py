@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import pickle
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import PrunekitError
-from .fsutil import atomic_dir, cache_dir, file_inside, sha256_file
+from .fsutil import atomic_dir, cache_dir, file_inside, regular_file, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def convert_gguf(path: Path, out: Path) -> Path:
     """Dequantize a GGUF file once into a float32 safetensors folder (atomic)."""
     try:
         model, tok = _load_gguf(path, torch.float32)
-    except (ValueError, KeyError, OSError) as e:  # the gguf reader's and transformers' refusals
+    except (ValueError, KeyError, OSError, EOFError, struct.error) as e:  # the gguf reader's and transformers' refusals
         raise PrunekitError(f"cannot read {path} as a GGUF model: {_first_line(e)}") from e
     with atomic_dir(out, overwrite=True) as tmp:
         model.save_pretrained(tmp)
@@ -78,9 +79,8 @@ def resolve_model_path(spec: str) -> str:
         path = Path(spec).expanduser()
         if not path.exists():
             raise PrunekitError(f"model path not found: {spec}")
-        if path.suffix == ".gguf":
-            st = path.stat()
-            folder = cache_dir() / "models" / f"{path.stem}-{st.st_size}-{int(st.st_mtime)}"
+        if path.suffix == ".gguf":  # cached by content: another file of the same name, size and time is another model
+            folder = cache_dir() / "models" / f"{path.stem}-{sha256_file(regular_file(path))[:16]}"
             if not (folder / "config.json").is_file():
                 convert_gguf(path, folder)
             return str(folder)
@@ -164,6 +164,7 @@ def load_model(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu
         tok = AutoTokenizer.from_pretrained(path, **NO_REMOTE_CODE)
     model.to(device).eval()
     _own_memory(model)
+    check_all_finite(model)
     log.info("loaded %s in %.1f s", spec, time.perf_counter() - t0)
     return model, tok, path
 
@@ -244,6 +245,14 @@ def fingerprint(spec: str, path: str, model: torch.nn.Module | None = None) -> d
     if source is not None:
         out["gguf"] = {"path": str(source), "sha256": sha256_file(source)}
     return out
+
+
+def check_all_finite(model: torch.nn.Module) -> None:
+    """Raise when any weight of a loaded model holds NaN or Inf: every perplexity, task score, speed and training
+    step from it would be meaningless (and NaN is not JSON)."""
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+            raise PrunekitError(f"weights of {name.removesuffix('.weight')} contain NaN or Inf")
 
 
 def check_finite(targets: dict) -> None:

@@ -153,7 +153,7 @@ def test_cli_pairs_pruned_with_dense_and_keeps_per_item_results(tiny_model_dir, 
     paired = json.loads(capsys.readouterr().out)["paired"]["mc"]
     assert paired["diff"] == pytest.approx(-saved["paired"]["mc"]["acc"]["diff"])  # the same pair, the other way
     assert main(["eval", "--model", str(tiny_model_dir), "--tasks", task_files["mc"], "--limit", "9",
-                 "--baseline", str(out), "--out", str(report)]) == 2  # other items: no pairing
+                 "--baseline", str(out), "--out", str(report), "--overwrite"]) == 2  # other items: no pairing
     assert "other items" in capsys.readouterr().err
 
 

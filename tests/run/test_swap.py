@@ -90,9 +90,19 @@ def test_auto_keeps_dense_layers_that_measure_slower(monkeypatch):
     assert not any(isinstance(m, SparseLinear) for m in model.modules())
 
 
-def test_unpruned_layers_are_left_alone_by_sparse_layouts():
+@pytest.mark.parametrize("layout,needs", [("torch_csr", "5% zeros"), ("qnm", "2:4 pattern"),
+                                          ("qdense", "quantization grid")])
+def test_a_forced_layout_that_fits_no_layer_is_an_error(layout, needs):
+    """Unpruned and unquantized: no layer takes the layout, so nothing changes and the caller hears why (before,
+    ``eval --sparse torch_csr`` reported dense figures with exit 0)."""
+    from prunekit.errors import PrunekitError
+
     model = tiny_llama()
-    assert sparsify(model, layout="torch_csr") == []
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(PrunekitError, match=f"fits no layer.*{needs}"):
+        sparsify(model, layout=layout)
+    assert all(type(m) is not SparseLinear for m in model.modules())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_pick_takes_gemv_at_its_size():
@@ -152,9 +162,13 @@ def test_quantized_models_take_quantized_layouts(pattern):
 
 def test_without_a_compiler_layers_stay_dense(monkeypatch, caplog):
     monkeypatch.setattr(extension, "available", lambda: False)
+    from prunekit.errors import PrunekitError
+
     model = pruned_tiny()
+    with pytest.raises(PrunekitError, match="compiled kernel, which could not be built"):
+        sparsify(model, layout="bitmask")  # forced: an error, not dense figures under its name
     with caplog.at_level(logging.WARNING):
-        assert sparsify(model, layout="bitmask") == []
+        assert sparsify(model, layouts=("bitmask", "gemv")) == []
     assert "no compiled kernel" in caplog.text
     assert {c.layout for c in sparsify(model, reps=2)} <= {"dense", "torch_csr"}
 

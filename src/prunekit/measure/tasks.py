@@ -80,16 +80,17 @@ def task_path(spec: str) -> Path:
 def _item(row, path: Path, lineno: int, kind: str | None) -> str:
     """The kind of one parsed row, after checking it against the schema (and the file's first row's kind)."""
     where = f"{path}:{lineno}"
-    if not isinstance(row, dict) or not isinstance(row.get("context"), str) or not row["context"]:
-        raise PrunekitError(f"{where}: expected an object with a non-empty string 'context'")
+    if not isinstance(row, dict) or not isinstance(row.get("context"), str) or not row["context"].strip():
+        raise PrunekitError(f"{where}: expected an object with a non-empty string 'context' (not only whitespace)")
     if "choices" in row:
         choices, gold = row["choices"], row.get("gold")
-        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip()
+                                                                         for c in choices):
             raise PrunekitError(f"{where}: 'choices' must be a list of at least two non-empty strings")
         if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
             raise PrunekitError(f"{where}: 'gold' must be the index of the right choice (0..{len(choices) - 1})")
         found = CHOICE
-    elif isinstance(row.get("continuation"), str) and row["continuation"]:
+    elif isinstance(row.get("continuation"), str) and row["continuation"].strip():
         found = COMPLETION
     else:
         raise PrunekitError(f"{where}: expected 'choices' and 'gold', or a non-empty 'continuation'")
@@ -118,7 +119,14 @@ def load_task(spec: str, limit: int | None = None, seed: int | None = None) -> T
 
 def load_tasks(config: TaskConfig) -> list[TaskData]:
     """Every task a ``TaskConfig`` names, read, checked and selected."""
-    return [load_task(name, limit, config.seed) for name, limit in zip(config.names, config.limits, strict=True)]
+    tasks = [load_task(name, limit, config.seed) for name, limit in zip(config.names, config.limits, strict=True)]
+    seen: dict[str, TaskData] = {}
+    for task in tasks:  # results are keyed by name: two of one name would overwrite each other
+        if task.name in seen:
+            raise PrunekitError(f"tasks {seen[task.name].path} and {task.path} are both named {task.name!r}: their "
+                                "results would overwrite each other; rename one file")
+        seen[task.name] = task
+    return tasks
 
 
 def task_lm(model: nn.Module, tokenizer, batch_size: int = 32, share: bool = True, progress: bool = True):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..errors import PrunekitError
 from ..native import extension
 from ..quant.grid import LayerGrid
 from ..selection import is_valid_nm
@@ -136,7 +137,10 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
         raise ValueError(f"unknown layout {layout!r}; choose auto or one of {tuple(LAYOUTS)}")
     if any(k in COMPILED for k in (layout, *layouts)) and not extension.available():
         layouts = tuple(k for k in layouts if k not in COMPILED)  # stock torch CSR still works
-        if layout in COMPILED or not layouts:
+        if layout in COMPILED:
+            raise PrunekitError(f"layout {layout} runs on prunekit's compiled kernel, which could not be built here "
+                                "(the warning above says why)")
+        if not layouts:
             log.warning("no compiled kernel: layers stay dense")
             return []
     grids = grids or {}
@@ -174,6 +178,13 @@ def sparsify(model: nn.Module, layout: str = "auto", layouts: tuple[str, ...] = 
     if head and GEMV in ((layout,) if layout != "auto" else layouts):
         choice = _swap_head(model, layout == "auto", margin, reps, prefill_batch, prefill_floor)
         choices += [choice] if choice else []
+    if layout != "auto" and not any(c.layout == layout for c in choices):  # forced, and nowhere taken: say so
+        row = LAYOUTS[layout]
+        needs = [f"at least {min_sparsity:.0%} zeros"] if row.sparse else []
+        needs += [f"zeros in a {row.pattern[0]}:{row.pattern[1]} pattern"] if row.pattern else []
+        needs += ["a 4- or 8-bit quantization grid with groups of a multiple of 64 columns"] if row.quantized else []
+        raise PrunekitError(f"layout {layout} fits no layer of this model ({' and '.join(needs) or 'a CPU linear'} "
+                            "needed); nothing was changed")
     log.info("sparsify: %d of %d layers swapped", sum(c.layout != DENSE for c in choices), len(choices))
     return choices
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import PrunekitError
-from ..quant.grid import LayerGrid
+from ..quant.grid import LayerGrid, group_bounds
 from .container import load_tensors, save_tensors
 
 GRIDS_FILE = "quant.safetensors"
@@ -25,6 +25,20 @@ def save_grids(grids: Mapping[str, LayerGrid], path: str | Path) -> None:
     layers = {name: {"bits": g.bits, "groupsize": g.groupsize, "sym": g.sym} for name, g in grids.items()}
     tensors = {f"{name}.scale": g.scale for name, g in grids.items()} | {f"{name}.zero": g.zero for name, g in grids.items()}
     save_tensors(tensors, path, KIND, {"version": VERSION, "layers": layers})
+
+
+def check_grids(grids: Mapping[str, LayerGrid], shapes: Mapping[str, tuple[int, ...]], where: str | Path) -> None:
+    """Raise unless every grid belongs to a 2-D weight of ``shapes`` (by layer name) and has one scale per row and
+    group of it (in either orientation: GPT-2's Conv1D stores (in, out)); a grid file passes its own checks alone."""
+    for name, grid in grids.items():
+        shape = shapes.get(name)
+        fits = shape is not None and len(shape) == 2 and any(
+            tuple(grid.scale.shape) == (rows, len(group_bounds(cols, grid.groupsize)) if cols else 0)
+            for rows, cols in (shape, shape[::-1]))
+        if not fits:
+            held = "no such weight" if shape is None else f"its weight is {tuple(shape)}"
+            raise PrunekitError(f"{where}: the grid of {name} has {tuple(grid.scale.shape)} scales, which fit no "
+                                f"weight of that layer ({held}; groups of {grid.groupsize or 'a whole row'})")
 
 
 def load_grids(path: str | Path) -> dict[str, LayerGrid]:

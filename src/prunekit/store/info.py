@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ..errors import PrunekitError
 from ..fsutil import file_inside
 from ..selection import is_valid_nm
 from .effective_bits import run_bits
-from .grid_file import GRIDS_FILE, load_grids
+from .grid_file import GRIDS_FILE, check_grids, load_grids
 from .manifest import MANIFEST_FILE, read_manifest
 from .mask_file import MASKS_FILE, load_masks
 from .shards import CheckpointReader
@@ -26,8 +28,10 @@ def layer_table(folder: str | Path) -> tuple[list[dict], dict]:
     nm = (manifest.get("config") or {}).get("nm")
     nm = tuple(nm) if nm else None
     reader = CheckpointReader(folder)
+    check_grids(grids, {n: tuple(k.shape) for n, k in masks.items()}, folder / GRIDS_FILE)
     rows = []
     for name, keep in masks.items():
+        _check_mask(reader, name, keep, folder)
         value_bits = reader.stored_bits(f"{name}.weight") or 32
         bits = run_bits({name: (tuple(keep.shape), int(keep.sum()))}, grids, nm, value_bits)["layers"][name]
         rows.append({
@@ -40,6 +44,21 @@ def layer_table(folder: str | Path) -> tuple[list[dict], dict]:
             **bits,
         })
     return rows, manifest
+
+
+def _check_mask(reader: CheckpointReader, name: str, keep, folder: Path) -> None:
+    """The mask must describe this folder's weights: a weight of its shape (either orientation), zero wherever the
+    mask says pruned. A folder retrained dense, or given another model's mask file, is refused, not reported."""
+    key = f"{name}.weight"
+    if key not in reader.files:
+        raise PrunekitError(f"{folder}: {MASKS_FILE} has a mask for {name}, a layer its weights lack")
+    w = reader.read([key], torch.float32)[key]
+    w = w.t() if w.dim() == 2 and tuple(w.shape) != tuple(keep.shape) else w
+    if tuple(w.shape) != tuple(keep.shape):
+        raise PrunekitError(f"{folder}: the mask of {name} is {tuple(keep.shape)}, its weight {tuple(w.shape)}")
+    if bool(((w != 0) & ~keep).any()):
+        raise PrunekitError(f"{folder}: {name} has nonzero weights where {MASKS_FILE} says pruned (retrained without "
+                            "its masks, or another model's mask file)")
 
 
 def format_table(rows: list[dict]) -> str:

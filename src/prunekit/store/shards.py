@@ -104,17 +104,31 @@ class CheckpointReader:
                 raise PrunekitError(f"cannot read the safetensors header of {path}: {e}") from e
         return self._headers[file]
 
+    def _entry(self, name: str) -> dict:
+        """Tensor ``name``'s header entry in the shard the index names for it (dtype, shape, offsets)."""
+        entry = self._header(self.files[name]).get(name)
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(entry.get("dtype") if shape is not None else None, str) or not isinstance(shape, list) \
+                or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise PrunekitError(f"{self.folder / self.files[name]}: holds no readable tensor {name!r}, which its index "
+                                "places there")
+        return entry
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Tensor ``name``'s shape as stored (from its shard's header)."""
+        return tuple(self._entry(name)["shape"])
+
     def stored_bits(self, name: str) -> int | None:
         """Bits per element of tensor ``name`` as stored, or None when there is no such tensor."""
         if name not in self.files:
             return None
-        return 8 * _DTYPE_BYTES.get(self._header(self.files[name])[name]["dtype"], 4)
+        return 8 * _DTYPE_BYTES.get(self._entry(name)["dtype"], 4)
 
     def nbytes(self, dtype: torch.dtype | None = None) -> int:
         """Bytes of every tensor as stored, or converted to float ``dtype`` (integer tensors stay as stored)."""
         total = 0
-        for name, file in self.files.items():
-            entry = self._header(file)[name]
+        for name in self.files:
+            entry = self._entry(name)
             numel = math.prod(entry["shape"])
             floating = entry["dtype"].startswith(("F", "BF"))
             total += numel * (dtype.itemsize if dtype is not None and floating else _DTYPE_BYTES.get(entry["dtype"], 4))
