@@ -168,3 +168,62 @@ def test_nan_weights_are_found_in_any_parameter(tiny_model_dir):
         load_model(str(tiny_model_dir))
     assert torch.isnan(load_file(str(tiny_model_dir / "model.safetensors"))["model.layers.1.self_attn.o_proj.weight"]
                        [3, 3])
+
+
+# -- no false refusals ---------------------------------------------------------------------------------------------
+
+def _gpt2_folder(path: Path) -> Path:
+    from transformers import GPT2LMHeadModel
+
+    from conftest import ARCHS, byte_tokenizer
+
+    cfg = ARCHS["gpt2"]()
+    cfg.vocab_size = 256
+    torch.manual_seed(0)
+    GPT2LMHeadModel(cfg).save_pretrained(path)
+    byte_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("argv", [["quantize", "--wbits", "8", "--method", "rtn"],
+                                  ["quantize", "--wbits", "4", "--groupsize", "32", "--method", "rtn", "--sym"]])
+def test_a_quantized_gpt2_exports_and_loads_back_exactly(argv, tmp_path, capsys):
+    """Its square Conv1D weights (stored (in, out)) have no zeros to tell the orientation: the grid tells it (before:
+    "not on its grid")."""
+    from prunekit.store.export import load_exported
+
+    model = _gpt2_folder(tmp_path / "gpt2")
+    assert main([*argv, "--model", str(model), "--out", str(tmp_path / "q")]) == 0
+    assert main(["export", str(tmp_path / "q"), str(tmp_path / "x")]) == 0
+    capsys.readouterr()
+    exported, saved = load_exported(tmp_path / "x"), load_file(str(tmp_path / "q" / "model.safetensors"))
+    assert exported.keys() == saved.keys() and all(torch.equal(exported[k], saved[k]) for k in saved)
+
+
+def test_compare_takes_a_model_with_fewer_positions(tmp_path, capsys, monkeypatch):
+    """GPT-2 has 1024 positions (this tiny one 128): --seqlen and --eval-seqlen fit it; too long is refused before any
+    work (before: no flag for the evaluation windows, so every such model was refused)."""
+    model = _gpt2_folder(tmp_path / "gpt2")
+    assert main(["compare", "--model", str(model), "--out", str(tmp_path / "c")]) == 2
+    assert "longer than the model's 128 positions" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    seen = []
+
+    def stop(cfg):
+        seen.append((cfg.seqlen, cfg.eval_seqlen))
+        raise KeyboardInterrupt  # past every check: the real comparison is another test's
+
+    monkeypatch.setattr("prunekit.measure.compare.run_compare", stop)
+    with pytest.raises(KeyboardInterrupt):
+        main(["compare", "--model", str(model), "--seqlen", "64", "--eval-seqlen", "128", "--out", str(tmp_path / "c")])
+    assert seen == [(64, 128)] and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("config", [[1, 2], {"nm": "2:4"}, {"nm": [2, "4"]}, "sparsegpt", None])
+def test_info_reads_a_manifest_of_the_wrong_types(config, tiny_model_dir, tmp_path, capsys):
+    out = _pruned(tiny_model_dir, tmp_path)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["config"] = config
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert main(["info", str(out), "--json"]) == 0
+    assert all(row["2:4"] for row in json.loads(capsys.readouterr().out)["layers"])

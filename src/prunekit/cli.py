@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--methods", default="magnitude,wanda,sparsegpt")
     c.add_argument("--calib", default="c4")
     c.add_argument("--nsamples", type=int, default=16)
-    c.add_argument("--seqlen", type=int, default=2048)
+    c.add_argument("--seqlen", type=int, default=2048, help="calibration window length (tokens)")
+    c.add_argument("--eval-seqlen", type=int, default=2048, help="perplexity window length (tokens)")
     c.add_argument("--eval", default="wikitext2")
     c.add_argument("--max-windows", type=int, default=10)
     c.add_argument("--prompt-tokens", type=int, default=256)
@@ -439,10 +440,12 @@ def cmd_compare(args) -> dict:
 
     cfg = CompareConfig(model=args.model, sparsities=_csv(args.sparsity, float), patterns=_csv(args.patterns),
                         methods=_csv(args.methods), calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
-                        eval_data=args.eval, max_windows=args.max_windows, prompt_tokens=args.prompt_tokens,
-                        new_tokens=args.new_tokens, bench_reps=args.bench_reps, seed=args.seed,
+                        eval_seqlen=args.eval_seqlen, eval_data=args.eval, max_windows=args.max_windows,
+                        prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, bench_reps=args.bench_reps,
+                        seed=args.seed,
                         tasks=args.tasks and TaskConfig(_csv(args.tasks), args.limit, args.task_seed, args.task_batch_size))
     with claim_output(args.out, args.overwrite) as claim:
+        _model_config(args, {"--seqlen": cfg.seqlen, "--eval-seqlen": cfg.eval_seqlen})  # before any work
         results = run_compare(cfg)
         with claim.write() as tmp:
             files = write_report(results, tmp, "prunekit " + " ".join(sys.argv[1:]))

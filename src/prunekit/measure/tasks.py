@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..data import read_jsonl, shared_data_dir
 from ..errors import PrunekitError
-from ..fsutil import sha256_file
+from ..fsutil import regular_file, sha256_file
 from .config import TaskConfig
 from .intervals import paired, wilson
 
@@ -349,10 +349,10 @@ def read_results(path: str | Path) -> dict:
     path = Path(path)
     file = path / TASKS_FILE if path.is_dir() else path
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = json.loads(regular_file(file).read_text(encoding="utf-8"))
         result = data["saved"] if path.is_dir() else data["tasks"]
         if not isinstance(result.get("tasks"), dict):
             raise KeyError("tasks")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, PrunekitError) as e:
         raise PrunekitError(f"{file} holds no task results to compare with ({e})") from e
     return result

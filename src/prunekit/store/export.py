@@ -21,6 +21,7 @@ import torch
 
 from ..errors import PrunekitError
 from ..fsutil import claim_output, file_inside
+from ..quant.grid import LayerGrid
 from .container import legacy_json, load_tensors, read_metadata, read_tensors, save_tensors
 from .formats import DENSE, FORMATS, decode, encode, nbytes, nm_pattern
 from .grid_file import GRIDS_FILE, load_grids
@@ -51,13 +52,17 @@ def _read_state(files: list[Path]) -> dict[str, torch.Tensor]:
     return state
 
 
-def _is_transposed(value: torch.Tensor, mask: torch.Tensor) -> bool:
-    """GPT-2's Conv1D stores (in, out) while masks are (out, in); square ones are told apart by
-    which orientation's zeros match the mask."""
+def _is_transposed(value: torch.Tensor, mask: torch.Tensor, grid: LayerGrid | None = None) -> bool:
+    """GPT-2's Conv1D stores (in, out) while masks and grids are (out, in); square ones are told apart by which
+    orientation lies on the layer's grid, else by which orientation's zeros match the mask."""
     if tuple(value.shape) != tuple(mask.shape):
         return True
     if value.shape[0] != value.shape[1]:
         return False
+    if grid is not None:  # a square weight with no zeros matches its mask both ways; only one lies on its grid
+        on = [torch.equal(grid.apply(v.float()), v.float()) for v in (value, value.t())]
+        if on[0] != on[1]:
+            return on[1]
     return int(((value.t() != 0) == mask).sum()) > int(((value != 0) == mask).sum())
 
 
@@ -107,7 +112,7 @@ def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
         if name not in masks or value.dim() != 2:
             tensors[key] = value.contiguous()
             continue
-        transposed = _is_transposed(value, masks[name])
+        transposed = _is_transposed(value, masks[name], grids.get(name))
         w = value.t().contiguous() if transposed else value
         if name in grids:  # packed integer levels: ``fmt``'s layout, or under auto the cheapest
             grid = grids[name]

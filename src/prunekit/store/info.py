@@ -25,8 +25,9 @@ def layer_table(folder: str | Path) -> tuple[list[dict], dict]:
     masks = load_masks(file_inside(folder, MASKS_FILE))
     grids = load_grids(file_inside(folder, GRIDS_FILE)) if (folder / GRIDS_FILE).exists() else {}
     manifest = read_manifest(folder) if (folder / MANIFEST_FILE).exists() else {}
-    nm = (manifest.get("config") or {}).get("nm")
-    nm = tuple(nm) if nm else None
+    config = manifest.get("config")
+    nm = config.get("nm") if isinstance(config, dict) else None  # a hand-edited manifest: its pattern is not trusted
+    nm = tuple(nm) if isinstance(nm, list) and len(nm) == 2 and all(type(v) is int and v > 0 for v in nm) else None
     reader = CheckpointReader(folder)
     check_grids(grids, {n: tuple(k.shape) for n, k in masks.items()}, folder / GRIDS_FILE)
     rows = []
