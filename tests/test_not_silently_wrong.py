@@ -113,6 +113,8 @@ CASES = {  # name -> (setup(model, root, text) -> argv, what the one line says)
     "info of a folder retrained dense": (lambda m, r, t: ["info", _retrained_dense(m, r)], "nonzero weights where"),
     "info with another model's masks": (lambda m, r, t: ["info", _other_models_masks(m, r)], "its weights lack"),
     "info of grids that fit no weight": (lambda m, r, t: ["info", _bad_grid_shapes(m, r)], "fit no weight"),
+    "export of grids that fit no weight": (lambda m, r, t: ["export", _bad_grid_shapes(m, r), r / "x"],
+                                           "fit no weight"),
     "eval of grids that fit no weight": (lambda m, r, t: [
         "eval", "--model", _bad_grid_shapes(m, r), "--data", t, "--seqlen", "32", "--sparse", "--out", r / "e.json"],
         "fit no weight"),

@@ -36,3 +36,14 @@ def test_bad_input_fails_before_any_output(tiny_model_dir, text_files, tmp_path)
         prune_run(str(tiny_model_dir), tmp_path / "b", PruneConfig(method="wanda"), calib,
                   EvalRequest(str(tmp_path / "missing.txt")))
     assert not list(tmp_path.glob("a*")) and not list(tmp_path.glob("b*"))
+
+
+def test_the_space_estimate_counts_the_files_that_go_along(tiny_model_dir):
+    """Config and tokenizer files are written too (before, a destination with room for the weights alone passed the
+    check and failed after the work)."""
+    from prunekit.models import load_model
+    from prunekit.pipeline import saved_bytes
+
+    model = load_model(str(tiny_model_dir))[0]
+    side = sum(f.stat().st_size for f in tiny_model_dir.iterdir() if f.suffix != ".safetensors")
+    assert side > 0 and saved_bytes(model, tiny_model_dir) == saved_bytes(model) + side

@@ -333,7 +333,7 @@ def cmd_finetune(args) -> dict:
         evaluation = _evaluation(args, "eval")
         path = _model_config(args, {"--seqlen": ft_cfg.seqlen} | evaluation.seqlens())
         model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
-        claim.require_space(saved_bytes(model))
+        claim.require_space(saved_bytes(model, path))
         grids = _model_grids(path)  # a quantized model: its grids stay frozen
         evaluation.run("before", model, tok)
         model, log_ = finetune(model, tok, source, ft_cfg, grids=grids)

@@ -63,10 +63,19 @@ def model_record(spec: str, path: str, dtype: str, model) -> dict:
     return {"spec": spec, "path": path, "dtype": dtype, "fingerprint": fingerprint(spec, path, model)}
 
 
-def saved_bytes(model) -> int:
-    """About what ``save_pruned`` writes: the weights as stored, plus one bit per weight of masks."""
+def saved_bytes(model, path: str | Path | None = None) -> int:
+    """About what ``save_pruned`` writes: the weights as stored, plus one bit per weight of masks, plus the other
+    files of the model folder ``path`` (config, tokenizer), which go along."""
     params = {p.data_ptr(): p for p in model.parameters()}.values()
-    return sum(p.numel() * p.element_size() + p.numel() // 8 for p in params)
+    weights = sum(p.numel() * p.element_size() + p.numel() // 8 for p in params)
+    return weights + sum(f.stat().st_size for f in _side_files(path))
+
+
+def _side_files(path: str | Path | None) -> list[Path]:
+    folder = Path(path) if path is not None else None
+    if folder is None or not folder.is_dir():
+        return []
+    return [f for f in folder.iterdir() if f.suffix != ".safetensors" and f.is_file() and not f.is_symlink()]
 
 
 def wants_offload(offload: str, path: str, dtype: torch.dtype) -> bool:
@@ -127,7 +136,8 @@ def prune_run(model: str, out: str | Path, config: PruneConfig, calib: CalibConf
             path = model_path(model, seqlens | prepared.seqlens())
             streamed = wants_offload(offload, path, torch_dtype)
             if streamed and claim:  # before any work: the output needs the weights' room
-                claim.require_space(CheckpointReader(path).nbytes(torch_dtype) * 33 // 32)  # + one mask bit per weight
+                need = CheckpointReader(path).nbytes(torch_dtype) * 33 // 32  # + one mask bit per weight
+                claim.require_space(need + sum(f.stat().st_size for f in _side_files(path)))
             return claim, calib_source, prepared, path, streamed
 
         claim, calib_source, prepared, path, streamed = _together(collective, setup)
@@ -137,7 +147,7 @@ def prune_run(model: str, out: str | Path, config: PruneConfig, calib: CalibConf
         else:
             net, tok, path = load_model(path, torch_dtype)
             if claim:
-                claim.require_space(saved_bytes(net))
+                claim.require_space(saved_bytes(net, path))
         calibration = calib_cfg and sample_calibration(calib_source, tok, calib_cfg)
         calibration = calibration if calibration is None else collective.split(calibration)
         if eval_dense and first:

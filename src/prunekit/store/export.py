@@ -24,7 +24,7 @@ from ..fsutil import claim_output, file_inside
 from ..quant.grid import LayerGrid
 from .container import legacy_json, load_tensors, read_metadata, read_tensors, save_tensors
 from .formats import DENSE, FORMATS, decode, encode, nbytes, nm_pattern
-from .grid_file import GRIDS_FILE, load_grids
+from .grid_file import GRIDS_FILE, check_grids, load_grids
 from .mask_file import MASKS_FILE, load_masks
 from .quant_formats import QUANT_FORMATS, decode_quant, encode_quant
 
@@ -96,13 +96,15 @@ def export_folder(folder: str | Path, out: str | Path, fmt: str = "auto", overwr
                             f"not {fmt}")
     with claim_output(out, overwrite) as claim:
         files = _weight_files(folder)
-        claim.require_space(sum(f.stat().st_size for f in files))  # auto never stores more than dense
+        others = [f for f in folder.iterdir() if f.suffix != ".safetensors" and f.is_file() and not f.is_symlink()]
+        claim.require_space(sum(f.stat().st_size for f in files + others))  # auto never stores more than dense
         return _export(folder, files, claim, fmt)
 
 
 def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
     masks = load_masks(file_inside(folder, MASKS_FILE))
     grids = load_grids(file_inside(folder, GRIDS_FILE)) if (folder / GRIDS_FILE).exists() else {}
+    check_grids(grids, {n: tuple(k.shape) for n, k in masks.items()}, folder / GRIDS_FILE)
     state = _read_state(files)
     tensors: dict[str, torch.Tensor] = {}
     layers: dict[str, dict] = {}
