@@ -30,10 +30,11 @@ from .run.layouts import LAYOUTS
 from .settings import DTYPES
 from .store.grid_file import GRIDS_FILE, check_grids, load_grids
 from .store.info import format_table, layer_table
-from .store.manifest import build_manifest, write_json
+from .store.manifest import MANIFEST_FILE, build_manifest, read_manifest, write_json
 from .store.save import save_pruned
 from .store.shards import CheckpointReader
 from .train.config import FinetuneConfig
+from .train.losses import needs_teacher
 
 log = logging.getLogger("prunekit")
 
@@ -158,7 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("finetune", help="recovery fine-tuning of a pruned model with its zeros locked")
     _add_model_args(f)
-    f.add_argument("--data", default="c4", help="training text: c4, wikitext2, a .txt or .jsonl file")
+    f.add_argument("--data", default="c4", help="training text: c4, wikitext2, a .txt or .jsonl file (never the "
+                   "evaluation text)")
+    f.add_argument("--teacher", default=None, help="the dense model to distill from (--loss kd, squarehead or a mix): "
+                   "a folder, a Hugging Face name or 'default'; by default the model the folder was pruned from when "
+                   "its manifest records 'default' (a recorded path is never followed: pass it here)")
     _add_config_flags(f, FinetuneConfig)
     _add_eval_args(f, "--eval")
     f.add_argument("--out", required=True)
@@ -331,12 +336,16 @@ def cmd_finetune(args) -> dict:
     with claim_output(args.out, args.overwrite) as claim:
         source = load_text(args.data)
         evaluation = _evaluation(args, "eval")
+        _refuse_eval_text(source, evaluation)
         path = _model_config(args, {"--seqlen": ft_cfg.seqlen} | evaluation.seqlens())
+        teacher_spec = _teacher_spec(args, path) if needs_teacher(ft_cfg.mix) else None
         model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
         claim.require_space(saved_bytes(model, path))
         grids = _model_grids(path)  # a quantized model: its grids stay frozen
+        teacher = teacher_spec and _teacher(teacher_spec, model, args)
         evaluation.run("before", model, tok)
-        model, log_ = finetune(model, tok, source, ft_cfg, grids=grids)
+        model, log_ = finetune(model, tok, source, ft_cfg, grids=grids, teacher=teacher)
+        del teacher
         evaluation.run("after", model, tok)
         masks = {n: weight_view(t) != 0 for n, t in find_targets(model).items()}
         summary = {"model": args.model, "out": args.out, "steps": ft_cfg.steps, "seconds": log_["seconds"],
@@ -345,8 +354,44 @@ def cmd_finetune(args) -> dict:
         summary |= lines
         save_pruned(model, claim, masks, tok, extra={TASKS_FILE: task_file} if task_file else None, manifest={
             "command": sys.argv, "model": _model_record(args, path, model), "data": source.describe(),
-            "finetune": log_ | {"frozen_grids": bool(grids)}, **sections, "summary": summary}, grids=grids)
+            "finetune": log_ | {"frozen_grids": bool(grids), "teacher": teacher_spec}, **sections, "summary": summary},
+            grids=grids)
     return summary
+
+
+def _teacher_spec(args, path: str) -> str:
+    """``--teacher``, or the model the folder was pruned from where its manifest records the embedded default (a
+    recorded path is data from the folder, never followed)."""
+    if args.teacher:
+        return args.teacher
+    recorded = None
+    if os.path.lexists(Path(path) / MANIFEST_FILE):
+        model = read_manifest(path).get("model")
+        recorded = model.get("spec") if isinstance(model, dict) else None
+    if recorded == "default":
+        return recorded
+    hint = f": it was pruned from {recorded!r}; pass that as --teacher" if isinstance(recorded, str) else ""
+    raise PrunekitError(f"--loss {args.loss} distills from the dense model; give it with --teacher{hint}")
+
+
+def _teacher(spec: str, student, args):
+    """The dense teacher, loaded as the student is (dtype, device), checked to share its vocabulary."""
+    path = model_path(spec, {})
+    teacher = load_model(path, DTYPES[args.dtype], args.device)[0]
+    if teacher.get_output_embeddings().weight.shape != student.get_output_embeddings().weight.shape:
+        raise PrunekitError(f"the teacher {spec} has another vocabulary or width than the model: it cannot teach it")
+    return teacher
+
+
+def _refuse_eval_text(source, evaluation) -> None:
+    """A recovery measured on its own training text is not a result: no evaluation document may be trained on."""
+    if evaluation.text is None:
+        return
+    trained = {d.strip() for d in source.documents if d.strip()}
+    shared = sum(d.strip() in trained for d in evaluation.text.documents if d.strip())
+    if shared:
+        raise PrunekitError(f"the training text {source.name} holds {shared} document(s) of the evaluation text "
+                            f"{evaluation.text.name}: train on other text (e.g. --data c4 --eval wikitext2)")
 
 
 def cmd_lottery(args) -> dict:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..errors import PrunekitError
 from ..settings import setting
+from .losses import parse_mix
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class FinetuneConfig:
     lr: float = setting(5e-5, "AdamW learning rate")
     seed: int = setting(0, "seed of the training windows")
     lora_rank: int = setting(0, "train LoRA adapters of this rank instead (peft); 0: all weights")
+    loss: str = setting("ce", "ce (next-token cross-entropy), kd (KL to a dense teacher's logits), squarehead (per-layer "
+                              "normalized feature MSE + kd), or a weighted mix such as kd:0.67,ce:0.33")
+    temperature: float = setting(1.0, "softmax temperature of the kd term")
 
     def __post_init__(self) -> None:
         for name, low in (("steps", 1), ("batch_size", 1), ("seqlen", 2), ("lora_rank", 0)):
@@ -27,3 +31,11 @@ class FinetuneConfig:
                 raise PrunekitError(f"{name} must be >= {low}, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise PrunekitError(f"the learning rate must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise PrunekitError(f"the temperature must be a positive number, got {self.temperature}")
+        parse_mix(self.loss)
+
+    @property
+    def mix(self) -> dict[str, float]:
+        """The loss terms and their weights (``losses.parse_mix``)."""
+        return parse_mix(self.loss)

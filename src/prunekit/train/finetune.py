@@ -17,6 +17,7 @@ from ..quant.frozen import attach_grids, snap_to_grids
 from ..quant.grid import LayerGrid
 from ..selection import zero_pruned_
 from .config import FinetuneConfig
+from .losses import mixed_loss, needs_teacher
 from .masks import attach_dense, masks_of, remove
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ def finetune(
     config: FinetuneConfig,
     progress: bool = True,
     grids: Mapping[str, LayerGrid] | None = None,
+    teacher: nn.Module | None = None,
 ) -> tuple[nn.Module, dict]:
     """Train ``config.steps`` AdamW steps on random ``config.seqlen`` windows of ``source``; zeros stay zeros.
 
@@ -37,8 +39,16 @@ def finetune(
     layer, and on merging the update is masked so pruned weights stay exactly zero. Returns the
     plain (unparametrized) model and a log of losses. With ``grids`` (a quantized model's), the forward pass
     uses the weights rounded onto those fixed grids (straight-through gradients), and the trained weights
-    are rounded onto them at the end: the quantization stays frozen, only the levels move.
+    are rounded onto them at the end: the quantization stays frozen, only the levels move. ``config.loss`` other
+    than ``ce`` distills from ``teacher`` (the dense model, run alongside without gradients): its logits (``kd``)
+    and its blocks' outputs (``squarehead``), on the same windows (``losses.py``).
     """
+    mix = config.mix
+    if needs_teacher(mix) and teacher is None:
+        raise PrunekitError(f"--loss {config.loss} distills from a dense teacher: give one (--teacher)")
+    features = "feat" in mix
+    if teacher is not None:
+        teacher.eval().requires_grad_(False)
     steps, batch_size, lora_rank = config.steps, config.batch_size, config.lora_rank
     windows = sample_calibration(source, tokenizer, CalibConfig(source.name, steps * batch_size, config.seqlen, config.seed))
     if grids and lora_rank:
@@ -53,16 +63,25 @@ def finetune(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     device = next(model.parameters()).device
-    losses = []
+    losses, terms = [], []
     t0 = time.perf_counter()
     model.train()
     for i in tqdm(range(steps), desc="finetune", unit="step", disable=not progress):
         batch = windows[i * batch_size : (i + 1) * batch_size].to(device)
         opt.zero_grad(set_to_none=True)
-        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+        out = model(input_ids=batch, labels=batch if "ce" in mix else None, use_cache=False,
+                    output_hidden_states=features)
+        ref = None
+        if teacher is not None:
+            with torch.no_grad():
+                ref = teacher(input_ids=batch, use_cache=False, output_hidden_states=features)
+        loss, parts = mixed_loss(mix, out.loss, out.logits, None if ref is None else ref.logits,
+                                 out.hidden_states[1:] if features else (), ref.hidden_states[1:] if features else (),
+                                 config.temperature)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+        terms.append(parts)
     model.eval()
     if lora_rank:
         model = _merge_lora(model, locked)
@@ -73,7 +92,8 @@ def finetune(
     still = {n: int((model.get_submodule(n).weight != 0).sum()) for n in locked}
     if any(still[n] > kept[n] for n in locked):
         raise RuntimeError("fine-tuning revived pruned weights")  # a bug, not a user error
-    return model, dataclasses.asdict(config) | {"losses": losses, "seconds": round(time.perf_counter() - t0, 2)}
+    return model, dataclasses.asdict(config) | {"losses": losses, "terms": terms, "tokens": windows.numel(),
+                                                "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def _with_lora(model: nn.Module, locked: dict[str, torch.Tensor], rank: int) -> nn.Module:
