@@ -19,6 +19,18 @@ def pytest_runtest_setup(item):
             pytest.skip("no C++ compiler: the compiled extension (sparse kernel, memory pool) cannot be built")
 
 
+def snapshot(root) -> dict:
+    """Every path under ``root`` (links as their target, not followed) and every regular file's bytes: what a test
+    compares before and after a command to show nothing else changed."""
+    import os
+
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = f"-> {os.readlink(p)}" if p.is_symlink() else p.read_bytes() if p.is_file() else "dir"
+    return out
+
+
 def byte_tokenizer():
     """A real fast tokenizer with 256 byte tokens: saves and loads like any Hugging Face tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -1,22 +1,14 @@
 """Nothing a user has is lost: every case through the CLI as a user would run it, then the disk compared with what
 it was (only the output may change, and only when it is prunekit's to replace)."""
 
-import os
 from pathlib import Path
 
 import pytest
 
+from conftest import snapshot
 from prunekit.cli import main
 
 MANIFEST = '{"versions": {"prunekit": "0.1.0"}}'
-
-
-def _snapshot(root: Path) -> dict[str, bytes | str]:
-    out: dict[str, bytes | str] = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        out[rel] = f"-> {os.readlink(p)}" if p.is_symlink() else p.read_bytes() if p.is_file() else "dir"
-    return out
 
 
 def _pruned(tiny_model_dir: Path, out: Path, capsys) -> Path:
@@ -93,9 +85,9 @@ def test_nothing_a_user_has_is_lost(case, tiny_model_dir, tmp_path, capsys):
     root = tmp_path / "work"
     root.mkdir()
     argv = [str(a) for a in setup(root, tiny_model_dir, capsys)]
-    before = _snapshot(root)
+    before = snapshot(root)
     code = main(argv)
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("prunekit: error:")]
     assert code == exit_code and len(errors) == 1 and message in errors[0], err
-    assert _snapshot(root) == before  # nothing changed: no file lost, replaced, moved or left behind
+    assert snapshot(root) == before  # nothing changed: no file lost, replaced, moved or left behind

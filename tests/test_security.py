@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import byte_tokenizer, tiny_llama
+from conftest import byte_tokenizer, snapshot, tiny_llama
 from prunekit.cli import main
 
 EVIL_CODE = """import pathlib
@@ -56,15 +56,6 @@ def _folder(path: Path) -> Path:
     tiny_llama().save_pretrained(path)
     byte_tokenizer().save_pretrained(path)
     return path
-
-
-def _snapshot(root: Path) -> dict[str, bytes | str]:
-    """Every path under ``root`` (links as their target, not followed) and every regular file's bytes."""
-    out: dict[str, bytes | str] = {}
-    for p in sorted(root.rglob("*")):
-        rel = str(p.relative_to(root))
-        out[rel] = f"-> {os.readlink(p)}" if p.is_symlink() else p.read_bytes() if p.is_file() else "dir"
-    return out
 
 
 # -- a model folder's own code never runs ------------------------------------------------------------------------
@@ -166,10 +157,10 @@ def test_a_model_folder_never_leads_elsewhere(spoil, command, exit_code, message
     spoil(folder)
     out = tmp_path / "out"
     out.mkdir()
-    before = _snapshot(tmp_path / "model")
+    before = snapshot(tmp_path / "model")
     code, error = _cli(capsys, monkeypatch, *COMMANDS[command](folder, text_files["txt"], out))
     assert code == exit_code and message in error, error
-    assert _snapshot(tmp_path / "model") == before  # the input folder is as it was
+    assert snapshot(tmp_path / "model") == before  # the input folder is as it was
     if code:
         assert not list(out.iterdir())  # nothing written
 
@@ -205,10 +196,10 @@ EXPORT_CASES = [  # (what is added to a pruned folder, exit code, what the error
 def test_export_copies_regular_files_only(add, exit_code, message, tmp_path, capsys, monkeypatch):
     pruned = _pruned(tmp_path, capsys)
     add(pruned, tmp_path)
-    before = _snapshot(pruned)
+    before = snapshot(pruned)
     code, error = _cli(capsys, monkeypatch, "export", pruned, tmp_path / "exported")
     assert code == exit_code and message in error, error
-    assert _snapshot(pruned) == before
+    assert snapshot(pruned) == before
     if code:
         assert not (tmp_path / "exported").exists()
         return
