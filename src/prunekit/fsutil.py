@@ -54,6 +54,15 @@ def file_inside(folder: str | Path, name: str) -> Path:
     return regular_file(path)
 
 
+def side_files(folder: str | Path | None) -> list[Path]:
+    """A model folder's files other than its safetensors weights (config, tokenizer, manifest) that go along with
+    it into an output: regular files only, never links."""
+    folder = Path(folder) if folder is not None else None
+    if folder is None or not folder.is_dir():
+        return []
+    return [f for f in sorted(folder.iterdir()) if f.suffix != ".safetensors" and f.is_file() and not f.is_symlink()]
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

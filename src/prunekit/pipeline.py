@@ -15,7 +15,7 @@ import torch
 from .data import CalibConfig, load_text, sample_calibration
 from .devices import available_memory, parse_device
 from .errors import PrunekitError
-from .fsutil import claim_output
+from .fsutil import claim_output, side_files
 from .measure.config import EvalConfig, TaskConfig
 from .measure.evaluation import Evaluation
 from .measure.tasks import TASKS_FILE
@@ -68,14 +68,7 @@ def saved_bytes(model, path: str | Path | None = None) -> int:
     files of the model folder ``path`` (config, tokenizer), which go along."""
     params = {p.data_ptr(): p for p in model.parameters()}.values()
     weights = sum(p.numel() * p.element_size() + p.numel() // 8 for p in params)
-    return weights + sum(f.stat().st_size for f in _side_files(path))
-
-
-def _side_files(path: str | Path | None) -> list[Path]:
-    folder = Path(path) if path is not None else None
-    if folder is None or not folder.is_dir():
-        return []
-    return [f for f in folder.iterdir() if f.suffix != ".safetensors" and f.is_file() and not f.is_symlink()]
+    return weights + sum(f.stat().st_size for f in side_files(path))
 
 
 def wants_offload(offload: str, path: str, dtype: torch.dtype) -> bool:
@@ -137,7 +130,7 @@ def prune_run(model: str, out: str | Path, config: PruneConfig, calib: CalibConf
             streamed = wants_offload(offload, path, torch_dtype)
             if streamed and claim:  # before any work: the output needs the weights' room
                 need = CheckpointReader(path).nbytes(torch_dtype) * 33 // 32  # + one mask bit per weight
-                claim.require_space(need + sum(f.stat().st_size for f in _side_files(path)))
+                claim.require_space(need + sum(f.stat().st_size for f in side_files(path)))
             return claim, calib_source, prepared, path, streamed
 
         claim, calib_source, prepared, path, streamed = _together(collective, setup)

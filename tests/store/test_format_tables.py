@@ -1,10 +1,9 @@
 """The storage format tables, walked row by row: every float format and every packed quantized layout round-trips a
-2:4 weight exactly through its own parts, and the export reads every format it can write."""
+2:4 weight exactly through its own parts."""
 
 import torch
 
 from prunekit.quant.grid import rtn
-from prunekit.store.export import LAYER_FORMATS, QUANT_PREFIX
 from prunekit.store.formats import FORMATS, decode, encode, nm_pattern
 from prunekit.store.quant_formats import QUANT_FORMATS, decode_quant, encode_quant
 
@@ -33,6 +32,3 @@ def test_every_quantized_layout_round_trips_through_its_parts():
         back, back_grid = decode_quant(parts, name, tuple(w.shape), 4, 16, False, (2, 4) if row.needs_nm else None)
         assert torch.equal(back, w) and torch.equal(back_grid.scale, grid.scale), name
 
-
-def test_the_export_reads_every_format_it_writes():
-    assert set(LAYER_FORMATS) == {"dense", *FORMATS, *(QUANT_PREFIX + n for n in QUANT_FORMATS)}

@@ -46,6 +46,7 @@ class SparseLinear(nn.Module):
         row = LAYOUTS[layout]
         for name, part in zip(row.buffers, row.build(weight, grid), strict=True):  # see kernel.pack, quant_pack.pack
             self.register_buffer(name, part)
+        self._entry = row.entry  # the compiled call, looked up here rather than in the table on every call
         if row.entry is not None:
             self._isa = extension.forced_isa()  # read once: a per-call environment lookup costs ~0.5 µs
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
@@ -94,7 +95,7 @@ class SparseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b = self._buffers  # not nn.Module.__getattr__: a small layer's call is a few µs, most of it fixed cost
-        entry = LAYOUTS[self.layout].entry
+        entry = self._entry
         if entry is not None:  # one compiled call: the kernel, or tiled dense GEMM for large batches
             packed, seen = b["packed"], self._verified
             if not seen or seen[0][0] is not packed or seen[0][1] != packed._version:
@@ -157,6 +158,7 @@ class SparseLinear(nn.Module):
     def __setstate__(self, state) -> None:
         super().__setstate__(state)
         self._verified = ()  # an unpickled (possibly edited) weight is checked before its first use
+        self._entry = LAYOUTS[self.layout].entry  # a layer pickled before the entry was cached here
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         """A loaded weight is checked in full before anything is copied (and the layer keeps its own on

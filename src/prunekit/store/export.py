@@ -20,7 +20,7 @@ from types import MappingProxyType
 import torch
 
 from ..errors import PrunekitError
-from ..fsutil import claim_output, file_inside
+from ..fsutil import claim_output, file_inside, side_files
 from ..quant.grid import LayerGrid
 from .container import legacy_json, load_tensors, read_metadata, read_tensors, save_tensors
 from .formats import DENSE, FORMATS, decode, encode, nbytes, nm_pattern
@@ -96,8 +96,7 @@ def export_folder(folder: str | Path, out: str | Path, fmt: str = "auto", overwr
                             f"not {fmt}")
     with claim_output(out, overwrite) as claim:
         files = _weight_files(folder)
-        others = [f for f in folder.iterdir() if f.suffix != ".safetensors" and f.is_file() and not f.is_symlink()]
-        claim.require_space(sum(f.stat().st_size for f in files + others))  # auto never stores more than dense
+        claim.require_space(sum(f.stat().st_size for f in files + side_files(folder)))  # auto never stores more
         return _export(folder, files, claim, fmt)
 
 
@@ -148,13 +147,12 @@ def _export(folder: Path, files: list[Path], claim, fmt: str) -> dict:
                                                                  if r.needs_nm}
         version = VERSION if formats & ranked else QUANT_VERSION if grids else CHECKSUM_VERSION
         save_tensors(tensors, tmp / WEIGHTS_FILE, KIND, {"version": version, "layers": layers})
-        for f in sorted(folder.iterdir()):  # the rest (config, tokenizer, manifest): regular files only, never links
-            if f.suffix == ".safetensors" or f.is_dir() and not f.is_symlink():
-                continue
-            if f.is_symlink() or not f.is_file():
-                log.warning("%s: not copied (%s)", f, "a link" if f.is_symlink() else "not a regular file")
-                continue
+        for f in side_files(folder):  # the rest (config, tokenizer, manifest): regular files only, never links
             shutil.copy2(f, tmp / f.name)
+        skipped = sorted(f.name for f in folder.iterdir() if f.suffix != ".safetensors"
+                         and (f.is_symlink() or not (f.is_file() or f.is_dir())))
+        if skipped:
+            log.warning("%s: not copied (links or not regular files): %s", folder, ", ".join(skipped))
         file_bytes = (tmp / WEIGHTS_FILE).stat().st_size
     original = sum(f.stat().st_size for f in files)
     counts: dict[str, int] = {}
