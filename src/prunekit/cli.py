@@ -1,4 +1,5 @@
-"""Command line: ``prunekit prune | eval | finetune | lottery | export | info | hardware | bench | compare``.
+"""Command line: ``prunekit prune | quantize | eval | recover | finetune | lottery | export | info | hardware | bench |
+compare``.
 Calls only the public API."""
 
 from __future__ import annotations
@@ -15,26 +16,21 @@ from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 
-from .data import CalibConfig, load_text
+from .data import CalibConfig
 from .devices import parse_device
 from .errors import PrunekitError, choice
-from .fsutil import check_output_file, claim_output, file_inside
+from .fsutil import check_output_file, claim_output
 from .measure.config import EvalConfig, TaskConfig
-from .measure.evaluation import Evaluation
-from .measure.tasks import TASKS_FILE
 from .models import load_model
-from .oneshot.config import PruneConfig
-from .pipeline import OFFLOADS, EvalRequest, model_path, model_record, prune_run, saved_bytes
+from .oneshot.config import PruneConfig, RecoverConfig
+from .pipeline import OFFLOADS, EvalRequest, model_path, model_record, prune_run
 from .quant.config import QuantConfig
+from .recovery import finetune_run, model_grids, recover_run
 from .run.layouts import LAYOUTS
 from .settings import DTYPES
-from .store.grid_file import GRIDS_FILE, check_grids, load_grids
 from .store.info import format_table, layer_table
-from .store.manifest import MANIFEST_FILE, build_manifest, read_manifest, write_json
-from .store.save import save_pruned
-from .store.shards import CheckpointReader
+from .store.manifest import build_manifest, write_json
 from .train.config import FinetuneConfig
-from .train.losses import needs_teacher
 
 log = logging.getLogger("prunekit")
 
@@ -114,6 +110,12 @@ def _add_eval_args(p: argparse.ArgumentParser, data_flag: str) -> None:
                    "an eval JSON (e.g. of the dense model, scored once)")
 
 
+def _add_teacher_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--teacher", default=None, help=f"{what}: a folder, a Hugging Face name or 'default'; by default the "
+                   "model the folder was pruned from when its manifest records 'default' (a recorded path is never "
+                   "followed: pass it here)")
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     """Calibration, evaluation, execution and output flags of ``prune`` and ``quantize``."""
     _add_config_flags(p, CalibConfig)
@@ -141,13 +143,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_config_flags(p, PruneConfig)
     _add_config_flags(p, QuantConfig)
+    _add_config_flags(p, RecoverConfig)
     _add_run_args(p)
 
     q = sub.add_parser("quantize", help="quantize a model's weights (RTN or GPTQ) and save it")
     _add_model_args(q)
     _add_config_flags(q, QuantConfig, aliases={"quant_method": "method"})
     _add_config_flags(q, PruneConfig, only=QUANTIZE_SETTINGS)
+    _add_config_flags(q, RecoverConfig)
     _add_run_args(q)
+
+    r = sub.add_parser("recover", help="block-wise reconstruction of a pruned folder against its dense model")
+    _add_model_args(r)
+    _add_teacher_arg(r, "the dense model whose block outputs are matched")
+    _add_config_flags(r, RecoverConfig, only=("recover_epochs", "recover_lr", "recover_stream"))
+    _add_config_flags(r, CalibConfig)
+    _add_eval_args(r, "--eval")
+    r.add_argument("--out", required=True)
+    r.add_argument("--overwrite", action="store_true")
 
     e = sub.add_parser("eval", help="perplexity of a model")
     _add_model_args(e)
@@ -161,9 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(f)
     f.add_argument("--data", default="c4", help="training text: c4, wikitext2, a .txt or .jsonl file (never the "
                    "evaluation text)")
-    f.add_argument("--teacher", default=None, help="the dense model to distill from (--loss kd, squarehead or a mix): "
-                   "a folder, a Hugging Face name or 'default'; by default the model the folder was pruned from when "
-                   "its manifest records 'default' (a recorded path is never followed: pass it here)")
+    _add_teacher_arg(f, "the dense model to distill from (--loss kd, squarehead or a mix)")
     _add_config_flags(f, FinetuneConfig)
     _add_eval_args(f, "--eval")
     f.add_argument("--out", required=True)
@@ -237,10 +248,10 @@ def _eval_config(args) -> EvalConfig:
     return EvalConfig(args.eval_seqlen, args.max_windows, args.eval_batch_size)
 
 
-def _evaluation(args, text_flag: str) -> Evaluation:
-    """The command's perplexity text and tasks, read and checked now, before any work."""
+def _eval_request(args, text_flag: str = "eval") -> EvalRequest:
+    """The command's perplexity text and tasks."""
     tasks = args.tasks and TaskConfig(_csv(args.tasks), args.limit, args.task_seed, args.task_batch_size)
-    return EvalRequest(getattr(args, text_flag), _eval_config(args), tasks, args.baseline).prepare()
+    return EvalRequest(getattr(args, text_flag), _eval_config(args), tasks, args.baseline)
 
 
 def _model_config(args, seqlens: dict[str, int]):
@@ -278,9 +289,9 @@ def cmd_prune(args) -> dict | None:
         raise PrunekitError(f"--workers must be >= 1, got {args.workers}")
     if args.workers > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_workers(args.workers, args.argv)
-    tasks = args.tasks and TaskConfig(_csv(args.tasks), args.limit, args.task_seed, args.task_batch_size)
-    return prune_run(args.model, args.out, _config(PruneConfig, args, quant=_config(QuantConfig, args)),
-                     _config(CalibConfig, args), EvalRequest(args.eval, _eval_config(args), tasks, args.baseline),
+    config = _config(PruneConfig, args, quant=_config(QuantConfig, args), recover=_config(RecoverConfig, args))
+    return prune_run(args.model, args.out, config,
+                     _config(CalibConfig, args), _eval_request(args),
                      eval_dense=args.eval_dense, dtype=args.dtype, device=args.device, offload=args.offload,
                      overwrite=args.overwrite, command=sys.argv)
 
@@ -298,7 +309,7 @@ def cmd_eval(args) -> dict:
 
     parse_device(args.device)  # a missing GPU: one line, before any work
     args.data = args.data or (None if args.tasks else "wikitext2")
-    evaluation = _evaluation(args, "data")
+    evaluation = _eval_request(args, "data").prepare()  # read and checked now, before any work
     name = f"{evaluation.text.name}-{evaluation.windows.seqlen}" if evaluation.text else "tasks"
     out = check_output_file(args.out or f"runs/eval-{Path(args.model).name}-{name}.json", args.overwrite)
     path = _model_config(args, evaluation.seqlens())
@@ -307,7 +318,7 @@ def cmd_eval(args) -> dict:
     if args.sparse:
         from .run.swap import sparsify
 
-        layouts = Counter(c.layout for c in sparsify(model, layout=args.sparse, grids=_model_grids(path)))
+        layouts = Counter(c.layout for c in sparsify(model, layout=args.sparse, grids=model_grids(path)))
     t0 = time.perf_counter()
     evaluation.run("model", model, tok)
     res, scores = evaluation.ppl.get("model"), evaluation.scores.get("model")
@@ -328,70 +339,15 @@ def cmd_eval(args) -> dict:
 
 
 def cmd_finetune(args) -> dict:
-    from .targets import find_targets, weight_view
-    from .train.finetune import finetune
-
-    ft_cfg = _config(FinetuneConfig, args)
-    parse_device(args.device)  # a missing GPU: one line, before any work
-    with claim_output(args.out, args.overwrite) as claim:
-        source = load_text(args.data)
-        evaluation = _evaluation(args, "eval")
-        _refuse_eval_text(source, evaluation)
-        path = _model_config(args, {"--seqlen": ft_cfg.seqlen} | evaluation.seqlens())
-        teacher_spec = _teacher_spec(args, path) if needs_teacher(ft_cfg.mix) else None
-        model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
-        claim.require_space(saved_bytes(model, path))
-        grids = _model_grids(path)  # a quantized model: its grids stay frozen
-        teacher = teacher_spec and _teacher(teacher_spec, model, args)
-        evaluation.run("before", model, tok)
-        model, log_ = finetune(model, tok, source, ft_cfg, grids=grids, teacher=teacher)
-        del teacher
-        evaluation.run("after", model, tok)
-        masks = {n: weight_view(t) != 0 for n, t in find_targets(model).items()}
-        summary = {"model": args.model, "out": args.out, "steps": ft_cfg.steps, "seconds": log_["seconds"],
-                   "loss_first": round(log_["losses"][0], 4), "loss_last": round(log_["losses"][-1], 4)}
-        lines, sections, task_file = evaluation.report("before", "after")
-        summary |= lines
-        save_pruned(model, claim, masks, tok, extra={TASKS_FILE: task_file} if task_file else None, manifest={
-            "command": sys.argv, "model": _model_record(args, path, model), "data": source.describe(),
-            "finetune": log_ | {"frozen_grids": bool(grids), "teacher": teacher_spec}, **sections, "summary": summary},
-            grids=grids)
-    return summary
+    return finetune_run(args.model, args.out, _config(FinetuneConfig, args), args.data, _eval_request(args),
+                        teacher=args.teacher, dtype=args.dtype, device=args.device, overwrite=args.overwrite,
+                        command=sys.argv)
 
 
-def _teacher_spec(args, path: str) -> str:
-    """``--teacher``, or the model the folder was pruned from where its manifest records the embedded default (a
-    recorded path is data from the folder, never followed)."""
-    if args.teacher:
-        return args.teacher
-    recorded = None
-    if os.path.lexists(Path(path) / MANIFEST_FILE):
-        model = read_manifest(path).get("model")
-        recorded = model.get("spec") if isinstance(model, dict) else None
-    if recorded == "default":
-        return recorded
-    hint = f": it was pruned from {recorded!r}; pass that as --teacher" if isinstance(recorded, str) else ""
-    raise PrunekitError(f"--loss {args.loss} distills from the dense model; give it with --teacher{hint}")
-
-
-def _teacher(spec: str, student, args):
-    """The dense teacher, loaded as the student is (dtype, device), checked to share its vocabulary."""
-    path = model_path(spec, {})
-    teacher = load_model(path, DTYPES[args.dtype], args.device)[0]
-    if teacher.get_output_embeddings().weight.shape != student.get_output_embeddings().weight.shape:
-        raise PrunekitError(f"the teacher {spec} has another vocabulary or width than the model: it cannot teach it")
-    return teacher
-
-
-def _refuse_eval_text(source, evaluation) -> None:
-    """A recovery measured on its own training text is not a result: no evaluation document may be trained on."""
-    if evaluation.text is None:
-        return
-    trained = {d.strip() for d in source.documents if d.strip()}
-    shared = sum(d.strip() in trained for d in evaluation.text.documents if d.strip())
-    if shared:
-        raise PrunekitError(f"the training text {source.name} holds {shared} document(s) of the evaluation text "
-                            f"{evaluation.text.name}: train on other text (e.g. --data c4 --eval wikitext2)")
+def cmd_recover(args) -> dict:
+    return recover_run(args.model, args.out, _config(RecoverConfig, args, recover="block"), _config(CalibConfig, args),
+                       _eval_request(args), teacher=args.teacher, dtype=args.dtype, device=args.device,
+                       overwrite=args.overwrite, command=sys.argv)
 
 
 def cmd_lottery(args) -> dict:
@@ -445,16 +401,6 @@ def cmd_hardware(args) -> dict:
             "gpu_2to4": report["gpu_2to4"]}
 
 
-def _model_grids(path) -> dict | None:
-    """A quantized model folder's grids (``quant.safetensors``), or None."""
-    if not os.path.lexists(Path(path) / GRIDS_FILE):
-        return None
-    grids = load_grids(file_inside(path, GRIDS_FILE))
-    reader = CheckpointReader(path)
-    check_grids(grids, {n.removesuffix(".weight"): reader.shape(n) for n in reader.files}, Path(path) / GRIDS_FILE)
-    return grids
-
-
 def cmd_bench(args) -> dict:
     from .measure.bench import bench_model
 
@@ -473,7 +419,7 @@ def cmd_bench(args) -> dict:
         check_output_file(args.out, args.overwrite)
     path = _model_config(args, {"--prompt-tokens + --new-tokens": args.prompt_tokens + args.new_tokens})
     model, tok, path = load_model(path, DTYPES[args.dtype], args.device)
-    result = bench_model(model, args.prompt_tokens, args.new_tokens, args.reps, args.layout, grids=_model_grids(path))
+    result = bench_model(model, args.prompt_tokens, args.new_tokens, args.reps, args.layout, grids=model_grids(path))
     if args.out:
         write_json(build_manifest(command=sys.argv, model=_model_record(args, path, model), bench=result), args.out)
     return result
@@ -527,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # weight-loading bars; prunekit's own bars stay
     try:
-        commands = {"prune": cmd_prune, "quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info,
+        commands = {"prune": cmd_prune, "quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info, "recover": cmd_recover,
                     "finetune": cmd_finetune, "lottery": cmd_lottery, "export": cmd_export, "hardware": cmd_hardware,
                     "bench": cmd_bench, "compare": cmd_compare}
         out = commands[args.command](args)

@@ -48,3 +48,28 @@ def test_two_processes_equal_one(tmp_path):
         assert min(agree) > 0.99, (config.method, min(agree))
         for name, t in model.state_dict().items():
             torch.testing.assert_close(weights[name], t, rtol=1e-3, atol=1e-4, msg=f"{config.method} {name}")
+
+
+RECOVER = PruneConfig(method="wanda", pattern="2:4", calib_dtype="model",
+                      recover={"recover": "block", "recover_epochs": 2, "recover_lr": 1e-3})
+
+
+def _recover_worker(rank, init, results):
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    torch.set_num_threads(1)
+    collective = TorchDistributed()
+    model = tiny_llama()
+    result = prune(model, RECOVER, collective.split(_calib()), progress=False, collective=collective)
+    torch.save((model.state_dict(), result.info["recover"]["blocks"]), f"{results}.{rank}")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_block_reconstruction_over_two_processes_ends_with_one_model(tmp_path):
+    """Gradients averaged over the processes: both end with the same weights, each block's error lowered."""
+    results = tmp_path / "results.pt"
+    mp.spawn(_recover_worker, args=(f"file://{tmp_path / 'rendezvous'}", str(results)), nprocs=2)
+    (first, blocks), (second, _) = (torch.load(f"{results}.{r}") for r in (0, 1))
+    for name, t in first.items():
+        assert torch.equal(t, second[name]), name
+    assert all(b["error_after"] < b["error_before"] and b["steps"] == 2 * 3 for b in blocks)

@@ -46,6 +46,9 @@ class Single:
         """This process's share of the calibration windows (nsamples, seqlen): a contiguous run of them."""
         return calibration
 
+    def mean_grads(self, params: list[torch.Tensor]) -> None:
+        """Average the gradients of ``params`` over the processes (data-parallel training)."""
+
     def bytes_sent(self) -> int:
         return 0
 
@@ -99,6 +102,13 @@ class TorchDistributed(Single):
         if calibration.shape[0] < self.world:
             raise PrunekitError(f"{calibration.shape[0]} calibration windows cannot be shared by {self.world} processes")
         return calibration.tensor_split(self.world)[self.rank]
+
+    def mean_grads(self, params: list[torch.Tensor]) -> None:
+        for p in params:
+            if p.grad is not None:
+                self.dist.all_reduce(p.grad)
+                p.grad /= self.world
+                self._sent += p.grad.nbytes
 
     def bytes_sent(self) -> int:
         return self._sent

@@ -8,6 +8,7 @@ field here.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -52,6 +53,41 @@ class CalibDtype(StrEnum):
         return DTYPES.get(self.value)
 
 
+class Recover(StrEnum):
+    NONE = "none"
+    BLOCK = "block"  # train each pruned block's kept weights to the dense block's outputs (``reconstruct.py``)
+
+
+class Stream(StrEnum):
+    STUDENT = "student"  # the pruned model's activations: what the block will see
+    TEACHER = "teacher"  # the dense model's activations
+
+
+@dataclass(frozen=True)
+class RecoverConfig:
+    """Block-wise reconstruction after pruning: Adam for ``recover_epochs`` passes over the calibration windows,
+    one step per window batch, on the inputs of ``recover_stream``; target: the dense block's outputs."""
+
+    recover: Recover = setting(Recover.NONE, "none, or block: after pruning each block, train its kept weights so its "
+                                             "output matches the dense block's (masks and grids held)")
+    recover_epochs: int = setting(2, "block reconstruction: passes over the calibration windows")
+    recover_lr: float = setting(1e-4, "block reconstruction: Adam learning rate")
+    recover_stream: Stream = setting(Stream.STUDENT, "block reconstruction inputs: student (the pruned model's "
+                                                     "activations) or teacher (the dense model's)")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recover", choice(Recover, self.recover, "recover"))
+        object.__setattr__(self, "recover_stream", choice(Stream, self.recover_stream, "recover stream"))
+        if isinstance(self.recover_epochs, bool) or not isinstance(self.recover_epochs, int) or self.recover_epochs < 1:
+            raise PrunekitError(f"recover_epochs must be an integer >= 1, got {self.recover_epochs!r}")
+        if not (isinstance(self.recover_lr, (int, float)) and math.isfinite(self.recover_lr) and self.recover_lr > 0):
+            raise PrunekitError(f"recover_lr must be a positive number, got {self.recover_lr!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.recover != Recover.NONE
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """What to prune and how. ``method``: a row of ``oneshot.methods.METHODS`` (score, statistics,
@@ -85,6 +121,7 @@ class PruneConfig:
                                        "weights and statistics keep full precision. auto: bfloat16 where the device "
                                        "has native bf16 (AVX512-BF16/AMX/Arm BF16 CPUs, CUDA GPUs), else the model's")
     quant: QuantConfig = field(default_factory=QuantConfig, metadata={"nested": True})
+    recover: RecoverConfig = field(default_factory=RecoverConfig, metadata={"nested": True})
     nm: tuple[int, int] | None = field(init=False, default=None)  # (N, M) parsed from ``pattern``
 
     def __post_init__(self) -> None:
@@ -139,7 +176,12 @@ class PruneConfig:
         if quant.enabled and refine == Refine.ADMM and quant.order != Order.PRUNE_FIRST:
             raise PrunekitError("refine 'admm' re-solves the kept weights off any grid: quantize after it "
                                 "(--order prune-first)")
+        recover = self.recover if isinstance(self.recover, RecoverConfig) else RecoverConfig(**self.recover)
+        if recover.enabled and self.sequential == Sequential.SUBLAYER:
+            raise PrunekitError("--recover block trains each block after pruning it and reruns it: use --sequential "
+                                "block")
         set_(self, "quant", quant)
+        set_(self, "recover", recover)
         set_(self, "method", method)
         set_(self, "scope", scope)
         set_(self, "allocation", allocation)
@@ -164,7 +206,7 @@ class PruneConfig:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.statistics != Statistics.NONE or self.allocation == Allocation.OWL
+        return self.statistics != Statistics.NONE or self.allocation == Allocation.OWL or self.recover.enabled
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,9 +24,10 @@ from .admm import admm_update
 from .allocation import clamp_keeping_mean, global_allocation, outlier_ratio, owl_sparsities
 from .calibrate import BlockInputs, capture_inputs, collect_stats, run_block
 from .collective import Single
-from .config import Allocation, CalibDtype, PruneConfig, Refine, Sequential
+from .config import Allocation, CalibDtype, PruneConfig, Refine, Sequential, Stream
 from .memory_pool import pooled_cpu_memory
 from .methods import METHODS, Statistics
+from .reconstruct import DenseStream, reconstruct_block, training_inputs
 from .residency import DiskOffload, InMemory
 from .scores import magnitude_scores, wanda_scores
 
@@ -215,14 +217,14 @@ def _solve_bytes(config: PruneConfig, module: nn.Module) -> int:
 
 
 def _memory_bound(rss_start_mb: float, activation_bytes: int, stats_bytes: int, solve_bytes: int,
-                  streamed_bytes: int = 0, masks_bytes: int = 0) -> dict:
+                  streamed_bytes: int = 0, masks_bytes: int = 0, dense_stream_bytes: int = 0) -> dict:
     """Issue 3's peak-memory bound, in parts: the process at the start of ``prune()`` (dense model
     resident), plus one block's statistics, plus the calibration activations, counted as the
     original implementations hold them: the block's inputs and its outputs (prunekit overwrites the
     inputs in place, so the second set's room holds one sample's forward temporaries instead), plus the
     largest layer's solve (``_solve_bytes``). Pruning from disk adds the largest block (``streamed_bytes``);
     its shard is written straight from it. Masks held in memory count too (one bit per weight; a run from
-    disk spills them)."""
+    disk spills them), and so does block reconstruction's dense stream."""
     mb = 2**20
     parts = {"rss_start_mb": rss_start_mb, "activations_in_out_mb": round(2 * activation_bytes / mb, 1),
              "block_stats_mb": round(stats_bytes / mb, 1), "layer_solve_mb": round(solve_bytes / mb, 1)}
@@ -230,6 +232,8 @@ def _memory_bound(rss_start_mb: float, activation_bytes: int, stats_bytes: int, 
         parts["streamed_block_mb"] = round(streamed_bytes / mb, 1)
     if masks_bytes:
         parts["masks_mb"] = round(masks_bytes / mb, 1)
+    if dense_stream_bytes:
+        parts["dense_stream_mb"] = round(dense_stream_bytes / mb, 1)
     return parts | {"bound_mb": round(sum(parts.values()), 1)}
 
 
@@ -299,7 +303,8 @@ def prune(
 
     def prune_one(name: str, stats, sample) -> None:
         """Prune one layer on its owner process and share the result with the others."""
-        collective.reduce_stats(stats)  # once per statistics object (q/k/v share one)
+        if stats is not None:
+            collective.reduce_stats(stats)  # once per statistics object (q/k/v share one)
         owner = collective.owner(position[name])
         done = None
         if collective.rank == owner:
@@ -352,22 +357,29 @@ def prune(
         inputs = capture_inputs(model, block_list[0], calibration, batch, dtype=calib_dtype)
         activation_bytes = sum(h.nbytes for h in inputs.hidden)
         sparsities, block_s = _layer_sparsities(config, targets, inputs, walk, collective)
-        if config.statistics == Statistics.NONE:  # OWL needed calibration for the allocation only
+        if config.statistics == Statistics.NONE and not config.recover.enabled:  # OWL: for the allocation only
             return without_statistics(block_s)
         hessian = config.statistics == Statistics.XTX
         stats_bytes = 0  # the most any one block's statistics and reconstruction samples took
         solve_bytes = 0  # the most any one layer's solve took
         streamed_bytes = 0  # the largest block read from disk
 
-        for last, block, local in walk(str(config.method)):
+        recover = config.recover
+        dense = DenseStream(inputs, recover.recover_stream == Stream.TEACHER) if recover.enabled else None
+        recovered: list[dict] = []
+        for index, (last, block, local) in enumerate(walk(str(config.method))):
             trim()  # the previous block's free pages go back to the system
             if residency.streams:
                 streamed_bytes = max(streamed_bytes, sum(t.nbytes for t in block.state_dict().values()))
+            wanted = dense.advance(block) if dense else None  # the dense block's outputs, before it is pruned
             if not local:
                 inputs = inputs if last else run_block(block, inputs, inplace=True)
                 continue
             solve_bytes = max([solve_bytes, *(_solve_bytes(config, m) for m in local.values())])
-            if sublayer:  # one pass: each layer is pruned inside its own pre-hook
+            if config.statistics == Statistics.NONE:  # calibrated for the reconstruction only
+                for name in local:
+                    prune_one(name, None, None)
+            elif sublayer:  # one pass: each layer is pruned inside its own pre-hook
                 stats, sample, inputs = collect_stats(
                     block, local, inputs, hessian, RECON_TOKENS, not last, prune_one, inplace=True
                 )
@@ -379,16 +391,25 @@ def prune(
                 for name in local:  # each layer's statistics are freed once it is pruned
                     prune_one(name, stats.pop(name), sample.pop(name, None))
                     trim()  # its solve's temporaries and statistics: the next solve starts from live memory
-                if not last:
-                    inputs = run_block(block, inputs, inplace=True)
             _block_masks(local, kept_zeros, masks)
+            if dense:
+                report = reconstruct_block(block, local, {n: masks[n] for n in local},
+                                           training_inputs(recover, inputs, dense), wanted, recover,
+                                           {n: grids[n] for n in local if n in grids}, collective, seed=index)
+                recovered.append({"block": index} | report)
+                log.info("block %d reconstructed: output error %.4g -> %.4g", index, report["error_before"],
+                         report["error_after"])
+            if not last and not sublayer:
+                inputs = run_block(block, inputs, inplace=True)
         del inputs
     reports.sort(key=lambda r: position.get(r.name, -1))
     # solve: scoring, selection and weight update; the rest is calibration forward passes
     info |= {"calibration_tokens": collective.total(calibration.numel()),
              "solve_seconds": round(sum(r.solve_seconds for r in reports), 2),
              "memory_bound": _memory_bound(info["rss_start_mb"], activation_bytes, stats_bytes, solve_bytes,
-                                           streamed_bytes, masks.nbytes())}
+                                           streamed_bytes, masks.nbytes(), dense.nbytes() if dense else 0)}
+    if dense:
+        info["recover"] = {"config": dataclasses.asdict(recover), "blocks": recovered}
     if collective.world > 1:
         info["processes"] = {"count": collective.world, "bytes_sent_rank0": collective.bytes_sent()}
     return PruneResult(masks, reports, time.perf_counter() - t0, _peak_rss_mb(), escalations[0], block_s, info,
