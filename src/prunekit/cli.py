@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "evaluation text)")
     _add_teacher_arg(f, "the dense model to distill from (--loss kd, squarehead or a mix)")
     _add_config_flags(f, FinetuneConfig)
+    f.add_argument("--checkpoint-every", type=int, default=0, help="save the training state beside --out every N "
+                   "steps (0: never); an interrupted run goes on from it with --resume")
+    f.add_argument("--resume", action="store_true", help="go on from the checkpoint an interrupted run left")
     _add_eval_args(f, "--eval")
     f.add_argument("--out", required=True)
     f.add_argument("--overwrite", action="store_true")
@@ -340,7 +343,8 @@ def cmd_eval(args) -> dict:
 
 def cmd_finetune(args) -> dict:
     return finetune_run(args.model, args.out, _config(FinetuneConfig, args), args.data, _eval_request(args),
-                        teacher=args.teacher, dtype=args.dtype, device=args.device, overwrite=args.overwrite,
+                        teacher=args.teacher, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                        dtype=args.dtype, device=args.device, overwrite=args.overwrite,
                         command=sys.argv)
 
 

@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -28,13 +29,25 @@ from .store.manifest import MANIFEST_FILE, read_manifest
 from .store.save import save_pruned
 from .store.shards import CheckpointReader
 from .targets import find_targets, weight_view
+from .train.checkpoint import Checkpoints, checkpoint_folder
+from .train.checkpoint import clear as clear_checkpoints
 from .train.config import FinetuneConfig
+from .train.curve import curve_record, plot_curve
 from .train.finetune import finetune
 from .train.losses import needs_teacher
 
-# (model, tokenizer, training text, teacher or None, grids or None)
-#   -> (trained model, its log for the manifest, a few figures of it for the summary)
-Train = Callable[..., tuple[torch.nn.Module, dict, dict]]
+
+class Trained(NamedTuple):
+    model: torch.nn.Module
+    log: dict  # for the manifest
+    brief: dict  # a few figures of it for the summary
+    files: dict  # more files for the output folder, by name (JSON values, or bytes)
+
+
+CURVE_JSON, CURVE_PNG = "loss_curve.json", "loss_curve.png"
+
+# (model, tokenizer, training text, teacher or None, grids or None, the model's manifest record) -> Trained
+Train = Callable[..., Trained]
 
 
 def model_grids(path: str | Path) -> dict | None:
@@ -98,9 +111,10 @@ def _run(model: str, out: str | Path, data: str, seqlen: int, evaluation: EvalRe
         claim.require_space(saved_bytes(net, path))
         grids = model_grids(path)  # a quantized model: its grids stay frozen
         dense = teacher and load_teacher(teacher, net, dtype, device)
+        record = model_record(model, path, dtype, net)
         prepared.run("before", net, tok)
         t0 = time.perf_counter()
-        net, log, brief = train(net, tok, source, dense, grids)
+        net, log, brief, files = train(net, tok, source, dense, grids, record)
         seconds = round(time.perf_counter() - t0, 2)
         del dense
         prepared.run("after", net, tok)
@@ -108,8 +122,8 @@ def _run(model: str, out: str | Path, data: str, seqlen: int, evaluation: EvalRe
         summary = {"model": model, "out": str(out), "teacher": teacher, "seconds": seconds, **brief}
         lines, sections, task_file = prepared.report("before", "after")
         summary |= lines
-        save_pruned(net, claim, masks, tok, extra={TASKS_FILE: task_file} if task_file else None, manifest={
-            "command": command, "model": model_record(model, path, dtype, net), "data": source.describe(),
+        save_pruned(net, claim, masks, tok, extra=files | ({TASKS_FILE: task_file} if task_file else {}), manifest={
+            "command": command, "model": record, "data": source.describe(),
             section: log | {"frozen_grids": bool(grids), "teacher": teacher, "wall_seconds": seconds},
             **sections, "summary": summary}, grids=grids)
     return summary
@@ -124,28 +138,41 @@ def recover_run(model: str, out: str | Path, config: RecoverConfig | None = None
     config = config or RecoverConfig(recover="block")
     calib = calib or CalibConfig()
 
-    def train(net, tok, source, dense, grids):
+    def train(net, tok, source, dense, grids, record):
         windows = sample_calibration(source, tok, calib)
         blocks = reconstruct(net, dense, windows, config, grids)
         brief = {"blocks": len(blocks), "output_error_mean": [round(sum(b[k] for b in blocks) / len(blocks), 6)
                                                               for k in ("error_before", "error_after")]}
-        return net, {"config": dataclasses.asdict(config), "calibration": dataclasses.asdict(calib),
-                     "tokens": windows.numel(), "blocks": blocks}, brief
+        return Trained(net, {"config": dataclasses.asdict(config), "calibration": dataclasses.asdict(calib),
+                             "tokens": windows.numel(), "blocks": blocks}, brief, {})
 
     return _run(model, out, calib.data, calib.seqlen, evaluation, teacher, "block reconstruction matches", train,
                 "recover", dtype, device, overwrite, command)
 
 
 def finetune_run(model: str, out: str | Path, config: FinetuneConfig, data: str = "c4",
-                 evaluation: EvalRequest | None = None, *, teacher: str | None = None, dtype: str = "float32",
-                 device: str = "cpu", overwrite: bool = False, command: list[str] | None = None) -> dict:
+                 evaluation: EvalRequest | None = None, *, teacher: str | None = None, checkpoint_every: int = 0,
+                 resume: bool = False, dtype: str = "float32", device: str = "cpu", overwrite: bool = False,
+                 command: list[str] | None = None) -> dict:
     """Recovery fine-tuning (``train.finetune``) of the pruned folder ``model`` on ``data`` with its masks (and any
-    grids) locked, distilled from ``teacher`` when ``config.loss`` asks for one; saved to ``out``."""
-    def train(net, tok, source, dense, grids):
-        net, log = finetune(net, tok, source, config, grids=grids, teacher=dense)
-        return net, log, {"steps": config.steps, "loss_first": round(log["losses"][0], 4),
-                          "loss_last": round(log["losses"][-1], 4)}
+    grids) locked, distilled from ``teacher`` when ``config.loss`` asks for one; saved to ``out`` with its loss curve
+    (``loss_curve.json`` and ``.png``). With ``checkpoint_every`` the state is saved beside ``out`` every so many
+    steps; ``resume`` goes on from it after an interruption."""
+    if checkpoint_every < 0:
+        raise PrunekitError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
+
+    def train(net, tok, source, dense, grids, record):
+        identity = {"config": dataclasses.asdict(config), "model": record["fingerprint"], "teacher": teacher,
+                    "data": source.describe(), "dtype": dtype}
+        checkpoints = Checkpoints(checkpoint_folder(out), checkpoint_every, resume, identity)
+        net, log = finetune(net, tok, source, config, grids=grids, teacher=dense, checkpoints=checkpoints)
+        curve = curve_record(log)
+        return Trained(net, log, {"steps": config.steps, "loss_first": round(log["losses"][0], 4),
+                                  "loss_last": round(log["losses"][-1], 4)},
+                       {CURVE_JSON: curve, CURVE_PNG: plot_curve(curve)})
 
     why = f"--loss {config.loss} distills from" if needs_teacher(config.mix) else None
-    return _run(model, out, data, config.seqlen, evaluation, teacher, why, train, "finetune", dtype, device,
-                overwrite, command)
+    summary = _run(model, out, data, config.seqlen, evaluation, teacher, why, train, "finetune", dtype, device,
+                   overwrite, command)
+    clear_checkpoints(checkpoint_folder(out))  # the output is whole: what it was resumed from can go
+    return summary

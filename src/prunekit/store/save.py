@@ -30,8 +30,9 @@ def save_pruned(
     """Write ``out`` with safetensors weights (dense, zeros in place), masks and ``manifest.json``.
 
     Everything goes to a temporary folder first, so a failed run leaves no half-written output. ``out``
-    may be a claim the caller took before its work (``fsutil.claim_output``). ``extra``: more JSON files
-    to write, by name (e.g. per-item task results). ``grids``: the quantized layers' grids (``grid_file``).
+    may be a claim the caller took before its work (``fsutil.claim_output``). ``extra``: more files to write, by
+    name: JSON (e.g. per-item task results), or bytes as they are (a figure). ``grids``: the quantized layers'
+    grids (``grid_file``).
     """
     claim = out if isinstance(out, OutputClaim) else None
     with claim.write() if claim else atomic_dir(out, overwrite) as tmp:
@@ -61,7 +62,10 @@ def write_pruned(
         save_grids(grids, folder / GRIDS_FILE)
     write_json(build_manifest(**(manifest or {})), folder / MANIFEST_FILE)
     for name, data in (extra or {}).items():
-        write_json(data, folder / name)
+        if isinstance(data, bytes):  # a figure
+            (folder / name).write_bytes(data)
+        else:
+            write_json(data, folder / name)
 
 
 def write_streamed(model: nn.Module, writer: ShardWriter) -> None:

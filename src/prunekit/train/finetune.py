@@ -16,6 +16,7 @@ from ..errors import PrunekitError
 from ..quant.frozen import attach_grids, snap_to_grids
 from ..quant.grid import LayerGrid
 from ..selection import zero_pruned_
+from .checkpoint import Checkpoints
 from .config import FinetuneConfig
 from .losses import mixed_loss, needs_teacher
 from .masks import attach_dense, masks_of, remove
@@ -31,6 +32,7 @@ def finetune(
     progress: bool = True,
     grids: Mapping[str, LayerGrid] | None = None,
     teacher: nn.Module | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> tuple[nn.Module, dict]:
     """Train ``config.steps`` AdamW steps on random ``config.seqlen`` windows of ``source``; zeros stay zeros.
 
@@ -41,7 +43,10 @@ def finetune(
     uses the weights rounded onto those fixed grids (straight-through gradients), and the trained weights
     are rounded onto them at the end: the quantization stays frozen, only the levels move. ``config.loss`` other
     than ``ce`` distills from ``teacher`` (the dense model, run alongside without gradients): its logits (``kd``)
-    and its blocks' outputs (``squarehead``), on the same windows (``losses.py``).
+    and its blocks' outputs (``squarehead``), on the same windows (``losses.py``). With ``checkpoints`` the state is
+    saved every so many steps and a resumed run goes on from the last one, to the same weights as a run never
+    stopped. The log holds, per step, the loss, its terms, the student's cross-entropy and the teacher's (their gap
+    is what distillation closes) and the seconds since the start.
     """
     mix = config.mix
     if needs_teacher(mix) and teacher is None:
@@ -59,29 +64,42 @@ def finetune(
         attach_grids(model, grids)
     if lora_rank:
         remove(model)
+        torch.manual_seed(config.seed)  # the adapters' initialization: a rerun starts from the same one
         model = _with_lora(model, locked, lora_rank)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     device = next(model.parameters()).device
-    losses, terms = [], []
-    t0 = time.perf_counter()
+    curve: dict[str, list] = {"losses": [], "terms": [], "student_ce": [], "teacher_ce": [], "seconds_at": []}
+    start, elapsed = 0, 0.0
+    state = checkpoints.load() if checkpoints else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, elapsed, curve = state["step"], state["curve"]["seconds_at"][-1], state["curve"]
+    t0 = time.perf_counter() - elapsed
     model.train()
-    for i in tqdm(range(steps), desc="finetune", unit="step", disable=not progress):
+    bar = tqdm(range(start, steps), desc="finetune", unit="step", initial=start, total=steps, disable=not progress)
+    for i in bar:
         batch = windows[i * batch_size : (i + 1) * batch_size].to(device)
         opt.zero_grad(set_to_none=True)
-        out = model(input_ids=batch, labels=batch if "ce" in mix else None, use_cache=False,
-                    output_hidden_states=features)
+        out = model(input_ids=batch, labels=batch, use_cache=False, output_hidden_states=features)
         ref = None
         if teacher is not None:
             with torch.no_grad():
-                ref = teacher(input_ids=batch, use_cache=False, output_hidden_states=features)
+                ref = teacher(input_ids=batch, labels=batch, use_cache=False, output_hidden_states=features)
         loss, parts = mixed_loss(mix, out.loss, out.logits, None if ref is None else ref.logits,
                                  out.hidden_states[1:] if features else (), ref.hidden_states[1:] if features else (),
                                  config.temperature)
         loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
-        terms.append(parts)
+        seconds = time.perf_counter() - t0
+        for key, value in (("losses", float(loss.detach())), ("terms", parts), ("student_ce", float(out.loss.detach())),
+                           ("teacher_ce", None if ref is None else float(ref.loss)), ("seconds_at", round(seconds, 3))):
+            curve[key].append(value)
+        rate = (i + 1 - start) * batch.numel() / max(seconds - elapsed, 1e-9)
+        bar.set_postfix(loss=f"{curve['losses'][-1]:.4f}", tokens_per_s=f"{rate:.0f}")
+        if checkpoints and checkpoints.due(i + 1, steps):
+            checkpoints.save({"step": i + 1, "model": model.state_dict(), "optimizer": opt.state_dict(), "curve": curve})
     model.eval()
     if lora_rank:
         model = _merge_lora(model, locked)
@@ -92,7 +110,7 @@ def finetune(
     still = {n: int((model.get_submodule(n).weight != 0).sum()) for n in locked}
     if any(still[n] > kept[n] for n in locked):
         raise RuntimeError("fine-tuning revived pruned weights")  # a bug, not a user error
-    return model, dataclasses.asdict(config) | {"losses": losses, "terms": terms, "tokens": windows.numel(),
+    return model, dataclasses.asdict(config) | curve | {"tokens": windows.numel(), "resumed_at": start,
                                                 "seconds": round(time.perf_counter() - t0, 2)}
 
 
