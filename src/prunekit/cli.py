@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("finetune", help="recovery fine-tuning of a pruned model with its zeros locked")
     _add_model_args(f)
     f.add_argument("--data", default="c4", help="training text: c4, wikitext2, a .txt or .jsonl file (never the "
-                   "evaluation text)")
+                   "evaluation text), or teacher: text sampled from the dense teacher (seeded, cached)")
     _add_teacher_arg(f, "the dense model to distill from (--loss kd, squarehead or a mix)")
     _add_config_flags(f, FinetuneConfig)
     f.add_argument("--checkpoint-every", type=int, default=0, help="save the training state beside --out every N "

@@ -19,7 +19,7 @@ from .devices import parse_device
 from .errors import PrunekitError
 from .fsutil import claim_output, file_inside
 from .measure.tasks import TASKS_FILE
-from .models import load_model
+from .models import fingerprint, load_model
 from .oneshot.config import RecoverConfig
 from .oneshot.reconstruct import reconstruct
 from .pipeline import EvalRequest, model_path, model_record, saved_bytes
@@ -34,6 +34,7 @@ from .train.checkpoint import clear as clear_checkpoints
 from .train.config import FinetuneConfig
 from .train.curve import curve_record, plot_curve
 from .train.finetune import finetune
+from .train.generated import TEACHER_DATA, generated_text
 from .train.losses import needs_teacher
 
 
@@ -45,6 +46,7 @@ class Trained(NamedTuple):
 
 
 CURVE_JSON, CURVE_PNG = "loss_curve.json", "loss_curve.png"
+GENERATED_LENGTH = 512  # tokens per document sampled from the teacher (at least the training window)
 
 # (model, tokenizer, training text, teacher or None, grids or None, the model's manifest record) -> Trained
 Train = Callable[..., Trained]
@@ -94,24 +96,31 @@ def refuse_eval_text(source: TextSource, evaluation) -> None:
                             f"{evaluation.text.name}: train on other text (e.g. --data c4 --eval wikitext2)")
 
 
-def _run(model: str, out: str | Path, data: str, seqlen: int, evaluation: EvalRequest | None, teacher: str | None,
-         why_teacher: str | None, train: Train, section: str, dtype: str, device: str, overwrite: bool,
-         command: list[str] | None) -> dict:
-    """Load the pruned ``model`` (and its teacher when ``why_teacher`` says why one is needed), ``train`` it on
-    ``data``, evaluate before and after, and save it to ``out`` with the training log under ``section``."""
+def _run(model: str, out: str | Path, data: str, windows: CalibConfig, evaluation: EvalRequest | None,
+         teacher: str | None, why_teacher: str | None, train: Train, section: str, dtype: str, device: str,
+         overwrite: bool, command: list[str] | None) -> dict:
+    """Load the pruned ``model`` (and its teacher when ``why_teacher`` says why one is needed, or the text is to be
+    sampled from it: ``data`` = teacher), ``train`` it on ``data``, of which it takes ``windows``, evaluate before
+    and after, and save it to ``out`` with the training log under ``section``."""
     evaluation = evaluation or EvalRequest()
     parse_device(device)  # a missing GPU: one line, before any work
     with claim_output(out, overwrite) as claim:
-        source = load_text(data)
+        generate = data == TEACHER_DATA
+        source = None if generate else load_text(data)
         prepared = evaluation.prepare()
-        refuse_eval_text(source, prepared)
-        path = model_path(model, {"--seqlen": seqlen} | prepared.seqlens())
+        if source:
+            refuse_eval_text(source, prepared)
+        path = model_path(model, {"--seqlen": windows.seqlen} | prepared.seqlens())
+        why_teacher = why_teacher or ("--data teacher samples the training text from" if generate else None)
         teacher = resolve_teacher(teacher, path, why_teacher) if why_teacher else None
         net, tok, path = load_model(path, DTYPES[dtype], device)
         claim.require_space(saved_bytes(net, path))
         grids = model_grids(path)  # a quantized model: its grids stay frozen
         dense = teacher and load_teacher(teacher, net, dtype, device)
         record = model_record(model, path, dtype, net)
+        if generate:
+            source = generated_text(dense, tok, windows.nsamples * windows.seqlen, max(windows.seqlen, GENERATED_LENGTH),
+                                    windows.seed, fingerprint(teacher, model_path(teacher, {})))
         prepared.run("before", net, tok)
         t0 = time.perf_counter()
         net, log, brief, files = train(net, tok, source, dense, grids, record)
@@ -146,8 +155,8 @@ def recover_run(model: str, out: str | Path, config: RecoverConfig | None = None
         return Trained(net, {"config": dataclasses.asdict(config), "calibration": dataclasses.asdict(calib),
                              "tokens": windows.numel(), "blocks": blocks}, brief, {})
 
-    return _run(model, out, calib.data, calib.seqlen, evaluation, teacher, "block reconstruction matches", train,
-                "recover", dtype, device, overwrite, command)
+    return _run(model, out, calib.data, calib, evaluation, teacher, "block reconstruction matches", train, "recover",
+                dtype, device, overwrite, command)
 
 
 def finetune_run(model: str, out: str | Path, config: FinetuneConfig, data: str = "c4",
@@ -172,7 +181,8 @@ def finetune_run(model: str, out: str | Path, config: FinetuneConfig, data: str 
                        {CURVE_JSON: curve, CURVE_PNG: plot_curve(curve)})
 
     why = f"--loss {config.loss} distills from" if needs_teacher(config.mix) else None
-    summary = _run(model, out, data, config.seqlen, evaluation, teacher, why, train, "finetune", dtype, device,
-                   overwrite, command)
+    windows = CalibConfig(data, config.steps * config.batch_size, config.seqlen, config.seed)
+    summary = _run(model, out, data, windows, evaluation, teacher, why, train, "finetune", dtype, device, overwrite,
+                   command)
     clear_checkpoints(checkpoint_folder(out))  # the output is whole: what it was resumed from can go
     return summary
