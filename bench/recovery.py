@@ -1,12 +1,13 @@
-"""Recovery at equal budget, one loss after another on the same pruned model (issue 29): plain cross-entropy against
-distillation from the dense model (KD on logits, SquareHead: per-block normalized feature MSE + KD). Each run trains
-the same windows of C4 (same seed, steps, batch, length and learning rate) and is evaluated on WikiText-2 test
-(protocol P windows); R = (ppl_before − ppl_after) / (ppl_before − ppl_dense) is the recovered fraction.
+"""Recovery recipes at a stated budget on one pruned model (issue 29): end-to-end fine-tuning with plain
+cross-entropy, distillation (KD on logits, SquareHead), block-wise reconstruction against the dense blocks (inputs
+from the pruned stream or the dense one), and sequences of them (``block+kd``). Training text is the first 900
+documents of the C4 sample; quality is perplexity on WikiText-2 test (protocol P windows) and on the last 100 C4
+documents (held out: no recipe trains on them), each as R = (ppl_before − ppl_after) / (ppl_before − ppl_dense).
 
-    .venv/bin/python bench/recovery.py --out runs/recovery.json            # prunes SparseGPT 2:4 (protocol P) first
-    .venv/bin/python bench/recovery.py --pruned runs/sgpt-24 --steps 100   # or starts from a pruned folder
+    .venv/bin/python bench/recovery.py --out runs/recovery.json                 # prunes SparseGPT 2:4 (protocol P)
+    .venv/bin/python bench/recovery.py --pruned runs/sgpt-24 --recipes block,kd  # or starts from a pruned folder
 
-Prints JSON and a table. Nothing else may run meanwhile if the seconds are to be read.
+Prints JSON and a table; the seconds are training time only. Nothing else may run meanwhile if they are to be read.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import tempfile
 from pathlib import Path
 
 from prunekit.cli import main as cli
+from prunekit.data import load_text
 from prunekit.store.manifest import build_manifest, write_json
+
+HELD_OUT = 100  # the last documents of the C4 sample, never trained on
 
 
 def _run(argv: list[str]) -> dict:
@@ -32,48 +36,88 @@ def _run(argv: list[str]) -> dict:
     return json.loads(out.getvalue())
 
 
+def _split_c4(folder: Path) -> tuple[str, str]:
+    """The C4 sample as two .jsonl files: training documents and the held-out ones."""
+    docs = load_text("c4").documents
+    paths = []
+    for name, part in (("c4-train.jsonl", docs[:-HELD_OUT]), ("c4-heldout.jsonl", docs[-HELD_OUT:])):
+        path = folder / name
+        path.write_text("".join(json.dumps({"text": d}) + "\n" for d in part))
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+def _ppl(model: str, text: str, windows: int, scratch: Path, tag: str) -> float:
+    return _run(["eval", "--model", model, "--data", text, "--seqlen", "2048", "--max-windows", str(windows),
+                 "--out", str(scratch / f"eval-{tag}.json")])["perplexity"]
+
+
+def _stage(stage: str, model: str, out: str, args, train_text: str) -> dict:
+    """One recovery stage: ``block`` / ``block-teacher`` (reconstruction) or a ``--loss`` of finetune."""
+    if stage.startswith("block"):
+        stream = "teacher" if stage == "block-teacher" else "student"
+        return _run(["recover", "--model", model, "--teacher", "default", "--calib", train_text, "--nsamples",
+                     str(args.block_nsamples), "--seqlen", "2048", "--recover-epochs", str(args.block_epochs),
+                     "--recover-lr", str(args.block_lr), "--recover-stream", stream, "--out", out]) | {
+            "tokens": args.block_nsamples * 2048 * args.block_epochs}
+    return _run(["finetune", "--model", model, "--data", train_text, "--loss", stage, "--teacher", "default",
+                 "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seqlen", str(args.seqlen),
+                 "--lr", str(args.lr), "--out", out]) | {"tokens": args.steps * args.batch_size * args.seqlen}
+
+
+def _recovered(before: float, after: float, dense: float) -> float:
+    return round((before - after) / (before - dense), 3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pruned", default=None, help="a pruned folder of the default model (default: prune one now)")
-    ap.add_argument("--losses", default="ce,kd,squarehead", help="comma-separated --loss values, run in turn")
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--recipes", default="ce,kd,squarehead,block,block-teacher,block+kd",
+                    help="comma-separated; each a '+'-joined sequence of stages: block, block-teacher, or a --loss")
+    ap.add_argument("--steps", type=int, default=40, help="finetune stages: optimizer steps")
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--seqlen", type=int, default=512)
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--max-windows", type=int, default=40)
+    ap.add_argument("--block-nsamples", type=int, default=32, help="block stages: calibration windows of 2048")
+    ap.add_argument("--block-epochs", type=int, default=1)
+    ap.add_argument("--block-lr", type=float, default=1e-4)
+    ap.add_argument("--max-windows", type=int, default=10, help="perplexity windows of 2048 on each text")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
-    evaluation = ["--eval", "wikitext2", "--eval-seqlen", "2048", "--max-windows", str(args.max_windows)]
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as scratch:
+    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+        scratch = Path(tmp)
+        train_text, held_out = _split_c4(scratch)
+        texts = {"wikitext2": "wikitext2", "c4_heldout": held_out}
         pruned = args.pruned
-        start = None
         if pruned is None:
-            pruned = str(Path(scratch) / "pruned")
-            start = _run(["prune", "--model", "default", "--method", "sparsegpt", "--pattern", "2:4", "--calib", "c4",
-                          "--nsamples", "32", "--seqlen", "2048", "--eval-dense", *evaluation, "--out", pruned])
-        dense = start["ppl_dense"] if start else _run(["eval", "--model", "default", "--data", "wikitext2", "--seqlen",
-                                                       "2048", "--max-windows", str(args.max_windows), "--out",
-                                                       str(Path(scratch) / "dense.json")])["perplexity"]
+            pruned = str(scratch / "pruned")
+            _run(["prune", "--model", "default", "--method", "sparsegpt", "--pattern", "2:4", "--calib", "c4",
+                  "--nsamples", "32", "--seqlen", "2048", "--out", pruned])
+        dense = {k: _ppl("default", t, args.max_windows, scratch, f"dense-{k}") for k, t in texts.items()}
+        before = {k: _ppl(pruned, t, args.max_windows, scratch, f"pruned-{k}") for k, t in texts.items()}
         rows = []
-        for loss in args.losses.split(","):
-            summary = _run(["finetune", "--model", pruned, "--data", "c4", "--loss", loss, "--teacher", "default",
-                            "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seqlen",
-                            str(args.seqlen), "--lr", str(args.lr), *evaluation, "--out", str(Path(scratch) / loss)])
-            before, after = summary["ppl_before"], summary["ppl_after"]
-            rows.append({"loss": loss, "ppl_before": round(before, 2), "ppl_after": round(after, 2),
-                         "recovered": round((before - after) / (before - dense), 3), "seconds": summary["seconds"],
-                         "tokens": args.steps * args.batch_size * args.seqlen})
-    report = build_manifest(command=sys.argv, dense_perplexity=round(dense, 2), budget={
-        "steps": args.steps, "batch_size": args.batch_size, "seqlen": args.seqlen, "lr": args.lr,
-        "train": "c4 (seed 0)", "eval": f"wikitext2 test, {args.max_windows} windows of 2048"}, runs=rows)
+        for recipe in args.recipes.split(","):
+            model, seconds, tokens = pruned, 0.0, 0
+            for k, stage in enumerate(recipe.split("+")):
+                out = str(scratch / f"{recipe}-{k}")
+                summary = _stage(stage, model, out, args, train_text)
+                model, seconds, tokens = out, seconds + summary["seconds"], tokens + summary["tokens"]
+            after = {k: _ppl(model, t, args.max_windows, scratch, f"{recipe}-{k}") for k, t in texts.items()}
+            rows.append({"recipe": recipe, "seconds": round(seconds, 1), "tokens": tokens,
+                         **{f"ppl_{k}": round(after[k], 2) for k in texts},
+                         **{f"R_{k}": _recovered(before[k], after[k], dense[k]) for k in texts}})
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    report = build_manifest(command=sys.argv, dense={k: round(v, 2) for k, v in dense.items()},
+                            before={k: round(v, 2) for k, v in before.items()}, budget=vars(args), runs=rows)
     if args.out:
         write_json(report, args.out)
     print(json.dumps(report, indent=2))
-    print(f"\ndense {dense:.2f}; {args.steps} steps x {args.batch_size} x {args.seqlen} tokens, lr {args.lr}\n")
-    print("| loss | ppl before | ppl after | recovered R | train seconds |")
-    print("| --- | --- | --- | --- | --- |")
+    print(f"\ndense {dense}; before {before}\n")
+    print("| recipe | train seconds | tokens | ppl WikiText-2 | R WikiText-2 | ppl C4 held out | R C4 held out |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['loss']} | {r['ppl_before']} | {r['ppl_after']} | {r['recovered']} | {r['seconds']} |")
+        print(f"| {r['recipe']} | {r['seconds']} | {r['tokens']} | {r['ppl_wikitext2']} | {r['R_wikitext2']} | "
+              f"{r['ppl_c4_heldout']} | {r['R_c4_heldout']} |")
 
 
 if __name__ == "__main__":

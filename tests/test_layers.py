@@ -24,7 +24,7 @@ RANKS = {
     "run": 6,
     "train": 7,
     "measure": 8,
-    "pipeline": 9, "recovery": 9, "cli": 9, "__init__": 10, "__main__": 10,
+    "pipeline": 9, "recovery": 9, "shipping": 9, "cli": 9, "__init__": 10, "__main__": 10,
 }
 
 

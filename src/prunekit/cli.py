@@ -1,5 +1,5 @@
-"""Command line: ``prunekit prune | quantize | eval | recover | finetune | lottery | export | info | hardware | bench |
-compare``.
+"""Command line: ``prunekit prune | quantize | eval | recover | finetune | check | lottery | export | info | hardware |
+bench | compare``.
 Calls only the public API."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .data import CalibConfig
 from .devices import parse_device
 from .errors import PrunekitError, choice
 from .fsutil import check_output_file, claim_output
+from .measure.check import Limits
 from .measure.config import EvalConfig, TaskConfig
 from .models import load_model
 from .oneshot.config import PruneConfig, RecoverConfig
@@ -28,6 +29,7 @@ from .quant.config import QuantConfig
 from .recovery import finetune_run, model_grids, recover_run
 from .run.layouts import LAYOUTS
 from .settings import DTYPES
+from .shipping import check_run
 from .store.info import format_table, layer_table
 from .store.manifest import build_manifest, write_json
 from .train.config import FinetuneConfig
@@ -158,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_teacher_arg(r, "the dense model whose block outputs are matched")
     _add_config_flags(r, RecoverConfig, only=("recover_epochs", "recover_lr", "recover_stream"))
     _add_config_flags(r, CalibConfig)
+    r.set_defaults(nsamples=32)  # protocol P's calibration size: every window is trained on, every epoch
     _add_eval_args(r, "--eval")
     r.add_argument("--out", required=True)
     r.add_argument("--overwrite", action="store_true")
@@ -240,6 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--task-batch-size", type=int, default=32)
     c.add_argument("--out", required=True, help="folder for report.md, results.json and the plots")
     c.add_argument("--overwrite", action="store_true")
+
+    k = sub.add_parser("check", help="shipping check: perplexity, tasks and probes (arithmetic, retrieval, code, "
+                       "reasoning) paired with a baseline; exit code 3 when a category regresses beyond its budget")
+    k.add_argument("--model", default="default", help="the model to check (a pruned folder, a name, or 'default')")
+    k.add_argument("--baseline", default=None, help="the dense model (scored here on the same items) or a previous "
+                   "check.json; default: the embedded model a folder was pruned from, when its manifest records it")
+    k.add_argument("--budget", default="quick", choices=("quick", "full"), help="quick (minutes) or full")
+    k.add_argument("--max-drop", type=float, default=2.0, help="largest accuracy drop (points) a category may show")
+    k.add_argument("--max-loss-increase", type=float, default=0.05,
+                   help="largest relative increase of a per-token loss a category may show")
+    k.add_argument("--dtype", choices=DTYPES, default="float32")
+    k.add_argument("--device", default="cpu")
+    k.add_argument("--out", required=True, help="folder for check.md, check.png and check.json")
+    k.add_argument("--overwrite", action="store_true")
 
     i = sub.add_parser("info", help="per-layer sparsity of a pruned folder")
     i.add_argument("folder")
@@ -346,6 +363,13 @@ def cmd_finetune(args) -> dict:
                         teacher=args.teacher, checkpoint_every=args.checkpoint_every, resume=args.resume,
                         dtype=args.dtype, device=args.device, overwrite=args.overwrite,
                         command=sys.argv)
+
+
+def cmd_check(args) -> tuple[dict, int]:
+    if args.max_drop < 0 or args.max_loss_increase < 0:
+        raise PrunekitError("--max-drop and --max-loss-increase must be >= 0")
+    return check_run(args.model, args.out, args.baseline, args.budget, Limits(args.max_drop, args.max_loss_increase),
+                     dtype=args.dtype, device=args.device, overwrite=args.overwrite, command=sys.argv)
 
 
 def cmd_recover(args) -> dict:
@@ -477,16 +501,18 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_logging.disable_progress_bar()  # weight-loading bars; prunekit's own bars stay
     try:
-        commands = {"prune": cmd_prune, "quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info, "recover": cmd_recover,
+        commands = {"prune": cmd_prune, "quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info,
+                    "recover": cmd_recover, "check": cmd_check,
                     "finetune": cmd_finetune, "lottery": cmd_lottery, "export": cmd_export, "hardware": cmd_hardware,
                     "bench": cmd_bench, "compare": cmd_compare}
         out = commands[args.command](args)
     except PrunekitError as e:
         print(f"prunekit: error: {e}", file=sys.stderr)
         return 2
+    out, code = out if isinstance(out, tuple) else (out, 0)  # ``check`` says whether the gate passed
     if out is not None:
         print(json.dumps(out, indent=2, ensure_ascii=False))
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -53,3 +53,53 @@ class TaskConfig:
             raise PrunekitError(f"the task batch size must be >= 1, got {self.batch_size}")
         object.__setattr__(self, "names", tuple(names))
         object.__setattr__(self, "limits", tuple(limits))
+
+
+PROBE_FAMILIES = ("arithmetic", "retrieval", "code", "gsm8k")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The probe items a check scores (``measure/probes``): ``arithmetic`` generated problems, passkey retrieval
+    at every (length, depth) ``retrieval_per_cell`` times, the first ``code`` HumanEval problems and ``gsm8k``
+    GSM8K problems (after the 8 shots); ``generate``: also greedy generation (exact match, pass@1)."""
+
+    families: tuple[str, ...] = PROBE_FAMILIES
+    arithmetic: int = 100
+    retrieval_lengths: tuple[int, ...] = (256, 512, 1024)
+    retrieval_depths: tuple[float, ...] = (0.0, 0.5, 1.0)
+    retrieval_per_cell: int = 4
+    code: int = 20
+    gsm8k: int = 30
+    generate: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.families) - set(PROBE_FAMILIES)
+        if unknown or not self.families:
+            raise PrunekitError(f"probe families are {', '.join(PROBE_FAMILIES)}; got {', '.join(self.families)}")
+        counts = (self.arithmetic, self.retrieval_per_cell, self.code, self.gsm8k, *self.retrieval_lengths)
+        if any(n < 1 for n in counts) or not self.retrieval_lengths or not self.retrieval_depths:
+            raise PrunekitError("probe item counts and retrieval lengths must be >= 1")
+        if any(not 0.0 <= d <= 1.0 for d in self.retrieval_depths):
+            raise PrunekitError(f"retrieval depths lie in [0, 1], got {self.retrieval_depths}")
+
+
+@dataclass(frozen=True)
+class CheckBudget:
+    """What ``prunekit check`` measures: perplexity windows (of ``ppl_seqlen`` tokens), items per task (the first
+    ``task_limit`` of each of ``tasks``), and the probes."""
+
+    ppl_windows: int
+    task_limit: int
+    probes: ProbeConfig
+    ppl_seqlen: int = 2048
+    tasks: tuple[str, ...] = ("piqa", "arc_easy", "hellaswag", "openbookqa", "lambada_openai")
+
+
+BUDGETS = {  # --budget: quick (minutes on two cores, the default) or full
+    "quick": CheckBudget(5, 100, ProbeConfig()),
+    "full": CheckBudget(40, 500, ProbeConfig(arithmetic=300, retrieval_lengths=(256, 512, 1024, 2048, 4096),
+                                             retrieval_depths=(0.0, 0.25, 0.5, 0.75, 1.0), retrieval_per_cell=6,
+                                             code=164, gsm8k=250)),
+}

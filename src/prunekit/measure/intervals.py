@@ -4,6 +4,7 @@ same items. Pure functions on 0/1 outcomes."""
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -46,3 +47,31 @@ def paired(reference: Sequence[int], other: Sequence[int], z: float = Z95) -> di
     verdict = "within noise" if p >= 0.05 else ("a drop" if diff < 0 else "a gain")
     return {"diff": diff, "ci": [diff - half, diff + half], "lost": lost, "gained": gained, "items": n,
             "p_value": p, "verdict": verdict}
+
+
+def mean_interval(values: Sequence[float], z: float = Z95) -> tuple[float, float, float]:
+    """(mean, low, high): the normal 95% interval of the mean of ``values``."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    half = z * math.sqrt(var / n)
+    return mean, mean - half, mean + half
+
+
+def paired_bootstrap(reference: Sequence[float], other: Sequence[float], resamples: int = 2000,
+                     seed: int = 0) -> dict:
+    """``other`` − ``reference`` on the same items (a continuous measure, e.g. a per-token loss): the mean
+    difference and its 95% percentile interval over ``resamples`` seeded resamplings of the items; "within noise"
+    when the interval holds 0."""
+    if len(reference) != len(other) or not reference:
+        raise ValueError("paired values need the same, non-empty list of items")
+    n = len(reference)
+    diffs = [o - r for r, o in zip(reference, other, strict=True)]
+    rng = random.Random(seed)
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    low, high = means[int(0.025 * resamples)], means[min(resamples - 1, int(0.975 * resamples))]
+    diff = sum(diffs) / n
+    verdict = "within noise" if low <= 0 <= high else ("an increase" if diff > 0 else "a decrease")
+    return {"diff": diff, "ci": [low, high], "items": n, "verdict": verdict}

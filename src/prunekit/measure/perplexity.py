@@ -61,6 +61,7 @@ def perplexity(
         "total_windows": total,
         "tokens": int(ids.numel()),
         "perplexity": ppl,
+        "window_loss": [round(v / seqlen, 6) for v in nlls],  # mean NLL per token of each window, for pairing
         "seconds": round(time.perf_counter() - t0, 2),
     }
     log.info("perplexity %.4f over %d/%d windows of %d", ppl, n, total, seqlen)
