@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--block-nsamples", type=int, default=32, help="block stages: calibration windows of 2048")
     ap.add_argument("--block-epochs", type=int, default=1)
-    ap.add_argument("--block-lr", type=float, default=1e-4)
+    ap.add_argument("--block-lr", type=float, default=1e-3)
     ap.add_argument("--max-windows", type=int, default=10, help="perplexity windows of 2048 on each text")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()

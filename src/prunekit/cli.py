@@ -309,7 +309,7 @@ def cmd_prune(args) -> dict | None:
         raise PrunekitError(f"--workers must be >= 1, got {args.workers}")
     if args.workers > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_workers(args.workers, args.argv)
-    config = _config(PruneConfig, args, quant=_config(QuantConfig, args), recover=_config(RecoverConfig, args))
+    config = _config(PruneConfig, args, quant=_config(QuantConfig, args), recovery=_config(RecoverConfig, args))
     return prune_run(args.model, args.out, config,
                      _config(CalibConfig, args), _eval_request(args),
                      eval_dense=args.eval_dense, dtype=args.dtype, device=args.device, offload=args.offload,

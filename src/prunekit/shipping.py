@@ -38,9 +38,8 @@ def read_check(path: str | Path, budget: str) -> dict:
             raise TypeError("not the results of a check")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PrunekitError(f"{file} holds no check results to pair with ({e})") from e
-    if data.get("budget") != budget:
-        raise PrunekitError(f"{file} was checked with the {data.get('budget')!r} budget, not {budget!r}: its items "
-                            "differ")
+    if data.get("budget") != budget or data.get("plan") != json.loads(json.dumps(dataclasses.asdict(BUDGETS[budget]))):
+        raise PrunekitError(f"{file} was checked with another budget than this {budget!r} one: its items differ")
     return result
 
 
@@ -75,7 +74,8 @@ def check_run(model: str, out: str | Path, baseline: str | None = None, budget: 
                 baseline = resolve_teacher(None, path, "")
             except PrunekitError:
                 log.warning("no baseline: %s records no embedded default model; scores are absolute", model)
-        reference = read_check(baseline, budget) if baseline and baseline.endswith(".json") else None
+        earlier = baseline and (baseline.endswith(".json") or (Path(baseline) / RESULT_FILE).is_file())
+        reference = read_check(baseline, budget) if earlier else None
         base_path = model_path(baseline, seqlens) if baseline and reference is None else None
         net, tok, path = load_model(path, DTYPES[dtype], device)
         plan = _fit_context(BUDGETS[budget], net)
@@ -92,10 +92,12 @@ def check_run(model: str, out: str | Path, baseline: str | None = None, budget: 
         name = Path(model).name if model != "default" else "default (SmolLM2-135M)"
         card = report_markdown(name, gated, absolute(result), limits, baseline)
         with claim.write() as tmp:
-            write_json(build_manifest(command=command, model=record, budget=budget, limits=vars(limits),
+            write_json(build_manifest(command=command, model=record, budget=budget, plan=dataclasses.asdict(BUDGETS[budget]),
+                                      limits=vars(limits),
                                       baseline=baseline, result=result, gate=gated), tmp / RESULT_FILE)
             if base_path is not None:
-                write_json(build_manifest(model=baseline, budget=budget, result=reference), tmp / BASELINE_FILE)
+                write_json(build_manifest(model=baseline, budget=budget, plan=dataclasses.asdict(BUDGETS[budget]),
+                                          result=reference), tmp / BASELINE_FILE)
             (tmp / CARD_FILE).write_text(card)
             if gated:
                 (tmp / FIGURE_FILE).write_bytes(plot_card(gated))

@@ -51,7 +51,7 @@ def test_two_processes_equal_one(tmp_path):
 
 
 RECOVER = PruneConfig(method="wanda", pattern="2:4", calib_dtype="model",
-                      recover={"recover": "block", "recover_epochs": 2, "recover_lr": 1e-3})
+                      recovery={"recover": "block", "recover_epochs": 2, "recover_lr": 1e-3})
 
 
 def _recover_worker(rank, init, results):

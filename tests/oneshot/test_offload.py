@@ -45,7 +45,7 @@ CASES = {
     "sparsegpt-sublayer": PruneConfig(method="sparsegpt", sparsity=0.6, sequential="sublayer", blocksize=16),
     "wanda-owl": PruneConfig(method="wanda", sparsity=0.6, allocation="owl"),
     "magnitude": PruneConfig(method="magnitude", sparsity=0.4),
-    "wanda-recover": PruneConfig(method="wanda", sparsity=0.5, recover={"recover": "block", "recover_epochs": 1,
+    "wanda-recover": PruneConfig(method="wanda", sparsity=0.5, recovery={"recover": "block", "recover_epochs": 1,
                                                                          "recover_lr": 1e-3}),
 }
 

@@ -53,6 +53,16 @@ def test_reconstruction_lowers_the_output_error_and_keeps_every_mask():
     assert any(not torch.equal(p, untouched[n]) for n, p in block.named_parameters())  # it trained something
 
 
+def test_a_reconstruction_that_makes_the_block_worse_is_undone(caplog):
+    block, local, keep, inputs, wanted, _ = _block_setup()
+    before = {n: p.clone() for n, p in block.state_dict().items()}
+    report = reconstruct_block(block, local, keep, inputs, wanted, RecoverConfig(**RECOVER | {"recover_lr": 10.0}))
+    assert report["kept"] == "original" and not report["error_trained"] <= report["error_before"]
+    assert report["error_after"] == report["error_before"] and "made the output error worse" in caplog.text
+    for name, t in block.state_dict().items():
+        assert torch.equal(t, before[name]), name
+
+
 def test_quantized_layers_train_through_their_grids_and_end_on_them():
     block, local, keep, inputs, wanted, grids = _block_setup({"wbits": 4, "groupsize": 16, "quant_method": "rtn"})
     assert set(grids) == set(local)
@@ -78,7 +88,7 @@ def test_a_student_equal_to_its_teacher_is_left_as_it_is():
 def test_pruning_with_reconstruction_records_each_block_and_keeps_the_pattern(stream):
     model = tiny_llama()
     config = PruneConfig(method="sparsegpt", pattern="2:4", blocksize=16, calib_dtype="model",
-                         recover=RECOVER | {"recover_stream": stream})
+                         recovery=RECOVER | {"recover_stream": stream})
     result = prune(model, config, _calib(), progress=False)
     blocks = result.info["recover"]["blocks"]
     assert [b["block"] for b in blocks] == [0, 1] and all(b["error_after"] < b["error_before"] for b in blocks)
@@ -89,19 +99,19 @@ def test_pruning_with_reconstruction_records_each_block_and_keeps_the_pattern(st
 
 
 def test_magnitude_pruning_is_calibrated_for_the_reconstruction():
-    config = PruneConfig(method="magnitude", sparsity=0.5, recover=RECOVER)
+    config = PruneConfig(method="magnitude", sparsity=0.5, recovery=RECOVER)
     assert config.needs_calibration
     model = tiny_llama()
     result = prune(model, config, _calib(), progress=False)
     assert result.sparsity == pytest.approx(0.5, abs=1e-3) and len(result.info["recover"]["blocks"]) == 2
 
 
-@pytest.mark.parametrize("bad", [{"sequential": "sublayer"}, {"recover": RECOVER | {"recover_epochs": 0}},
-                                 {"recover": RECOVER | {"recover_lr": float("nan")}},
-                                 {"recover": RECOVER | {"recover_stream": "both"}}])
+@pytest.mark.parametrize("bad", [{"sequential": "sublayer"}, {"recovery": RECOVER | {"recover_epochs": 0}},
+                                 {"recovery": RECOVER | {"recover_lr": float("nan")}},
+                                 {"recovery": RECOVER | {"recover_stream": "both"}}])
 def test_bad_reconstruction_settings_are_refused(bad):
     with pytest.raises(PrunekitError):
-        PruneConfig(method="wanda", **({"recover": RECOVER} | bad))
+        PruneConfig(method="wanda", **({"recovery": RECOVER} | bad))
 
 
 def test_cli_recovers_a_pruned_folder_against_its_teacher(tiny_model_dir, text_files, tmp_path, capsys):
@@ -129,3 +139,14 @@ def test_cli_recovers_a_pruned_folder_against_its_teacher(tiny_model_dir, text_f
     for name in before:
         if "layers" in name and name.endswith("proj.weight"):
             assert torch.equal(after[name] != 0, before[name] != 0), name  # the same mask
+
+
+def test_cli_prune_with_recover_block_records_the_reconstruction(tiny_model_dir, text_files, tmp_path):
+    out = tmp_path / "out"
+    assert main(["prune", "--model", str(tiny_model_dir), "--method", "wanda", "--pattern", "2:4", "--calib",
+                 str(text_files["jsonl"]), "--nsamples", "4", "--seqlen", "32", "--recover", "block",
+                 "--recover-epochs", "1", "--recover-stream", "teacher", "--out", str(out)]) == 0
+    result = json.loads((out / "manifest.json").read_text())["result"]
+    assert result["recover"]["config"] == {"recover": "block", "recover_epochs": 1, "recover_lr": 1e-3,
+                                           "recover_stream": "teacher"}
+    assert len(result["recover"]["blocks"]) == 2 and result["sparsity"] == pytest.approx(0.5)

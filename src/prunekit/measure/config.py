@@ -98,7 +98,7 @@ class CheckBudget:
 
 
 BUDGETS = {  # --budget: quick (minutes on two cores, the default) or full
-    "quick": CheckBudget(5, 100, ProbeConfig()),
+    "quick": CheckBudget(5, 100, ProbeConfig(retrieval_lengths=(256, 1024), gsm8k=16)),
     "full": CheckBudget(40, 500, ProbeConfig(arithmetic=300, retrieval_lengths=(256, 512, 1024, 2048, 4096),
                                              retrieval_depths=(0.0, 0.25, 0.5, 0.75, 1.0), retrieval_per_cell=6,
                                              code=164, gsm8k=250)),

@@ -357,14 +357,14 @@ def prune(
         inputs = capture_inputs(model, block_list[0], calibration, batch, dtype=calib_dtype)
         activation_bytes = sum(h.nbytes for h in inputs.hidden)
         sparsities, block_s = _layer_sparsities(config, targets, inputs, walk, collective)
-        if config.statistics == Statistics.NONE and not config.recover.enabled:  # OWL: for the allocation only
+        if config.statistics == Statistics.NONE and not config.recovery.enabled:  # OWL: for the allocation only
             return without_statistics(block_s)
         hessian = config.statistics == Statistics.XTX
         stats_bytes = 0  # the most any one block's statistics and reconstruction samples took
         solve_bytes = 0  # the most any one layer's solve took
         streamed_bytes = 0  # the largest block read from disk
 
-        recover = config.recover
+        recover = config.recovery
         dense = DenseStream(inputs, recover.recover_stream == Stream.TEACHER) if recover.enabled else None
         recovered: list[dict] = []
         for index, (last, block, local) in enumerate(walk(str(config.method))):

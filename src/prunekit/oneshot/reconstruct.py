@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -108,12 +107,13 @@ def reconstruct_block(
     steps = -(-collective.total(len(batches)) // collective.world)  # per epoch, the same on every process
     order = torch.Generator().manual_seed(seed)
     before = relative_error(block, inputs, wanted)
+    original = {k: v.clone() for k, v in block.state_dict().items()}
     losses = []
     with torch.enable_grad(), _frozen_grids(targets, grids):
         params = [p for p in block.parameters() if p.is_floating_point()]  # the grids' parametrizations hold some
+        opt = torch.optim.Adam(params, lr=config.recover_lr)
         for p in params:
             p.requires_grad_(True)
-        opt = torch.optim.Adam(params, lr=config.recover_lr)
         try:
             for _ in range(config.recover_epochs):
                 perm = torch.randperm(len(batches), generator=order).tolist()
@@ -136,15 +136,18 @@ def reconstruct_block(
         finally:
             for p in params:
                 p.requires_grad_(False)
-            del opt
     with torch.no_grad():
         for name, target in targets.items():  # the grids' rounding keeps zeros at zero; this is the guarantee
             zero_pruned_(weight_view(target), keep[name].to(param.device))
     after = relative_error(block, inputs, wanted)
-    if not math.isfinite(after):
-        raise PrunekitError("block reconstruction diverged (non-finite output error): lower --recover-lr")
-    return {"error_before": before, "error_after": after, "steps": len(losses),
-            "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
+    report = {"error_before": before, "error_after": after, "steps": len(losses), "kept": "trained",
+              "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
+    if not after <= before:  # worse, or not finite (diverged): the block goes back to what it was
+        block.load_state_dict(original)
+        log.warning("block reconstruction made the output error worse (%.4g -> %.4g; lower --recover-lr?): the "
+                    "block keeps its pruned weights", before, after)
+        report |= {"error_after": before, "kept": "original", "error_trained": after}
+    return report
 
 
 @torch.no_grad()
