@@ -21,7 +21,7 @@ from .devices import parse_device
 from .errors import PrunekitError, choice
 from .fsutil import check_output_file, claim_output
 from .measure.check import Limits
-from .measure.config import EvalConfig, TaskConfig
+from .measure.config import BUDGETS, EvalConfig, TaskConfig
 from .models import load_model
 from .oneshot.config import PruneConfig, RecoverConfig
 from .pipeline import OFFLOADS, EvalRequest, model_path, model_record, prune_run
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--model", default="default", help="the model to check (a pruned folder, a name, or 'default')")
     k.add_argument("--baseline", default=None, help="the dense model (scored here on the same items) or a previous "
                    "check.json; default: the embedded model a folder was pruned from, when its manifest records it")
-    k.add_argument("--budget", default="quick", choices=("quick", "full"), help="quick (minutes) or full")
+    k.add_argument("--budget", default="quick", choices=tuple(BUDGETS), help="quick (minutes, the default) or full")
     k.add_argument("--max-drop", type=float, default=2.0, help="largest accuracy drop (points) a category may show")
     k.add_argument("--max-loss-increase", type=float, default=0.05,
                    help="largest relative increase of a per-token loss a category may show")
