@@ -31,6 +31,21 @@ def snapshot(root) -> dict:
     return out
 
 
+def run_with_teacher(main, common: list[str], teacher, text_files, tmp_path, capsys) -> dict:
+    """Run a recovery command (``common``: its arguments without teacher, evaluation or output) on a folder pruned from
+    a path: asked for its teacher (a recorded path is never followed), refused on its own evaluation text, then run
+    with both; each refusal exits 2 and writes nothing. Returns the manifest of the run that went through."""
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "a")]) == 2
+    assert "pass that as --teacher" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main([*common, "--teacher", str(teacher), "--eval", str(text_files["jsonl"]), "--out",
+                 str(tmp_path / "b")]) == 2
+    assert "of the evaluation text" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert main([*common, "--teacher", str(teacher), "--eval", str(text_files["txt"]), "--eval-seqlen", "32",
+                 "--max-windows", "2", "--out", str(tmp_path / "c")]) == 0
+    return json.loads((tmp_path / "c" / "manifest.json").read_text())
+
+
 def byte_tokenizer():
     """A real fast tokenizer with 256 byte tokens: saves and loads like any Hugging Face tokenizer."""
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -90,7 +90,8 @@ def check_run(model: str, out: str | Path, baseline: str | None = None, budget: 
         gated = gate(result, reference, limits) if reference else None
         failed = [c for c, e in (gated or {}).items() if e["fails"]]
         name = Path(model).name if model != "default" else "default (SmolLM2-135M)"
-        card = report_markdown(name, gated, absolute(result), limits, baseline)
+        scores = absolute(result)
+        card = report_markdown(name, gated, scores, limits, baseline)
         with claim.write() as tmp:
             write_json(build_manifest(command=command, model=record, budget=budget, plan=dataclasses.asdict(BUDGETS[budget]),
                                       limits=vars(limits),
@@ -103,5 +104,5 @@ def check_run(model: str, out: str | Path, baseline: str | None = None, budget: 
                 (tmp / FIGURE_FILE).write_bytes(plot_card(gated))
     summary = {"model": model, "out": str(out), "baseline": baseline, "budget": budget,
                "verdict": "no baseline" if gated is None else ("regressed" if failed else "fit to ship"),
-               "failed": failed, "categories": absolute(result)}
+               "failed": failed, "categories": scores}
     return summary, REGRESSED if failed else 0

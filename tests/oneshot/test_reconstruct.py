@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_llama
+from conftest import run_with_teacher, tiny_llama
 from prunekit import PruneConfig, prune
 from prunekit.cli import main
 from prunekit.errors import PrunekitError
@@ -120,15 +120,7 @@ def test_cli_recovers_a_pruned_folder_against_its_teacher(tiny_model_dir, text_f
                  str(text_files["jsonl"]), "--nsamples", "4", "--seqlen", "32", "--out", str(pruned)]) == 0
     common = ["recover", "--model", str(pruned), "--calib", str(text_files["jsonl"]), "--nsamples", "4", "--seqlen",
               "32", "--recover-epochs", "2", "--recover-lr", "1e-3"]
-    capsys.readouterr()
-    assert main([*common, "--out", str(tmp_path / "a")]) == 2  # pruned from a path: never followed, asked for
-    assert "pass that as --teacher" in capsys.readouterr().err and not (tmp_path / "a").exists()
-    assert main([*common, "--teacher", str(tiny_model_dir), "--eval", str(text_files["jsonl"]), "--out",
-                 str(tmp_path / "b")]) == 2
-    assert "of the evaluation text" in capsys.readouterr().err and not (tmp_path / "b").exists()
-    assert main([*common, "--teacher", str(tiny_model_dir), "--eval", str(text_files["txt"]), "--eval-seqlen", "32",
-                 "--max-windows", "2", "--out", str(tmp_path / "c")]) == 0
-    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    manifest = run_with_teacher(main, common, tiny_model_dir, text_files, tmp_path, capsys)
     recover = manifest["recover"]
     assert recover["teacher"] == str(tiny_model_dir) and recover["tokens"] == 4 * 32
     assert all(b["error_after"] < b["error_before"] for b in recover["blocks"])

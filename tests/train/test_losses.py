@@ -1,13 +1,12 @@
 """Recovery losses: hand-computed values and gradients, zero when the student is the teacher, and the mixes."""
 
 import copy
-import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import byte_tokenizer, tiny_llama
+from conftest import byte_tokenizer, run_with_teacher, tiny_llama
 from prunekit import PruneConfig, PrunekitError, prune
 from prunekit.cli import main
 from prunekit.data import TextSource
@@ -84,14 +83,6 @@ def test_cli_distills_from_a_named_teacher_and_refuses_its_own_evaluation_text(t
     assert main(["prune", "--model", str(tiny_model_dir), "--pattern", "2:4", "--out", str(pruned)]) == 0
     common = ["finetune", "--model", str(pruned), "--data", str(text_files["jsonl"]), "--steps", "2", "--seqlen", "32",
               "--batch-size", "1", "--loss", "kd:0.67,ce:0.33"]
-    capsys.readouterr()
-    assert main([*common, "--out", str(tmp_path / "a")]) == 2  # pruned from a path: never followed, asked for
-    assert "pass that as --teacher" in capsys.readouterr().err and not (tmp_path / "a").exists()
-    assert main([*common, "--teacher", str(tiny_model_dir), "--eval", str(text_files["jsonl"]), "--out",
-                 str(tmp_path / "b")]) == 2
-    assert "of the evaluation text" in capsys.readouterr().err and not (tmp_path / "b").exists()
-    assert main([*common, "--teacher", str(tiny_model_dir), "--eval", str(text_files["txt"]), "--eval-seqlen", "32",
-                 "--max-windows", "2", "--out", str(tmp_path / "c")]) == 0
-    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())["finetune"]
+    manifest = run_with_teacher(main, common, tiny_model_dir, text_files, tmp_path, capsys)["finetune"]
     assert manifest["teacher"] == str(tiny_model_dir) and manifest["loss"] == "kd:0.67,ce:0.33"
     assert manifest["tokens"] == 64 and set(manifest["terms"][0]) == {"kd", "ce"}

@@ -18,19 +18,17 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..data import load_text, shared_data_dir
+from ..data import load_text
 from ..errors import PrunekitError
 from .config import CheckBudget, TaskConfig
 from .intervals import paired, paired_bootstrap, wilson
 from .perplexity import perplexity
-from .probes import arithmetic, code, gsm8k, retrieval
 from .probes.items import ProbeItem
 from .probes.run import FAMILIES, by_cell, compare_family, score_family
 from .tasks import evaluate_tasks, load_tasks
 
 log = logging.getLogger(__name__)
 
-PROBE_FILES = {"code": "humaneval.jsonl", "gsm8k": "gsm8k_test.jsonl"}  # in the shared data folder's probes/
 COMMONSENSE = "commonsense"
 LANGUAGE = "language modelling"
 
@@ -41,26 +39,9 @@ class Limits:
     max_loss_increase: float = 0.05  # relative
 
 
-def probe_file(name: str) -> str:
-    folder = shared_data_dir()
-    path = folder / "probes" / PROBE_FILES[name] if folder else None
-    if path is None or not path.is_file():
-        raise PrunekitError(f"the {name} probe needs {PROBE_FILES[name]} in the shared data folder's probes/ "
-                            "(set PRUNEKIT_DATA)")
-    return str(path)
-
-
 def probe_items(budget: CheckBudget, tokenizer) -> dict[str, list[ProbeItem]]:
     """Every family's items, read or generated now (a missing or malformed file fails here, before any work)."""
-    p = budget.probes
-    makers = {
-        "arithmetic": lambda: arithmetic.arithmetic_items(p.arithmetic, p.seed),
-        "retrieval": lambda: retrieval.passkey_items(tokenizer, p.retrieval_lengths, p.retrieval_depths,
-                                                     p.retrieval_per_cell, p.seed),
-        "code": lambda: code.humaneval_items(probe_file("code"), p.code),
-        "gsm8k": lambda: gsm8k.gsm8k_items(probe_file("gsm8k"), p.gsm8k),
-    }
-    return {name: makers[name]() for name in p.families}
+    return {name: FAMILIES[name].items(budget.probes, tokenizer) for name in budget.probes.families}
 
 
 def measure(model: nn.Module, tokenizer, budget: CheckBudget, items: dict[str, list[ProbeItem]],

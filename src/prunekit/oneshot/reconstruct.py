@@ -36,8 +36,10 @@ class DenseStream:
     returns its outputs (the reconstruction target), which become the next block's inputs. With ``keep_inputs``
     the inputs of the latest block stay readable as ``previous`` (training on the dense stream)."""
 
-    def __init__(self, inputs: BlockInputs, keep_inputs: bool) -> None:
-        self.inputs = BlockInputs([h.clone() for h in inputs.hidden], inputs.args, inputs.kwargs)
+    def __init__(self, inputs: BlockInputs, keep_inputs: bool, copy: bool = True) -> None:
+        """``copy=False`` takes ``inputs`` over (nothing else may use them) instead of copying them."""
+        hidden = [h.clone() for h in inputs.hidden] if copy else inputs.hidden
+        self.inputs = BlockInputs(hidden, inputs.args, inputs.kwargs)
         self.keep_inputs = keep_inputs
         self.previous: BlockInputs | None = None
 
@@ -165,7 +167,8 @@ def reconstruct(student: nn.Module, teacher: nn.Module, calibration: torch.Tenso
     dense_blocks = dense_found[1]
     targets = find_targets(student)
     inputs = capture_inputs(student, blocks[0], calibration, 1)
-    dense = DenseStream(capture_inputs(teacher, dense_blocks[0], calibration, 1), config.recover_stream == Stream.TEACHER)
+    dense = DenseStream(capture_inputs(teacher, dense_blocks[0], calibration, 1), config.recover_stream == Stream.TEACHER,
+                        copy=False)
     reports = []
     for i, (block, dense_block) in enumerate(tqdm(list(zip(blocks, dense_blocks, strict=True)), desc="reconstruct",
                                                   unit="block", disable=not progress)):

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ...data import shared_data_dir
+from ...errors import PrunekitError
+from ..config import ProbeConfig
 from ..intervals import mean_interval, paired, paired_bootstrap, wilson
 from ..tasks import score_pairs
 from . import arithmetic, code, gsm8k, retrieval
@@ -20,19 +23,35 @@ from .items import ProbeItem
 log = logging.getLogger(__name__)
 
 
+PROBE_FILES = {"code": "humaneval.jsonl", "gsm8k": "gsm8k_test.jsonl"}  # in the shared data folder's probes/
+
+
+def probe_file(name: str) -> str:
+    folder = shared_data_dir()
+    path = folder / "probes" / PROBE_FILES[name] if folder else None
+    if path is None or not path.is_file():
+        raise PrunekitError(f"the {name} probe needs {PROBE_FILES[name]} in the shared data folder's probes/ "
+                            "(set PRUNEKIT_DATA)")
+    return str(path)
+
+
 @dataclass(frozen=True)
 class Family:
     category: str
+    items: Callable[[ProbeConfig, object], list[ProbeItem]]  # (settings, tokenizer) -> the items, read or generated
     judge: Callable[[ProbeItem, str], bool]
     stop: tuple[str, ...]
     max_new_tokens: int
 
 
-FAMILIES = {  # one row per probe family; items come from ``ProbeConfig.items``
-    "arithmetic": Family("arithmetic", arithmetic.judge, ("\n",), 12),
-    "retrieval": Family("retrieval", retrieval.judge, ("\n",), 10),
-    "code": Family("code", code.judge, code.STOP, 256),
-    "gsm8k": Family("reasoning", gsm8k.judge, gsm8k.STOP, 200),
+FAMILIES = {  # one row per probe family
+    "arithmetic": Family("arithmetic", lambda p, tok: arithmetic.arithmetic_items(p.arithmetic, p.seed),
+                         arithmetic.judge, ("\n",), 12),
+    "retrieval": Family("retrieval", lambda p, tok: retrieval.passkey_items(
+        tok, p.retrieval_lengths, p.retrieval_depths, p.retrieval_per_cell, p.seed), retrieval.judge, ("\n",), 10),
+    "code": Family("code", lambda p, tok: code.humaneval_items(probe_file("code"), p.code), code.judge, code.STOP, 256),
+    "gsm8k": Family("reasoning", lambda p, tok: gsm8k.gsm8k_items(probe_file("gsm8k"), p.gsm8k), gsm8k.judge,
+                    gsm8k.STOP, 200),
 }
 
 
