@@ -6,6 +6,10 @@ documents (held out: no recipe trains on them), each as R = (ppl_before − ppl_
 
     .venv/bin/python bench/recovery.py --out runs/recovery.json                 # prunes SparseGPT 2:4 (protocol P)
     .venv/bin/python bench/recovery.py --pruned runs/sgpt-24 --recipes block,kd  # or starts from a pruned folder
+    .venv/bin/python bench/recovery.py --pruned runs/sgpt-24 --recipes kd --chunks 4 --out runs/kd-curve.json
+
+``--chunks N`` runs a recipe's last stage N times in a row (chunk k on fresh windows: seed k; the optimizer restarts
+each chunk) and evaluates after each: the curve of R against training seconds and tokens (and a PNG beside --out).
 
 Prints JSON and a table; the seconds are training time only. Nothing else may run meanwhile if they are to be read.
 """
@@ -52,17 +56,19 @@ def _ppl(model: str, text: str, windows: int, scratch: Path, tag: str) -> float:
                  "--out", str(scratch / f"eval-{tag}.json")])["perplexity"]
 
 
-def _stage(stage: str, model: str, out: str, args, train_text: str) -> dict:
+def _stage(stage: str, model: str, out: str, args, train_text: str, seed: int = 0) -> dict:
     """One recovery stage: ``block`` / ``block-teacher`` (reconstruction) or a ``--loss`` of finetune."""
     if stage.startswith("block"):
         stream = "teacher" if stage == "block-teacher" else "student"
         return _run(["recover", "--model", model, "--teacher", "default", "--calib", train_text, "--nsamples",
-                     str(args.block_nsamples), "--seqlen", "2048", "--recover-epochs", str(args.block_epochs),
-                     "--recover-lr", str(args.block_lr), "--recover-stream", stream, "--out", out]) | {
+                     str(args.block_nsamples), "--seqlen", "2048", "--seed", str(seed), "--recover-epochs",
+                     str(args.block_epochs), "--recover-lr", str(args.block_lr), "--recover-stream", stream,
+                     "--out", out]) | {
             "tokens": args.block_nsamples * 2048 * args.block_epochs}
     return _run(["finetune", "--model", model, "--data", train_text, "--loss", stage, "--teacher", "default",
                  "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seqlen", str(args.seqlen),
-                 "--lr", str(args.lr), "--out", out]) | {"tokens": args.steps * args.batch_size * args.seqlen}
+                 "--lr", str(args.lr), "--seed", str(seed), "--out", out]) | {
+        "tokens": args.steps * args.batch_size * args.seqlen}
 
 
 def _recovered(before: float, after: float, dense: float) -> float:
@@ -81,6 +87,8 @@ def main() -> None:
     ap.add_argument("--block-nsamples", type=int, default=32, help="block stages: calibration windows of 2048")
     ap.add_argument("--block-epochs", type=int, default=1)
     ap.add_argument("--block-lr", type=float, default=1e-3)
+    ap.add_argument("--chunks", type=int, default=1, help="run each recipe's last stage this many times, evaluating "
+                    "after each (a curve)")
     ap.add_argument("--max-windows", type=int, default=10, help="perplexity windows of 2048 on each text")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
@@ -98,26 +106,55 @@ def main() -> None:
         rows = []
         for recipe in args.recipes.split(","):
             model, seconds, tokens = pruned, 0.0, 0
-            for k, stage in enumerate(recipe.split("+")):
+            stages = recipe.split("+")
+            stages += [stages[-1]] * (args.chunks - 1)
+            for k, stage in enumerate(stages):
                 out = str(scratch / f"{recipe}-{k}")
-                summary = _stage(stage, model, out, args, train_text)
+                chunk = max(0, k - len(stages) + args.chunks)  # 0 for the stages before the repeated one
+                summary = _stage(stage, model, out, args, train_text, seed=chunk)
                 model, seconds, tokens = out, seconds + summary["seconds"], tokens + summary["tokens"]
-            after = {k: _ppl(model, t, args.max_windows, scratch, f"{recipe}-{k}") for k, t in texts.items()}
-            rows.append({"recipe": recipe, "seconds": round(seconds, 1), "tokens": tokens,
-                         **{f"ppl_{k}": round(after[k], 2) for k in texts},
-                         **{f"R_{k}": _recovered(before[k], after[k], dense[k]) for k in texts}})
-            print(json.dumps(rows[-1]), file=sys.stderr)
+                if k < len(stages) - args.chunks:
+                    continue
+                after = {t: _ppl(model, text, args.max_windows, scratch, f"{recipe}-{k}") for t, text in texts.items()}
+                rows.append({"recipe": recipe, "chunk": chunk + 1, "seconds": round(seconds, 1), "tokens": tokens,
+                             **{f"ppl_{t}": round(after[t], 2) for t in texts},
+                             **{f"R_{t}": _recovered(before[t], after[t], dense[t]) for t in texts}})
+                print(json.dumps(rows[-1]), file=sys.stderr)
     report = build_manifest(command=sys.argv, dense={k: round(v, 2) for k, v in dense.items()},
                             before={k: round(v, 2) for k, v in before.items()}, budget=vars(args), runs=rows)
     if args.out:
         write_json(report, args.out)
+        _plot(rows, Path(args.out).with_suffix(".png"))
     print(json.dumps(report, indent=2))
     print(f"\ndense {dense}; before {before}\n")
-    print("| recipe | train seconds | tokens | ppl WikiText-2 | R WikiText-2 | ppl C4 held out | R C4 held out |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| recipe | chunk | train seconds | tokens | ppl WikiText-2 | R WikiText-2 | ppl C4 held out | R C4 held out |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['recipe']} | {r['seconds']} | {r['tokens']} | {r['ppl_wikitext2']} | {r['R_wikitext2']} | "
-              f"{r['ppl_c4_heldout']} | {r['R_c4_heldout']} |")
+        print(f"| {r['recipe']} | {r['chunk']} | {r['seconds']} | {r['tokens']} | {r['ppl_wikitext2']} | "
+              f"{r['R_wikitext2']} | {r['ppl_c4_heldout']} | {r['R_c4_heldout']} |")
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    """R on each text against training minutes, one line per recipe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        mine = [r for r in rows if r["recipe"] == recipe]
+        for text, style in (("wikitext2", "o-"), ("c4_heldout", "s--")):
+            ax.plot([0] + [r["seconds"] / 60 for r in mine], [0] + [r[f"R_{text}"] for r in mine], style,
+                    label=f"{recipe}, {text}")
+    ax.axhline(0.7, color="gray", linewidth=0.8, linestyle=":", label="goal R = 0.7")
+    ax.set_xlabel("training minutes (2 CPU cores)")
+    ax.set_ylabel("recovered fraction R")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import pytest
 import torch
 import transformers
 
+from prunekit.measure.config import CheckBudget, ProbeConfig
+
 
 def pytest_runtest_setup(item):
     """``@pytest.mark.kernel`` tests need the compiled extension: checked when such a test runs, not at
@@ -73,6 +75,22 @@ def tiny_llama(seed: int = 0, layers: int = 2):
 def tiny_model_dir(tmp_path):
     path = tmp_path / "tiny"
     tiny_llama().save_pretrained(path)
+    byte_tokenizer().save_pretrained(path)
+    return path
+
+
+TINY_CHECK = CheckBudget(2, 4, ProbeConfig(arithmetic=4, retrieval_lengths=(96,), retrieval_depths=(0.0, 1.0),
+                                           retrieval_per_cell=1, code=2, gsm8k=1), ppl_seqlen=64,
+                         tasks=("piqa", "arc_easy"))  # the shipping check in seconds, on ``long_tiny_dir``
+
+
+@pytest.fixture
+def long_tiny_dir(tmp_path):
+    """A tiny random model with room for GSM8K's 8-shot prompts in byte tokens."""
+    config = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192)
+    path = tmp_path / "long_tiny"
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
     byte_tokenizer().save_pretrained(path)
     return path
 

@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--limit", type=int, default=None, help="score the first N items of each task")
     c.add_argument("--task-seed", type=int, default=None)
     c.add_argument("--task-batch-size", type=int, default=32)
+    c.add_argument("--check", default=None, choices=tuple(BUDGETS),
+                   help="also run the shipping check's categories (probes included) at this budget, paired with dense")
     c.add_argument("--out", required=True, help="folder for report.md, results.json and the plots")
     c.add_argument("--overwrite", action="store_true")
 
@@ -461,7 +463,7 @@ def cmd_compare(args) -> dict:
                         methods=_csv(args.methods), calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
                         eval_seqlen=args.eval_seqlen, eval_data=args.eval, max_windows=args.max_windows,
                         prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, bench_reps=args.bench_reps,
-                        seed=args.seed,
+                        seed=args.seed, check=args.check,
                         tasks=args.tasks and TaskConfig(_csv(args.tasks), args.limit, args.task_seed, args.task_batch_size))
     with claim_output(args.out, args.overwrite) as claim:
         _model_config(args, {"--seqlen": cfg.seqlen, "--eval-seqlen": cfg.eval_seqlen})  # before any work
@@ -471,7 +473,9 @@ def cmd_compare(args) -> dict:
     return {"out": args.out, "files": files, "dense_perplexity": results["dense_perplexity"],
             "runs": [{k: r[k] for k in ("method", "pattern", "sparsity", "perplexity", "prune_seconds")}
                      | {"decode_speedup": r["bench"]["ratios"]["decode_speedup"]}
-                     | ({"mean_acc": round(r["tasks"]["mean_acc"], 4)} if "tasks" in r else {}) for r in results["runs"]],
+                     | ({"mean_acc": round(r["tasks"]["mean_acc"], 4)} if "tasks" in r else {})
+                     | ({"failed": [c for c, e in r["check"].items() if e["fails"]]} if "check" in r else {})
+                     for r in results["runs"]],
             "wall_seconds": results["wall_seconds"]}
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from .errors import PrunekitError
 from .fsutil import claim_output, regular_file
-from .measure.check import Limits, absolute, gate, measure, plot_card, probe_items, report_markdown
-from .measure.config import BUDGETS, CheckBudget
-from .models import load_model, max_positions
+from .measure.check import Limits, absolute, fit_context, gate, measure, plot_card, probe_items, report_markdown
+from .measure.config import BUDGETS
+from .models import load_model
 from .pipeline import model_path, model_record
 from .recovery import resolve_teacher
 from .settings import DTYPES
@@ -43,20 +43,6 @@ def read_check(path: str | Path, budget: str) -> dict:
     return result
 
 
-def _fit_context(budget: CheckBudget, model) -> CheckBudget:
-    """The budget with retrieval lengths the model's positions can hold (the others dropped, with a warning)."""
-    limit = max_positions(getattr(model, "config", None))
-    probes = budget.probes
-    if limit is None or all(n + 32 <= limit for n in probes.retrieval_lengths):
-        return budget
-    kept = tuple(n for n in probes.retrieval_lengths if n + 32 <= limit)
-    log.warning("retrieval lengths over the model's %d positions dropped: %s", limit,
-                [n for n in probes.retrieval_lengths if n not in kept])
-    if not kept:
-        raise PrunekitError(f"the model's {limit} positions hold no retrieval length of the budget")
-    return dataclasses.replace(budget, probes=dataclasses.replace(probes, retrieval_lengths=kept))
-
-
 def check_run(model: str, out: str | Path, baseline: str | None = None, budget: str = "quick",
               limits: Limits | None = None, *, dtype: str = "float32", device: str = "cpu", overwrite: bool = False,
               command: list[str] | None = None) -> tuple[dict, int]:
@@ -78,7 +64,7 @@ def check_run(model: str, out: str | Path, baseline: str | None = None, budget: 
         reference = read_check(baseline, budget) if earlier else None
         base_path = model_path(baseline, seqlens) if baseline and reference is None else None
         net, tok, path = load_model(path, DTYPES[dtype], device)
-        plan = _fit_context(BUDGETS[budget], net)
+        plan = fit_context(BUDGETS[budget], net)
         items = probe_items(plan, tok)  # missing or malformed probe files fail here, before the long work
         result = measure(net, tok, plan, items)
         record = model_record(model, path, dtype, net)

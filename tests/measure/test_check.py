@@ -4,13 +4,12 @@ from a model folder to a report card and an exit code (0 fit, 3 regressed, 2 bad
 import json
 
 import pytest
-import transformers
 
-from conftest import byte_tokenizer
+from conftest import TINY_CHECK as TINY
 from prunekit.cli import main
 from prunekit.data import shared_data_dir
 from prunekit.measure.check import COMMONSENSE, LANGUAGE, Limits, gate
-from prunekit.measure.config import BUDGETS, CheckBudget, ProbeConfig
+from prunekit.measure.config import BUDGETS
 from prunekit.measure.intervals import paired_bootstrap
 
 pytestmark = pytest.mark.skipif(shared_data_dir() is None, reason="needs the shared data folder")
@@ -55,21 +54,6 @@ def test_an_accuracy_at_the_floor_carries_no_signal_and_is_not_judged():
     lost = _result([1] * 10, [0] * 100, [1.0] * 100)
     acc = gate(lost, base, Limits())["arithmetic"]["acc"]
     assert acc["signal"] is False and acc["fails"] is False
-
-
-TINY = CheckBudget(2, 4, ProbeConfig(arithmetic=4, retrieval_lengths=(96,), retrieval_depths=(0.0, 1.0),
-                                     retrieval_per_cell=1, code=2, gsm8k=1), ppl_seqlen=64, tasks=("piqa", "arc_easy"))
-
-
-@pytest.fixture
-def long_tiny_dir(tmp_path):
-    """A tiny random model with room for GSM8K's 8-shot prompts in byte tokens."""
-    config = transformers.LlamaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8192)
-    path = tmp_path / "tiny"
-    transformers.LlamaForCausalLM(config).save_pretrained(path)
-    byte_tokenizer().save_pretrained(path)
-    return path
 
 
 @pytest.mark.slow

@@ -4,11 +4,13 @@ import json
 
 import pytest
 
-from conftest import tiny_llama
+from conftest import TINY_CHECK, tiny_llama
 from prunekit.cli import main
+from prunekit.data import shared_data_dir
 from prunekit.errors import PrunekitError
+from prunekit.measure.check import COMMONSENSE, LANGUAGE
 from prunekit.measure.compare import CompareConfig, run_compare, storage_mb
-from prunekit.measure.config import TaskConfig
+from prunekit.measure.config import BUDGETS, TaskConfig
 from prunekit.measure.report import write_report
 from prunekit.oneshot.config import PruneConfig
 from prunekit.oneshot.pruner import prune
@@ -64,6 +66,30 @@ def test_compare_end_to_end(tiny_model_dir, text_files, tmp_path):
     assert len(table) == 4  # the main table and the task table, two runs each
     assert len(json.loads((out / "tasks.json").read_text())) == 5  # dense and four runs, per item
     assert json.loads((out / "results.json").read_text())["results"]["dense_perplexity"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.kernel
+@pytest.mark.skipif(shared_data_dir() is None, reason="needs the shared data folder")
+def test_compare_gains_the_shipping_check_columns(long_tiny_dir, text_files, tmp_path, monkeypatch):
+    monkeypatch.setitem(BUDGETS, "quick", TINY_CHECK)
+    cfg = CompareConfig(model=str(long_tiny_dir), patterns=("unstructured",), methods=("magnitude",), sparsities=(0.5, 0.9),
+                        calib=str(text_files["jsonl"]), nsamples=1, seqlen=32, eval_data=str(text_files["txt"]),
+                        eval_seqlen=64, max_windows=1, prompt_tokens=8, new_tokens=2, bench_reps=1, check="quick")
+    results = run_compare(cfg)
+    half, most = (r["check"] for r in results["runs"])
+    assert set(half) == {LANGUAGE, COMMONSENSE, "arithmetic", "retrieval", "code", "reasoning"}
+    # paired with dense on the same windows: the dense side is the same for both runs, the 90% side is worse
+    assert half[LANGUAGE]["perplexity"][0] == most[LANGUAGE]["perplexity"][0]
+    assert most[LANGUAGE]["loss"]["diff"] > half[LANGUAGE]["loss"]["diff"]
+    out = tmp_path / "report"
+    out.mkdir()
+    write_report(results, out, "prunekit compare --check quick")
+    report = (out / "report.md").read_text()
+    table = report[report.index("## Shipping check per category"):].splitlines()
+    assert "| reasoning |" in table[4] and len([line for line in table if line.startswith("| magnitude")]) == 2
+    with pytest.raises(PrunekitError, match="check budget"):
+        CompareConfig(check="slow")
 
 
 def test_compare_cli_bad_input_writes_nothing(tmp_path, capsys):

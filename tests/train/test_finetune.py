@@ -30,7 +30,23 @@ def test_finetune_keeps_mask_and_learns(lora_rank):
     assert sum(log["losses"][-3:]) < sum(log["losses"][:3])
 
 
+def test_norms_mode_trains_norms_and_biases_only():
+    model, tok = tiny_llama(), byte_tokenizer()
+    prune(model, PruneConfig(sparsity=0.5), progress=False)
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.bias = torch.nn.Parameter(torch.zeros(model.config.hidden_size))
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    model, log = finetune(model, tok, TEXT, FinetuneConfig(steps=8, seqlen=32, batch_size=2, lr=1e-2, trainable="norms"),
+                          progress=False)
+    after = dict(model.named_parameters())
+    moved = {n for n in before if not torch.equal(before[n], after[n])}
+    norms = {n for n in before if "norm" in n}
+    assert moved == norms | {"model.layers.0.self_attn.q_proj.bias"}, moved ^ norms  # every norm and the bias, nothing else
+    assert sum(log["losses"][-3:]) < sum(log["losses"][:3])
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
+    ({"trainable": "norms", "lora_rank": 4}, "drop --lora-rank"), ({"trainable": "heads"}, "trainable"),
     ({"steps": 0}, "steps must be >= 1"), ({"lr": float("nan")}, "learning rate"), ({"seqlen": 1}, "seqlen must be >= 2")])
 def test_bad_settings(kwargs, message):
     with pytest.raises(PrunekitError, match=message):

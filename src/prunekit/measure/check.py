@@ -12,6 +12,7 @@ Rules, per category (each measure on the same items as the baseline):
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from torch import nn
 
 from ..data import load_text
 from ..errors import PrunekitError
+from ..models import max_positions
 from .config import CheckBudget, TaskConfig
 from .intervals import paired, paired_bootstrap, wilson
 from .perplexity import perplexity
@@ -37,6 +39,20 @@ LANGUAGE = "language modelling"
 class Limits:
     max_drop: float = 2.0  # accuracy points
     max_loss_increase: float = 0.05  # relative
+
+
+def fit_context(budget: CheckBudget, model: nn.Module) -> CheckBudget:
+    """The budget with retrieval lengths the model's positions can hold (the others dropped, with a warning)."""
+    limit = max_positions(getattr(model, "config", None))
+    probes = budget.probes
+    if limit is None or all(n + 32 <= limit for n in probes.retrieval_lengths):
+        return budget
+    kept = tuple(n for n in probes.retrieval_lengths if n + 32 <= limit)
+    log.warning("retrieval lengths over the model's %d positions dropped: %s", limit,
+                [n for n in probes.retrieval_lengths if n not in kept])
+    if not kept:
+        raise PrunekitError(f"the model's {limit} positions hold no retrieval length of the budget")
+    return dataclasses.replace(budget, probes=dataclasses.replace(probes, retrieval_lengths=kept))
 
 
 def probe_items(budget: CheckBudget, tokenizer) -> dict[str, list[ProbeItem]]:

@@ -26,7 +26,8 @@ from ..store.effective_bits import run_bits
 from ..store.formats import DENSE, FORMATS, format_bytes
 from ..targets import find_targets, weight_view
 from .bench import bench_model
-from .config import TaskConfig
+from .check import Limits, fit_context, gate, measure, probe_items
+from .config import BUDGETS, TaskConfig
 from .hardware import cpu_info, layer_shapes, microbench, summarize
 from .perplexity import perplexity
 from .tasks import brief, compare_tasks, evaluate_tasks, load_tasks
@@ -54,6 +55,7 @@ class CompareConfig:
     bench_reps: int = 3
     seed: int = 0
     tasks: TaskConfig | None = None  # zero-shot tasks scored on dense and every run, paired with dense
+    check: str | None = None  # a shipping-check budget (``BUDGETS``): every category scored, paired with dense
     calibration: CalibConfig = field(init=False)
     runs: tuple[PruneConfig, ...] = field(init=False)  # one per method × pattern (× sparsity when unstructured)
 
@@ -64,6 +66,8 @@ class CompareConfig:
             raise PrunekitError(f"sparsities must be in (0, 1), got {self.sparsities}")
         if self.max_windows < 1 or self.prompt_tokens < 1 or self.new_tokens < 2 or self.bench_reps < 1:
             raise PrunekitError("max_windows, prompt_tokens and bench_reps must be >= 1; new_tokens >= 2")
+        if self.check is not None and self.check not in BUDGETS:
+            raise PrunekitError(f"the check budget is one of {', '.join(BUDGETS)}, not {self.check!r}")
         methods = tuple(choice(Method, m, "method") for m in self.methods)
         runs = []
         for method in methods:
@@ -103,8 +107,14 @@ def run_compare(cfg: CompareConfig) -> dict:
     def score() -> dict | None:
         return evaluate_tasks(model, tok, tasks, cfg.tasks.batch_size, progress=False) if tasks else None
 
+    plan = cfg.check and fit_context(BUDGETS[cfg.check], model)
+    items = plan and probe_items(plan, tok)  # missing or malformed probe files fail here, before the long work
+
+    def check() -> dict | None:
+        return measure(model, tok, plan, items, progress=False) if plan else None
+
     t0 = time.perf_counter()
-    dense_ppl, dense_tasks = evaluate(), score()
+    dense_ppl, dense_tasks, dense_check = evaluate(), score(), check()
     task_items = {"dense": dense_tasks} if tasks else {}
     rows = []
     for config in tqdm(cfg.runs, desc="compare"):
@@ -119,6 +129,8 @@ def run_compare(cfg: CompareConfig) -> dict:
                      "bits_per_weight": run_bits(result.masks.layers(), result.grids, config.nm,
                                                  next(model.parameters()).element_size() * 8)["model"]["bits_per_weight"],
                      "layer_sparsity": [round(r.sparsity, 4) for r in result.layers]})
+        if plan:
+            rows[-1]["check"] = gate(check(), dense_check, Limits())
         if scores:
             key = f"{config.method} {config.pattern} {config.sparsity:g}"
             task_items[key] = scores

@@ -42,6 +42,7 @@ def markdown(results: dict, command: str) -> str:
             f"| {b['ratios']['prefill_speedup']:.2f}× | {b['ratios']['decode_speedup']:.2f}× "
             f"| {b['sparse']['decode_tokens_per_s']:.1f} ({b['dense']['decode_tokens_per_s']:.1f}) |")
     lines += _task_table(results)
+    lines += _check_table(results)
     lines += ["", "## What the zeros buy on this machine (kernel sweep, batch 1, this model's layer shapes)", ""]
     lines += [f"- {s['verdict']}" for s in results["kernel_sweep"].values()]
     lines += ["", "![perplexity vs sparsity](perplexity_vs_sparsity.png)", "",
@@ -71,6 +72,35 @@ def _task_table(results: dict) -> list[str]:
                          f"[{100 * p['ci'][0]:+.1f}, {100 * p['ci'][1]:+.1f}] {p['verdict']}")
         lines.append(f"| {r['method']} | {r['pattern']} | {r['sparsity']:.2f} | {100 * r['tasks']['mean_acc']:.1f} | "
                      + " | ".join(cells) + " |")
+    return lines
+
+
+def _check_table(results: dict) -> list[str]:
+    """The shipping check's categories per run (``check.gate`` against dense on the same items): the accuracy change
+    in points and the relative loss change, each with its 95% interval, and whether the category fails its budget."""
+    runs = [r for r in results["runs"] if "check" in r]
+    if not runs:
+        return []
+    cats = list(runs[0]["check"])
+    lines = ["", f"## Shipping check per category (budget {results['config']['check']}, paired with dense)", "",
+             "Per category: accuracy change in points and relative change of the per-token loss of the reference "
+             "answers, with 95% intervals; **fails** where it regresses beyond the budget (as ``prunekit check``).",
+             "", "| method | pattern | sparsity | " + " | ".join(cats) + " |",
+             "| --- | --- | --- | " + " | ".join("---" for _ in cats) + " |"]
+    for r in runs:
+        cells = []
+        for cat in cats:
+            e, parts = r["check"][cat], []
+            if "acc" in e:
+                a = e["acc"]
+                parts.append(f"{100 * a['diff']:+.1f} pt [{100 * a['ci'][0]:+.1f}, {100 * a['ci'][1]:+.1f}]"
+                             + ("" if a["signal"] else " no signal"))
+            if "loss" in e:
+                m = e["loss"]
+                parts.append(f"loss {100 * m['relative']:+.1f}% [{100 * m['ci'][0] / m['reference']:+.1f}, "
+                             f"{100 * m['ci'][1] / m['reference']:+.1f}]")
+            cells.append("<br>".join(parts) + (" **fails**" if e["fails"] else ""))
+        lines.append(f"| {r['method']} | {r['pattern']} | {r['sparsity']:.2f} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -8,6 +8,7 @@ must be the same run (``identity``: its settings, model and teacher); the folder
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -37,6 +38,9 @@ class Checkpoints:
     every: int
     resume: bool
     identity: dict  # what must match for a checkpoint to be resumed (settings, model, teacher)
+
+    def __post_init__(self) -> None:  # plain values only (enums as their names): the file is read weights_only
+        object.__setattr__(self, "identity", json.loads(json.dumps(self.identity)))
 
     def load(self) -> dict | None:
         """The saved state to go on from, or None to start afresh; a left checkpoint without ``resume`` is an error

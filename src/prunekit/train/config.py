@@ -5,10 +5,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
-from ..errors import PrunekitError
+from ..errors import PrunekitError, choice
 from ..settings import setting
 from .losses import parse_mix
+
+
+class Trainable(StrEnum):
+    """Which parameters recovery trains."""
+
+    ALL = "all"  # every parameter, pruned weights locked at zero (or LoRA adapters, with lora_rank)
+    NORMS = "norms"  # only normalization weights and biases: a few thousand numbers, cheap (PERP, arXiv 2312.15230)
 
 
 @dataclass(frozen=True)
@@ -21,6 +29,8 @@ class FinetuneConfig:
     lr: float = setting(5e-5, "AdamW learning rate")
     seed: int = setting(0, "seed of the training windows")
     lora_rank: int = setting(0, "train LoRA adapters of this rank instead (peft); 0: all weights")
+    trainable: Trainable = setting(Trainable.ALL, "all (every parameter, zeros locked) or norms (only normalization "
+                                                  "weights and biases: PERP's cheap recovery)")
     loss: str = setting("ce", "ce (next-token cross-entropy), kd (KL to a dense teacher's logits), squarehead (per-layer "
                               "normalized feature MSE + kd), or a weighted mix such as kd:0.67,ce:0.33")
     temperature: float = setting(1.0, "softmax temperature of the kd term")
@@ -34,6 +44,9 @@ class FinetuneConfig:
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise PrunekitError(f"the temperature must be a positive number, got {self.temperature}")
         parse_mix(self.loss)
+        object.__setattr__(self, "trainable", choice(Trainable, self.trainable, "trainable"))
+        if self.trainable is Trainable.NORMS and self.lora_rank:
+            raise PrunekitError("--trainable norms trains normalization weights and biases only; drop --lora-rank")
 
     @property
     def mix(self) -> dict[str, float]:

@@ -17,7 +17,7 @@ from ..quant.frozen import attach_grids, snap_to_grids
 from ..quant.grid import LayerGrid
 from ..selection import zero_pruned_
 from .checkpoint import Checkpoints
-from .config import FinetuneConfig
+from .config import FinetuneConfig, Trainable
 from .losses import mixed_loss, needs_teacher
 from .masks import attach_dense, masks_of, remove
 
@@ -36,7 +36,8 @@ def finetune(
 ) -> tuple[nn.Module, dict]:
     """Train ``config.steps`` AdamW steps on random ``config.seqlen`` windows of ``source``; zeros stay zeros.
 
-    Full fine-tuning locks the current zeros with masks (parametrizations) and bakes them in at the end.
+    Full fine-tuning locks the current zeros with masks (parametrizations) and bakes them in at the end;
+    ``config.trainable`` ``norms`` trains only the normalization weights and biases (``norms_and_biases``).
     With ``config.lora_rank > 0`` the base weights are frozen, LoRA adapters (peft) train on every target
     layer, and on merging the update is masked so pruned weights stay exactly zero. Returns the
     plain (unparametrized) model and a log of losses. With ``grids`` (a quantized model's), the forward pass
@@ -66,6 +67,10 @@ def finetune(
         remove(model)
         torch.manual_seed(config.seed)  # the adapters' initialization: a rerun starts from the same one
         model = _with_lora(model, locked, lora_rank)
+    if config.trainable is Trainable.NORMS:
+        model.requires_grad_(False)
+        for p in norms_and_biases(model):
+            p.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     device = next(model.parameters()).device
@@ -112,6 +117,18 @@ def finetune(
         raise RuntimeError("fine-tuning revived pruned weights")  # a bug, not a user error
     return model, dataclasses.asdict(config) | curve | {"tokens": windows.numel(), "resumed_at": start,
                                                 "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def norms_and_biases(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of every normalization layer (LayerNorm, RMSNorm, ...) and every bias: what
+    ``--trainable norms`` trains (embeddings, the head and the pruned weights stay as they are)."""
+    out = {}
+    for module in model.modules():
+        is_norm = "norm" in type(module).__name__.lower()
+        for name, p in module.named_parameters(recurse=False):
+            if is_norm or name == "bias":
+                out[id(p)] = p
+    return list(out.values())
 
 
 def _with_lora(model: nn.Module, locked: dict[str, torch.Tensor], rank: int) -> nn.Module:
