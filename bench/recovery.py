@@ -65,7 +65,9 @@ def _stage(stage: str, model: str, out: str, args, train_text: str, seed: int = 
                      str(args.block_epochs), "--recover-lr", str(args.block_lr), "--recover-stream", stream,
                      "--out", out]) | {
             "tokens": args.block_nsamples * 2048 * args.block_epochs}
-    return _run(["finetune", "--model", model, "--data", train_text, "--loss", stage, "--teacher", "default",
+    loss, _, trainable = stage.partition("@")  # kd@norms: train the normalization weights and biases only
+    return _run(["finetune", "--model", model, "--data", train_text, "--loss", loss, "--teacher", "default",
+                 "--trainable", trainable or "all",
                  "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seqlen", str(args.seqlen),
                  "--lr", str(args.lr), "--seed", str(seed), "--out", out]) | {
         "tokens": args.steps * args.batch_size * args.seqlen}
@@ -79,7 +81,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pruned", default=None, help="a pruned folder of the default model (default: prune one now)")
     ap.add_argument("--recipes", default="ce,kd,squarehead,block,block-teacher,block+kd",
-                    help="comma-separated; each a '+'-joined sequence of stages: block, block-teacher, or a --loss")
+                    help="comma-separated; each a '+'-joined sequence of stages: block, block-teacher, or a --loss "
+                    "(LOSS@norms: train only the normalization weights and biases)")
     ap.add_argument("--steps", type=int, default=40, help="finetune stages: optimizer steps")
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--seqlen", type=int, default=512)

@@ -4,6 +4,7 @@ compressed folder paired with it on the same items, and tabulates per category t
 category's dense score (accuracy, and per-token loss of the reference answers).
 
     .venv/bin/python bench/shipping_claim.py --models runs/wanda-50,runs/sgpt-24 --out runs/claim   # quick budget
+    .venv/bin/python bench/shipping_claim.py --models ... --dense runs/check-default/check.json --out runs/claim --reuse
 
 Prints JSON and a table. A category whose dense accuracy interval reaches down to the budget is marked: no signal.
 """
@@ -36,6 +37,8 @@ def main() -> None:
     ap.add_argument("--budget", default="quick", choices=("quick", "full"))
     ap.add_argument("--dense", default=None, help="a dense check.json already made with this budget (else run it)")
     ap.add_argument("--out", required=True, help="folder for each check and claim.json")
+    ap.add_argument("--reuse", action="store_true", help="take a model's check.json already in --out when it was made "
+                    "with this budget against this dense baseline (else run the check)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -46,9 +49,14 @@ def main() -> None:
     rows = []
     for model in args.models.split(","):
         folder = out / Path(model).name
-        code, _ = _check(["check", "--model", model, "--baseline", dense, "--budget", args.budget, "--out",
-                          str(folder), "--overwrite"])
-        gated = json.loads((folder / "check.json").read_text())["gate"]
+        earlier = json.loads((folder / "check.json").read_text()) if (folder / "check.json").is_file() else {}
+        if args.reuse and earlier.get("budget") == args.budget and earlier.get("baseline") == dense:
+            gated = earlier["gate"]
+            code = 3 if any(e["fails"] for e in gated.values()) else 0
+        else:
+            code, _ = _check(["check", "--model", model, "--baseline", dense, "--budget", args.budget, "--out",
+                              str(folder), "--overwrite"])
+            gated = json.loads((folder / "check.json").read_text())["gate"]
         for category, entry in gated.items():
             row = {"model": Path(model).name, "category": category, "fails": entry["fails"]}
             if "acc" in entry:
