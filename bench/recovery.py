@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import io
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -94,6 +95,7 @@ def main() -> None:
                     "after each (a curve)")
     ap.add_argument("--max-windows", type=int, default=10, help="perplexity windows of 2048 on each text")
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--keep", default=None, help="copy each recipe's last model into this folder (else it is deleted)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
         scratch = Path(tmp)
@@ -118,11 +120,13 @@ def main() -> None:
                 model, seconds, tokens = out, seconds + summary["seconds"], tokens + summary["tokens"]
                 if k < len(stages) - args.chunks:
                     continue
-                after = {t: _ppl(model, text, args.max_windows, scratch, f"{recipe}-{k}") for t, text in texts.items()}
+                after = {t: _ppl(model, text, args.max_windows, scratch, f"{recipe}-{k}-{t}") for t, text in texts.items()}
                 rows.append({"recipe": recipe, "chunk": chunk + 1, "seconds": round(seconds, 1), "tokens": tokens,
                              **{f"ppl_{t}": round(after[t], 2) for t in texts},
                              **{f"R_{t}": _recovered(before[t], after[t], dense[t]) for t in texts}})
                 print(json.dumps(rows[-1]), file=sys.stderr)
+            if args.keep:
+                shutil.copytree(model, Path(args.keep) / recipe.replace("+", "_").replace("@", "_"), dirs_exist_ok=True)
     report = build_manifest(command=sys.argv, dense={k: round(v, 2) for k, v in dense.items()},
                             before={k: round(v, 2) for k, v in before.items()}, budget=vars(args), runs=rows)
     if args.out:
