@@ -113,12 +113,13 @@ def main() -> None:
             model, seconds, tokens = pruned, 0.0, 0
             stages = recipe.split("+")
             stages += [stages[-1]] * (args.chunks - 1)
+            first = len(stages) - args.chunks  # the first run of the repeated stage: evaluated from there on
             for k, stage in enumerate(stages):
                 out = str(scratch / f"{recipe}-{k}")
-                chunk = max(0, k - len(stages) + args.chunks)  # 0 for the stages before the repeated one
+                chunk = max(0, k - first)
                 summary = _stage(stage, model, out, args, train_text, seed=chunk)
                 model, seconds, tokens = out, seconds + summary["seconds"], tokens + summary["tokens"]
-                if k < len(stages) - args.chunks:
+                if k < first:
                     continue
                 after = {t: _ppl(model, text, args.max_windows, scratch, f"{recipe}-{k}-{t}") for t, text in texts.items()}
                 rows.append({"recipe": recipe, "chunk": chunk + 1, "seconds": round(seconds, 1), "tokens": tokens,

@@ -16,7 +16,7 @@ class Trainable(StrEnum):
     """Which parameters recovery trains."""
 
     ALL = "all"  # every parameter, pruned weights locked at zero (or LoRA adapters, with lora_rank)
-    NORMS = "norms"  # only normalization weights and biases: a few thousand numbers, cheap (PERP, arXiv 2312.15230)
+    NORMS = "norms"  # only normalization weights and biases: tens of thousands of numbers, cheap (PERP, arXiv 2312.15230)
 
 
 @dataclass(frozen=True)

@@ -61,13 +61,14 @@ def finetune(
         raise PrunekitError("fine-tuning a quantized model with its grids frozen trains all weights; drop --lora-rank")
     locked = attach_dense(model)
     kept = {n: int(m.sum()) for n, m in locked.items()}
-    if grids:
+    norms_only = config.trainable is Trainable.NORMS
+    if grids and not norms_only:  # frozen weights are on their grids already: no rounding on every forward
         attach_grids(model, grids)
     if lora_rank:
         remove(model)
         torch.manual_seed(config.seed)  # the adapters' initialization: a rerun starts from the same one
         model = _with_lora(model, locked, lora_rank)
-    if config.trainable is Trainable.NORMS:
+    if norms_only:
         model.requires_grad_(False)
         for p in norms_and_biases(model):
             p.requires_grad_(True)
